@@ -1,0 +1,43 @@
+# The two README commands: `make dry-run` and `make test`. Both set up .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-stamp
+SHARE := $(VENV)/share/sim2real_vla_ros
+
+# DDS stays on loopback on these machines; each make invocation picks its own domain.
+export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
+export ROS_DOMAIN_ID ?= $(shell echo $$(( $$$$ % 90 + 5 )))
+export AMENT_PREFIX_PATH := $(abspath $(VENV))$(if $(AMENT_PREFIX_PATH),:$(AMENT_PREFIX_PATH),)
+export MUJOCO_GL ?= egl
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup test dry-run bench bundle clean
+
+setup: $(STAMP)
+
+# The package is installed editable, and its share directory is linked into the venv
+# the way `colcon build --symlink-install` does, so edits to launch/config/urdf/models
+# are seen without a reinstall. A plain `pip install .` copies them (setup.py data_files).
+$(STAMP): requirements.txt requirements-dev.txt setup.py package.xml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	mkdir -p $(SHARE) $(VENV)/share/ament_index/resource_index/packages
+	for d in launch config urdf models; do ln -sfn $(abspath $$d) $(SHARE)/$$d; done
+	ln -sfn $(abspath package.xml) $(SHARE)/package.xml
+	touch $(VENV)/share/ament_index/resource_index/packages/sim2real_vla_ros
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest test
+
+dry-run: setup
+	$(PY) -m sim2real_vla_ros.tools.dry_run
+
+bench: setup
+	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build install log *.egg-info

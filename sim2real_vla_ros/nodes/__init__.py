@@ -1,0 +1,1 @@
+"""Thin rclpy nodes, one per executable; logic lives in sim2real_vla_ros.core."""

@@ -1,0 +1,1 @@
+"""Command-line tools: dry run, reference bundle, TensorRT engine builder."""
