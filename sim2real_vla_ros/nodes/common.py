@@ -1,0 +1,241 @@
+"""Helpers shared by the rclpy nodes: QoS by role, image conversion, parameters,
+JSON-in-String payloads, diagnostics and the executable entry point.
+
+Image conversion is done here rather than with cv_bridge: the cv_bridge on PyPI
+(1.13) calls ``ndarray.tostring()``, which NumPy 2 removed, and the maintained
+cv_bridge only ships with a full ROS install. The functions below handle the three
+encodings this stack uses and validate every field, so a malformed message becomes
+one ``ImageMessageError`` instead of a crash in a callback.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time as TimeMsg
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+
+# --- QoS by role -------------------------------------------------------------------
+#: Camera images and masks: best effort, newest only (a late frame is worthless).
+SENSOR_QOS = qos_profile_sensor_data
+#: Commands and events: reliable, a short queue.
+COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                         history=HistoryPolicy.KEEP_LAST)
+#: State that a late joiner must see (task state, affordances, e-stop): latched.
+LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         history=HistoryPolicy.KEEP_LAST,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+# --- images ------------------------------------------------------------------------
+_CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
+
+
+class ImageMessageError(ValueError):
+    """A sensor_msgs/Image whose fields do not describe a valid image."""
+
+
+def image_to_numpy(msg: Image, want: str = "rgb8") -> np.ndarray:
+    """Convert a sensor_msgs/Image to a uint8 array (H, W, 3) for rgb8/bgr8 or (H, W) for mono8.
+
+    Parameters
+    ----------
+    msg : sensor_msgs.msg.Image
+    want : str
+        ``rgb8`` (colour images are converted to it), ``bgr8`` or ``mono8``.
+
+    Raises
+    ------
+    ImageMessageError
+        Unsupported encoding, zero size, or a step/data length that does not match.
+    """
+    if msg.encoding not in _CHANNELS:
+        raise ImageMessageError(f"unsupported image encoding '{msg.encoding}' (rgb8, bgr8, mono8)")
+    channels = _CHANNELS[msg.encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise ImageMessageError(f"empty image {width}x{height}")
+    if step < width * channels:
+        raise ImageMessageError(f"step {step} is smaller than width*channels {width * channels}")
+    data = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+    if data.size != step * height:
+        raise ImageMessageError(f"data has {data.size} bytes, expected step*height = {step * height}")
+    rows = data.reshape(height, step)[:, : width * channels]
+    array = rows.reshape(height, width, channels) if channels > 1 else rows.reshape(height, width)
+    return _convert_channels(array, msg.encoding, want)
+
+
+def _convert_channels(array: np.ndarray, have: str, want: str) -> np.ndarray:
+    if have == want:
+        return np.ascontiguousarray(array)
+    if want == "mono8" or have == "mono8":
+        raise ImageMessageError(f"cannot convert {have} to {want}")
+    return np.ascontiguousarray(array[..., ::-1])  # rgb8 <-> bgr8
+
+
+def numpy_to_image(array: np.ndarray, encoding: str, stamp: Optional[TimeMsg] = None,
+                   frame_id: str = "") -> Image:
+    """Build a sensor_msgs/Image from a uint8 array; (H, W) for mono8, (H, W, 3) otherwise."""
+    if encoding not in _CHANNELS:
+        raise ImageMessageError(f"unsupported image encoding '{encoding}'")
+    array = np.asarray(array)
+    channels = _CHANNELS[encoding]
+    expected_ndim = 2 if channels == 1 else 3
+    if array.dtype != np.uint8 or array.ndim != expected_ndim or (channels > 1 and array.shape[2] != channels):
+        raise ImageMessageError(f"{encoding} needs uint8 of {expected_ndim} dims, got {array.dtype} {array.shape}")
+    msg = Image()
+    if stamp is not None:
+        msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = int(array.shape[0]), int(array.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = msg.width * channels
+    msg.data = np.ascontiguousarray(array).tobytes()
+    return msg
+
+
+# --- time --------------------------------------------------------------------------
+def stamp_to_seconds(stamp: TimeMsg) -> float:
+    """builtin_interfaces/Time -> float seconds."""
+    return float(stamp.sec) + 1e-9 * float(stamp.nanosec)
+
+
+def seconds_to_stamp(seconds: float) -> TimeMsg:
+    """float seconds -> builtin_interfaces/Time (non-negative)."""
+    seconds = max(0.0, float(seconds))
+    sec = int(seconds)
+    return TimeMsg(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+
+
+def now_seconds(node: Node) -> float:
+    """The node's clock (sim time when use_sim_time is true) in seconds."""
+    return node.get_clock().now().nanoseconds * 1e-9
+
+
+# --- JSON payloads in std_msgs/String ----------------------------------------------
+def json_message(payload: Mapping[str, Any]) -> String:
+    """Wrap a JSON-serialisable payload in std_msgs/String (we cannot build .msg packages here)."""
+    return String(data=json.dumps(payload, sort_keys=True, default=_json_default))
+
+
+def parse_json_message(msg: String, required: Sequence[str] = ()) -> Dict[str, Any]:
+    """Parse a JSON payload; raises ValueError naming what is wrong."""
+    try:
+        payload = json.loads(msg.data)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise ValueError("JSON payload is not an object")
+    missing = [key for key in required if key not in payload]
+    if missing:
+        raise ValueError(f"JSON payload lacks {missing}")
+    return payload
+
+
+def _json_default(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+# --- parameters --------------------------------------------------------------------
+def declare(node: Node, name: str, default: Any, description: str,
+            check: Optional[Callable[[Any], bool]] = None, requirement: str = "") -> Any:
+    """Declare a parameter once with a description and return its value, range-checked.
+
+    Raises ValueError("'<name>' must be <requirement>") at start-up when ``check`` fails,
+    so a bad configuration stops the node with one clear message.
+    """
+    descriptor = ParameterDescriptor(description=description)
+    value = node.declare_parameter(name, default, descriptor).value
+    if check is not None and not check(value):
+        raise ValueError(f"parameter '{name}' = {value!r}: must be {requirement or 'valid'}")
+    return value
+
+
+# --- diagnostics -------------------------------------------------------------------
+@dataclass
+class Counters:
+    """Named event counters shown in /diagnostics (faults, drops, holds, ...)."""
+
+    values: Dict[str, int] = field(default_factory=dict)
+
+    def add(self, name: str, amount: int = 1) -> None:
+        self.values[name] = self.values.get(name, 0) + amount
+
+    def get(self, name: str) -> int:
+        return self.values.get(name, 0)
+
+
+def diagnostic_status(name: str, hardware_id: str, level: int, message: str,
+                      values: Mapping[str, Any]) -> DiagnosticStatus:
+    """One DiagnosticStatus with stringified key/values.
+
+    ``level`` is DiagnosticStatus.OK / WARN / ERROR / STALE (a one-byte ``bytes`` in rclpy)
+    or the same as an int 0..3.
+    """
+    if isinstance(level, int):
+        level = bytes([level])
+    status = DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id)
+    status.values = [KeyValue(key=str(k), value=_value_text(v)) for k, v in values.items()]
+    return status
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, sort_keys=True, default=_json_default)
+    return str(value)
+
+
+def diagnostic_array(node: Node, statuses: Sequence[DiagnosticStatus]) -> DiagnosticArray:
+    array = DiagnosticArray()
+    array.header.stamp = node.get_clock().now().to_msg()
+    array.status = list(statuses)
+    return array
+
+
+# --- entry point -------------------------------------------------------------------
+def run_node(node_factory: Callable[[], Node], executor_factory=None) -> int:
+    """Standard main(): init, build the node (start-up errors exit 1 with one message), spin.
+
+    Returns the process exit code. A node that raises during construction (bad parameter,
+    missing model file) logs one clear error line and exits 1 instead of printing a traceback.
+    """
+    exit_code = 0
+    try:
+        with rclpy.init():
+            try:
+                node = node_factory()
+            except Exception as exc:  # start-up failure: one clear message, non-zero exit
+                print(f"[FATAL] {type(exc).__name__}: {exc}", flush=True)
+                return 1
+            executor = executor_factory() if executor_factory else rclpy.executors.SingleThreadedExecutor()
+            executor.add_node(node)
+            try:
+                executor.spin()
+            finally:
+                executor.remove_node(node)
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    return exit_code
+
+
+def monotonic() -> float:
+    """Wall-clock monotonic seconds, for measuring compute latency (never for control time)."""
+    return time.monotonic()
