@@ -1,0 +1,393 @@
+"""Unit tests of the pure safety filter (no rclpy)."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from sim2real_vla_ros.core.safety import (
+    SafetyEventKind,
+    SafetyFilter,
+    SafetyLimits,
+    check_input_ages,
+    ramp_toward,
+)
+
+DT = 0.02
+# Piper-like limits (joints 1-6 rad, finger m), written here so the tests do not depend on robot.py.
+LOWER = np.array([-2.618, 0.0, -2.967, -1.745, -1.22, -2.0944, 0.0])
+UPPER = np.array([2.618, 3.14, 0.0, 1.745, 1.22, 2.0944, 0.035])
+VMAX = np.array([3.0] * 6 + [0.5])
+AMAX = np.array([10.0] * 6 + [1.0])
+HOME = np.array([0.0, 1.0, -1.0, 0.0, 0.3, 0.0, 0.01])
+AGES = {"cam_high": 0.5, "wrist": 0.5, "joint_state": 0.1, "affordance": 2.0}
+EPS = 1e-9
+
+
+def make_limits(max_deviation=(0.5,) * 6 + (0.02,), ramp_velocity=(0.25,) * 6 + (0.01,)) -> SafetyLimits:
+    return SafetyLimits(
+        lower=LOWER,
+        upper=UPPER,
+        max_velocity=VMAX,
+        max_acceleration=AMAX,
+        max_deviation_from_measured=max_deviation,
+        ramp_velocity=ramp_velocity,
+        max_input_age_s=AGES,
+    )
+
+
+def fresh_stamps(now_s: float) -> dict:
+    return {name: now_s for name in AGES}
+
+
+def started_filter(limits: SafetyLimits | None = None, start=HOME) -> SafetyFilter:
+    """A filter that has sent one command: the start position, at rest."""
+    safety = SafetyFilter(limits or make_limits())
+    decision = safety.filter(start, start, 0.0, fresh_stamps(0.0), False, DT)
+    np.testing.assert_array_equal(decision.command, start)
+    return safety
+
+
+def assert_within_limits(commands: np.ndarray, limits: SafetyLimits, check_acceleration=True) -> None:
+    assert np.all(np.isfinite(commands))
+    assert np.all(commands >= limits.lower - EPS) and np.all(commands <= limits.upper + EPS)
+    velocity = np.diff(commands, axis=0) / DT
+    assert np.all(np.abs(velocity) <= limits.max_velocity + 1e-6), np.abs(velocity).max(axis=0)
+    if check_acceleration:
+        acceleration = np.diff(velocity, axis=0) / DT
+        assert np.all(np.abs(acceleration) <= limits.max_acceleration + 1e-6), np.abs(acceleration).max(axis=0)
+
+
+def test_first_tick_starts_from_measured_state_and_nothing_before_it():
+    safety = SafetyFilter(make_limits())
+    far = HOME + 0.3
+    before = safety.filter(far, None, 0.0, fresh_stamps(0.0), False, DT)
+    assert before.command is None and before.held
+    assert before.has(SafetyEventKind.NO_MEASURED_STATE)
+
+    first = safety.filter(far, HOME, 0.02, fresh_stamps(0.02), False, DT)
+    # Starts at the measured state at rest, and then moves toward the candidate within the
+    # acceleration limit: one tick from rest can move at most a * dt^2.
+    assert np.all(np.abs(first.command - HOME) <= AMAX * DT * DT + EPS)
+    assert np.all(np.sign(first.command - HOME)[:6] >= 0)
+
+
+def test_first_tick_clips_a_measured_state_outside_the_limits():
+    measured = HOME.copy()
+    measured[2] = 0.01  # joint3 a hair above its upper limit 0
+    decision = SafetyFilter(make_limits()).filter(None, measured, 0.0, fresh_stamps(0.0), False, DT)
+    assert decision.command[2] == 0.0
+    assert any(event.kind is SafetyEventKind.POSITION_CLIPPED and event.joints == (2,) for event in decision.reasons)
+
+
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
+def test_non_finite_candidate_holds_at_last_command(bad_value):
+    safety = started_filter()
+    candidate = HOME.copy()
+    candidate[3] = bad_value
+    decision = safety.filter(candidate, HOME, 0.02, fresh_stamps(0.02), False, DT)
+    assert decision.held
+    np.testing.assert_array_equal(decision.command, HOME)
+    event = next(event for event in decision.reasons if event.kind is SafetyEventKind.NON_FINITE_CANDIDATE)
+    assert event.joints == (3,)
+    assert safety.counters["non_finite_candidate"] == 1
+    assert safety.counters.held_ticks == 1
+
+
+def test_wrong_size_candidate_holds_with_a_reason():
+    safety = started_filter()
+    decision = safety.filter(np.zeros(6), HOME, 0.02, fresh_stamps(0.02), False, DT)
+    assert decision.held and decision.has(SafetyEventKind.BAD_CANDIDATE_SHAPE)
+    np.testing.assert_array_equal(decision.command, HOME)
+
+
+def test_out_of_limit_candidate_is_clipped_and_counted():
+    limits = make_limits()
+    start = HOME.copy()
+    start[4] = 1.2  # joint5 near its upper limit 1.22
+    safety = started_filter(limits, start)
+    candidate = start.copy()
+    candidate[4] = 1.5  # beyond the limit, but within max deviation of the measured state
+    commands = [start]
+    for tick in range(1, 30):
+        decision = safety.filter(candidate, start, tick * DT, fresh_stamps(tick * DT), False, DT)
+        assert decision.clipped_joints == (4,)
+        commands.append(decision.command)
+    commands = np.array(commands)
+    assert commands[-1, 4] == pytest.approx(UPPER[4])
+    assert_within_limits(commands, limits)
+    assert safety.counters["position_clipped"] == 29
+
+
+def test_big_step_respects_velocity_and_acceleration_and_arrives_without_overshoot():
+    # Deviation rule out of the way (huge threshold): this test is about rate limits.
+    limits = make_limits(max_deviation=100.0, ramp_velocity=0.25)
+    safety = started_filter(limits)
+    target = HOME + np.array([2.0, 1.5, -1.0, -1.2, 0.6, 2.0, 0.02])
+    target = np.clip(target, LOWER, UPPER)
+    commands = [HOME]
+    for tick in range(1, 150):
+        commands.append(safety.filter(target, commands[-1], tick * DT, fresh_stamps(tick * DT), False, DT).command)
+    commands = np.array(commands)
+    assert_within_limits(commands, limits)
+    np.testing.assert_allclose(commands[-1], target, atol=1e-9)
+    # No overshoot: every joint moves monotonically toward its target.
+    progress = (commands - HOME) * np.sign(target - HOME)
+    assert np.all(np.diff(progress, axis=0) >= -EPS)
+    # Fast joints really reach max velocity (the limit is used, not just respected).
+    assert np.max(np.abs(np.diff(commands[:, 0])) / DT) == pytest.approx(VMAX[0])
+    assert safety.counters["velocity_limited"] > 0 and safety.counters["acceleration_limited"] > 0
+
+
+def test_feasible_moving_candidate_passes_through_unchanged():
+    safety = started_filter(make_limits(max_deviation=100.0, ramp_velocity=0.25))
+    times = np.arange(1, 120) * DT
+    errors = []
+    for now in times:
+        # Starts at rest (zero velocity and acceleration at t = 0), then smooth motion within limits.
+        candidate = HOME + np.array([0.4, 0.3, -0.2, 0.1, 0.1, 0.2, 0.005]) * (1.0 - np.cos(2.0 * now))
+        decision = safety.filter(candidate, candidate, now, fresh_stamps(now), False, DT)
+        errors.append(np.max(np.abs(decision.command - candidate)))
+        assert not decision.held
+    assert max(errors) < 1e-12
+
+
+def test_deviation_from_measured_ramps_slowly_along_a_straight_line():
+    limits = make_limits()
+    safety = started_filter(limits)
+    goal = HOME + np.array([1.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0])  # 1.0 rad > 0.5 rad deviation
+    commands = [HOME]
+    for tick in range(1, 60):
+        now = tick * DT
+        decision = safety.filter(goal, HOME, now, fresh_stamps(now), False, DT)  # arm not following
+        assert decision.has(SafetyEventKind.DEVIATION_RAMP)
+        commands.append(decision.command)
+    commands = np.array(commands)
+    assert_within_limits(commands, limits)
+    steps = np.abs(np.diff(commands, axis=0))
+    assert np.all(steps[:, 0] <= limits.ramp_velocity[0] * DT + EPS)
+    # At ramp speed (after accelerating) it heads straight for the goal: each step is parallel
+    # to (goal - command), so the joints do not bend the path.
+    assert steps[-1, 0] == pytest.approx(limits.ramp_velocity[0] * DT)
+    for before, after in zip(commands[5:-1], commands[6:]):
+        direction = (goal - before)[:2]
+        step = (after - before)[:2]
+        assert abs(direction[0] * step[1] - direction[1] * step[0]) < 1e-12
+    assert safety.counters["deviation_ramp"] == 59
+
+
+def test_ramp_toward_scales_all_joints_by_the_slowest():
+    step = ramp_toward(np.zeros(2), np.array([1.0, 0.1]), np.array([0.5, 0.01]), 1.0)
+    # joint1 needs 10 s at 0.01 rad/s, joint0 needs 2 s: joint1 sets the pace (10 %).
+    np.testing.assert_allclose(step, [0.1, 0.01])
+    np.testing.assert_allclose(ramp_toward(np.zeros(2), np.array([0.001, 0.0]), np.ones(2), 1.0), [0.001, 0.0])
+
+
+@pytest.mark.parametrize("stale_input", sorted(AGES))
+def test_each_stale_input_holds_with_its_name(stale_input):
+    safety = started_filter()
+    now = 10.0
+    stamps = fresh_stamps(now)
+    stamps[stale_input] = now - AGES[stale_input] - 0.01
+    decision = safety.filter(HOME + 0.01, HOME, now, stamps, False, DT)
+    assert decision.held
+    np.testing.assert_array_equal(decision.command, HOME)
+    assert [event.key for event in decision.reasons] == [f"stale_input:{stale_input}"]
+    assert safety.counters[f"stale_input:{stale_input}"] == 1
+    assert safety.counters.count_kind(SafetyEventKind.STALE_INPUT) == 1
+
+
+def test_input_ages_missing_future_and_fresh():
+    now = 5.0
+    stamps = {"cam_high": now - 0.49, "wrist": None, "joint_state": now + 0.5, "extra": 0.0}
+    events = check_input_ages(now, stamps, AGES)
+    # wrist never received, joint_state from the future beyond its age, affordance missing;
+    # cam_high is fresh and 'extra' has no limit.
+    assert [event.detail for event in events] == ["affordance", "joint_state", "wrist"]
+    assert check_input_ages(now, fresh_stamps(now), AGES) == ()
+
+
+def test_hold_while_moving_decelerates_within_the_acceleration_limit():
+    limits = make_limits(max_deviation=100.0, ramp_velocity=0.25)
+    safety = started_filter(limits)
+    target = HOME + np.array([2.0, 1.5, 0, 0, 0, 0, 0])
+    commands, now = [HOME], 0.0
+    for _ in range(15):  # get up to speed
+        now += DT
+        commands.append(safety.filter(target, commands[-1], now, fresh_stamps(now), False, DT).command)
+    assert np.abs(safety.last_velocity[0]) > 2.0
+    moving_from = commands[-1].copy()
+    stale = fresh_stamps(now)
+    stale["cam_high"] = -100.0
+    for _ in range(40):
+        now += DT
+        decision = safety.filter(target, commands[-1], now, stale, False, DT)
+        assert decision.held
+        commands.append(decision.command)
+    commands = np.array(commands)
+    assert_within_limits(commands, limits)
+    np.testing.assert_allclose(safety.last_velocity, 0.0, atol=1e-12)  # came to a stop
+    # It stopped within the braking distance v^2 / (2a) (+ one tick), short of the target.
+    velocity_at_hold = (commands[15] - commands[14]) / DT
+    braking = velocity_at_hold**2 / (2 * AMAX) + np.abs(velocity_at_hold) * DT
+    assert np.all(np.abs(commands[-1] - moving_from) <= braking + EPS)
+    assert np.all(np.abs(commands[-1] - target)[:2] > 0.3)
+
+
+def test_estop_holds_within_one_tick_and_release_resumes_smoothly():
+    limits = make_limits(max_deviation=100.0, ramp_velocity=0.25)
+    safety = started_filter(limits)
+    target = HOME + np.array([2.0, 0, 0, 0, 0, 0, 0])
+    commands, now = [HOME], 0.0
+    for _ in range(20):
+        now += DT
+        commands.append(safety.filter(target, commands[-1], now, fresh_stamps(now), False, DT).command)
+    moving_at = commands[-1].copy()
+    assert np.abs(safety.last_velocity[0]) > 1.0
+
+    for _ in range(10):  # e-stop: the very first tick already holds the last sent setpoint
+        now += DT
+        decision = safety.filter(target, commands[-1], now, fresh_stamps(now), True, DT)
+        assert decision.held and decision.has(SafetyEventKind.ESTOP)
+        np.testing.assert_array_equal(decision.command, moving_at)
+        commands.append(decision.command)
+    assert safety.counters["estop"] == 10
+
+    released = [commands[-1]]
+    for _ in range(120):
+        now += DT
+        released.append(safety.filter(target, released[-1], now, fresh_stamps(now), False, DT).command)
+    released = np.array(released)
+    assert_within_limits(released, limits)  # from rest again: velocity and acceleration limited
+    np.testing.assert_allclose(released[-1], target, atol=1e-9)
+
+
+def test_decode_failure_holds_from_the_last_valid_command_never_zeros():
+    limits = make_limits(max_deviation=100.0, ramp_velocity=0.25)
+    safety = started_filter(limits)
+    target = HOME + np.array([0.0, 1.0, 0, 0, 0, 0, 0])
+    commands, now = [HOME], 0.0
+    for _ in range(15):
+        now += DT
+        commands.append(safety.filter(target, commands[-1], now, fresh_stamps(now), False, DT).command)
+    for _ in range(30):
+        now += DT
+        decision = safety.filter(
+            None, commands[-1], now, fresh_stamps(now), False, DT, candidate_fault="fast_decode:wrong_length"
+        )
+        assert decision.held
+        assert [event.key for event in decision.reasons] == ["candidate_fault:fast_decode:wrong_length"]
+        commands.append(decision.command)
+    commands = np.array(commands)
+    assert_within_limits(commands, limits)
+    assert np.all(np.abs(commands[15:, 1]) > 0.5)  # nowhere near zero: held, not zeroed
+    assert safety.counters["candidate_fault:fast_decode:wrong_length"] == 30
+
+
+def test_moving_toward_a_limit_brakes_before_it():
+    limits = make_limits(max_deviation=100.0, ramp_velocity=0.25)
+    safety = started_filter(limits)
+    beyond = HOME.copy()
+    beyond[0] = 10.0  # clipped to 2.618, approached at full speed: must brake in time
+    commands, now = [HOME], 0.0
+    for _ in range(120):
+        now += DT
+        commands.append(safety.filter(beyond, commands[-1], now, fresh_stamps(now), False, DT).command)
+    commands = np.array(commands)
+    assert_within_limits(commands, limits)
+    assert commands[-1, 0] == pytest.approx(UPPER[0])
+
+
+def test_never_unsafe_for_random_adversarial_inputs():
+    rng = np.random.default_rng(1234)
+    limits = make_limits()
+    safety = SafetyFilter(limits)
+    commands, estop_engaged_ticks = [], []
+    estop = False
+    measured = HOME.copy()
+    now = 0.0
+    for tick in range(1000):
+        now += DT
+        kind = rng.integers(6)
+        if kind == 0:
+            candidate = rng.normal(0.0, 1e6, 7)
+        elif kind == 1:
+            candidate = rng.uniform(LOWER - 1, UPPER + 1)
+            candidate[rng.random(7) < 0.3] = rng.choice([np.nan, np.inf, -np.inf])
+        elif kind == 2:
+            candidate = None
+        elif kind == 3:
+            candidate = rng.uniform(LOWER, UPPER)
+        else:
+            candidate = (commands[-1] if commands else HOME) + rng.normal(0, 0.05, 7)
+        stamps = {name: now - rng.exponential(AGES[name] * 0.6) for name in AGES}
+        if rng.random() < 0.05:
+            stamps.pop(rng.choice(sorted(AGES)))
+        was_estop, estop = estop, (rng.random() < 0.1) if not estop else (rng.random() < 0.7)
+        measured_in = None if rng.random() < 0.02 else measured + rng.normal(0, 0.01, 7)
+        fault = "fast_decode:invalid_id" if candidate is None and rng.random() < 0.5 else None
+        decision = safety.filter(candidate, measured_in, now, stamps, estop, DT, candidate_fault=fault)
+        if decision.command is None:
+            assert not commands  # only before any measured state was ever seen
+            continue
+        commands.append(decision.command)
+        if estop and not was_estop:
+            estop_engaged_ticks.append(len(commands) - 1)
+        measured = decision.command  # an arm that follows perfectly
+    commands = np.array(commands)
+    assert_within_limits(commands, limits, check_acceleration=False)
+    acceleration = np.abs(np.diff(commands, n=2, axis=0)) / DT**2
+    over = np.flatnonzero(np.any(acceleration > limits.max_acceleration + 1e-6, axis=1)) + 2
+    # The only ticks allowed to exceed the acceleration limit are e-stop engagements.
+    assert set(over.tolist()) <= set(estop_engaged_ticks)
+    assert safety.counters.ticks == 1000
+    assert safety.counters.count_kind(SafetyEventKind.NON_FINITE_CANDIDATE) > 50
+
+
+def test_preview_obeys_the_same_limits_without_changing_state():
+    limits = make_limits(max_deviation=100.0, ramp_velocity=0.25)
+    safety = started_filter(limits)
+    before = safety.last_command
+    future = np.repeat((HOME + np.array([1.5, 0, 0, 0, 0, 0, 0.05]))[None], 60, axis=0)
+    future[30, 2] = np.nan  # an invalid point: the rest decelerates to a stop
+    rollout = safety.preview(future, HOME, DT)
+    assert rollout.shape == (60, 7)
+    assert_within_limits(np.vstack([HOME, HOME, rollout]), limits)
+    assert np.all(np.diff(rollout[31:, 0]) >= 0) and np.diff(rollout[-2:, 0])[0] == pytest.approx(0.0)
+    np.testing.assert_array_equal(safety.last_command, before)
+    held = safety.preview(None, HOME, DT, steps=5)
+    np.testing.assert_array_equal(held, np.repeat(HOME[None], 5, axis=0))
+
+
+def test_from_config_with_robot_limits_and_clear_errors():
+    names = [f"left_joint{i}" for i in range(1, 8)]
+    robot = SimpleNamespace(names=names, lower=LOWER, upper=UPPER, velocity=[5, 5, 5, 5, 5, 3, 1])
+    config = {"velocity_scale": 0.5, "position_margin": 0.001, "max_input_age_s": {"cam_high": 0.3}}
+    limits = SafetyLimits.from_config(robot, config)
+    np.testing.assert_allclose(limits.max_velocity, [2.5] * 5 + [1.5, 0.5])
+    np.testing.assert_allclose(limits.lower, LOWER + 0.001)
+    assert limits.joint_names[0] == "left_joint1" and dict(limits.max_input_age_s) == {"cam_high": 0.3}
+    assert np.all(limits.ramp_velocity <= limits.max_velocity)
+    with pytest.raises(ValueError, match="unknown keys"):
+        SafetyLimits.from_config(robot, {"max_speed": 1})
+    with pytest.raises(ValueError, match="velocity_scale"):
+        SafetyLimits.from_config(robot, {"velocity_scale": 2})
+    with pytest.raises(ValueError, match="max_input_age_s"):
+        SafetyLimits.from_config(robot, {"max_input_age_s": {"cam_high": -1}})
+    with pytest.raises(ValueError, match="ramp_velocity must not exceed"):
+        make_limits(ramp_velocity=5.0)
+    with pytest.raises(ValueError, match="lower must be < upper"):
+        SafetyLimits(UPPER, LOWER, VMAX, AMAX, 0.5, 0.1)
+    with pytest.raises(ValueError, match="dt must be"):
+        SafetyFilter(make_limits()).filter(HOME, HOME, 0.0, {}, False, 0.0)
+
+
+def test_counters_snapshot_and_reset():
+    safety = started_filter()
+    safety.filter(None, HOME, 0.02, {}, True, DT)
+    snapshot = safety.counters.as_dict()
+    assert snapshot["ticks"] == 2 and snapshot["held_ticks"] == 1 and snapshot["estop"] == 1
+    assert snapshot["stale_input:cam_high"] == 1 and snapshot["no_candidate"] == 1
+    safety.reset()
+    assert safety.last_command is None
+    restarted = safety.filter(None, HOME + 0.01, 0.04, fresh_stamps(0.04), False, DT)
+    np.testing.assert_allclose(restarted.command, np.clip(HOME + 0.01, LOWER, UPPER))
