@@ -1,0 +1,60 @@
+"""The VLA nodes: camera_mask, planner, actor_left / actor_right, validator (+ rviz).
+
+The nodes, their parameter file and remappings come from ``sim2real_vla_ros.graph.vla_nodes``,
+the same definition the dry-run runner starts without ``ros2 launch``. Included by
+robot.launch.py, sim_mujoco.launch.py and sim_gazebo.launch.py.
+
+    ros2 launch sim2real_vla_ros vla.launch.py bundle_path:=/path/to/bundle use_sim_time:=false
+"""
+import os
+
+from launch import LaunchContext, LaunchDescription
+from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, OpaqueFunction
+from launch.conditions import IfCondition
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from sim2real_vla_ros import graph
+
+ARGUMENTS = (
+    ("params_file", "", "Parameter YAML with one section per node name; empty: the package's config/vla.yaml"),
+    ("bundle_path", "", "Model bundle folder for every VLA node; empty: the nodes' default (share models/reference)"),
+    ("use_sim_time", "true", "Follow /clock (true in simulation, false on the real robot)"),
+    ("output_mode", "", "Actor output: trajectory | stream | vendor; empty: the value in params_file"),
+    ("arms", "left,right", "Arms that get an actor: left, right or left,right"),
+    ("instruction", "", "Task instruction for the planner; empty: the value in params_file (or publish /vla/instruction)"),
+    ("use_rviz", "false", "Start rviz2 with config/sim2real_vla.rviz"),
+    *((f"{camera}_topic", f"/{camera}/image_raw",
+       f"Image topic of the {camera} camera driver (its camera_info is read next to it)")
+      for camera in graph.CAMERA_NAMES),
+)
+
+
+def _vla_actions(context: LaunchContext) -> list:
+    """Resolve the arguments and turn the graph's VLA specs into Node actions."""
+    value = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
+    specs = graph.vla_nodes(
+        bundle_path=value["bundle_path"],
+        params_file=value["params_file"] or None,
+        arms=graph.parse_arms(value["arms"]),
+        output_mode=value["output_mode"] or None,
+        use_sim_time=graph.parse_bool(value["use_sim_time"], "use_sim_time"),
+        camera_topics={camera: value[f"{camera}_topic"] for camera in graph.CAMERA_NAMES},
+        instruction=value["instruction"] or None,
+    )
+    return [Node(**graph.launch_node_kwargs(spec)) for spec in specs]
+
+
+def generate_launch_description() -> LaunchDescription:
+    rviz = IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(os.path.join(graph.share_file("launch"), "rviz.launch.py")),
+        launch_arguments={"use_sim_time": LaunchConfiguration("use_sim_time")}.items(),
+        condition=IfCondition(LaunchConfiguration("use_rviz")),
+    )
+    return LaunchDescription([
+        *(DeclareLaunchArgument(name, default_value=default, description=description)
+          for name, default, description in ARGUMENTS),
+        OpaqueFunction(function=_vla_actions),
+        rviz,
+    ])

@@ -1,0 +1,766 @@
+"""The node graph: one definition used by the launch files, the dry-run runner and the tests.
+
+Every process the stack starts is described here once, as a :class:`NodeSpec` (executable,
+node name, parameter files, parameter overrides, remappings). The launch files turn specs into
+``launch_ros.actions.Node`` with :func:`launch_node_kwargs`; the dry run on a machine without
+``ros2 launch`` starts the same specs as subprocesses with :func:`to_command`. The topic and
+service names follow ../GRAPH.md (the lead's contract); :func:`expected_connections` restates
+that contract for the connectivity tests.
+
+Pure Python: no launch, launch_ros or rclpy import at module level (launch_ros is imported
+lazily by :func:`launch_node_kwargs`, which only launch files call).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping, Optional, Sequence
+
+from sim2real_vla_ros.core.robot import CAMERA_NAMES, SIDES, WRIST_CAMERA
+
+PACKAGE = "sim2real_vla_ros"
+ARMS = SIDES
+OUTPUT_MODES = ("trajectory", "stream", "vendor")
+# How the simulator (or the real robot without ros2_control) takes arm commands.
+COMMAND_INTERFACES = ("ros2_control", "vendor")  # the sim node's command_interface
+# The actor output mode that drives each command interface.
+OUTPUT_MODE_FOR_INTERFACE = {"ros2_control": "trajectory", "vendor": "vendor"}
+ROBOT_INTERFACES = ("ros2_control", "mock", "vendor")
+
+# Node names (GRAPH.md).
+SIM_NODE = "sim_mujoco"
+CAMERA_MASK_NODE = "camera_mask"
+PLANNER_NODE = "planner"
+VALIDATOR_NODE = "validator"
+ROBOT_STATE_PUBLISHER_NODE = "robot_state_publisher"
+CONTROLLER_MANAGER_NODE = "controller_manager"
+GZ_BRIDGE_NODE = "gz_bridge"
+RVIZ_NODE = "rviz2"
+
+# ros2_control controllers of config/controllers.yaml, in spawn order.
+JOINT_STATE_BROADCASTER = "joint_state_broadcaster"
+ARM_CONTROLLERS = {arm: f"{arm}_arm_controller" for arm in ARMS}
+
+# Gazebo: the world's <world name>, the spawned robot's entity name.
+GAZEBO_WORLD = "cobot_magic_table"
+GAZEBO_ROBOT_ENTITY = "cobot_magic"
+
+EXTERNAL_PACKAGES = (
+    "robot_state_publisher", "controller_manager", "ros_gz_sim", "ros_gz_bridge", "rviz2",
+)
+
+_PARAM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*$")
+_NODE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Longest value passed inline as `-p name:=value`; longer ones (a URDF) go into a file.
+_MAX_INLINE_VALUE = 2048
+
+
+# --------------------------------------------------------------------------- specs
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One process of the graph.
+
+    Attributes
+    ----------
+    name : str
+        Node name (``-r __node:=name``); unique in the graph.
+    package, executable : str
+        ROS package and executable, as ``ros2 run`` / launch_ros take them.
+    module : str or None
+        For this package's Python nodes: the module whose ``main()`` the console script
+        calls (``setup.py`` entry point ``executable = module:main``). None for nodes of other
+        packages (C++ or not installable here): the dry run cannot start those.
+    parameters : Mapping[str, Any]
+        Overrides applied after ``parameter_files`` (later wins); nested mappings are ROS
+        parameter namespaces (``{"a": {"b": 1}}`` is ``a.b``).
+    parameter_files : tuple of str
+        ROS parameter YAML files (sections keyed by node name).
+    remappings : tuple of (str, str)
+        Topic / service remappings ``(from, to)``.
+    arguments : tuple of str
+        Non-ROS command-line arguments (e.g. rviz2's ``-d file``, a spawner's controller).
+    namespace : str
+        Node namespace ('' = root).
+    """
+
+    name: str
+    package: str
+    executable: str
+    module: Optional[str] = None
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    parameter_files: tuple[str, ...] = ()
+    remappings: tuple[tuple[str, str], ...] = ()
+    arguments: tuple[str, ...] = ()
+    namespace: str = ""
+
+    def __post_init__(self) -> None:
+        if not _NODE_NAME.match(self.name):
+            raise ValueError(f"NodeSpec: invalid node name {self.name!r}")
+        for key in _flatten(self.parameters):
+            if not _PARAM_NAME.match(key):
+                raise ValueError(f"NodeSpec {self.name}: invalid parameter name {key!r}")
+        # Read-only view: a spec is shared by launch files and runners and must not change.
+        object.__setattr__(self, "parameters", MappingProxyType(dict(self.parameters)))
+        object.__setattr__(self, "parameter_files", tuple(self.parameter_files))
+        object.__setattr__(self, "remappings", tuple((str(a), str(b)) for a, b in self.remappings))
+        object.__setattr__(self, "arguments", tuple(str(a) for a in self.arguments))
+
+    @property
+    def runs_here(self) -> bool:
+        """True for this package's Python nodes, which :func:`to_command` can start."""
+        return self.module is not None
+
+    @property
+    def full_name(self) -> str:
+        """Fully qualified node name, e.g. ``/planner``."""
+        namespace = "/" + self.namespace.strip("/") if self.namespace.strip("/") else ""
+        return f"{namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class TopicEnds:
+    """Who must publish and who must subscribe a topic (node names; empty = outside the graph)."""
+
+    publishers: frozenset[str]
+    subscribers: frozenset[str]
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def parse_bool(text: Any, name: str = "value") -> bool:
+    """A launch-argument boolean: true/false/1/0/yes/no (any case); ValueError otherwise."""
+    if isinstance(text, bool):
+        return text
+    lowered = str(text).strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {text!r}")
+
+
+def parse_arms(text: Any) -> tuple[str, ...]:
+    """``'left,right'`` / ``'left'`` / a sequence -> validated tuple of arms, in ARMS order."""
+    items = text.replace(",", " ").split() if isinstance(text, str) else list(text)
+    unknown = sorted(set(items) - set(ARMS))
+    if not items or unknown:
+        raise ValueError(f"arms must be a non-empty subset of {ARMS}, got {text!r}")
+    return tuple(arm for arm in ARMS if arm in items)
+
+
+def actor_node_name(arm: str) -> str:
+    """``actor_left`` / ``actor_right``."""
+    _check_choice("arm", arm, ARMS)
+    return f"actor_{arm}"
+
+
+def arm_command_topic(arm: str, output_mode: str) -> str:
+    """The topic an actor publishes its arm commands on, for an output mode (GRAPH.md)."""
+    _check_choice("arm", arm, ARMS)
+    _check_choice("output_mode", output_mode, OUTPUT_MODES)
+    return {
+        "trajectory": f"/{arm}_arm_controller/joint_trajectory",
+        "stream": f"/{arm}_arm_position_controller/commands",
+        "vendor": f"/master/joint_{arm}",
+    }[output_mode]
+
+
+def share_file(*parts: str) -> str:
+    """Installed path of a package share file (through the ament index)."""
+    from sim2real_vla_ros.paths import share_path
+
+    return share_path(*parts)
+
+
+def default_params_file() -> str:
+    """``config/vla.yaml`` of the installed package."""
+    return share_file("config", "vla.yaml")
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+def _flatten(parameters: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested parameter mapping -> {dotted name: value}."""
+    flat: dict[str, Any] = {}
+    for key, value in parameters.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _without_none(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+# --------------------------------------------------------------------------- simulator
+
+
+def simulator_nodes(sim: str = "mujoco", *, task: Optional[str] = None, seed: Optional[int] = None,
+                    camera_width: Optional[int] = None, camera_height: Optional[int] = None,
+                    camera_rate_hz: Optional[float] = None,
+                    joint_state_rate_hz: Optional[float] = None,
+                    real_time_factor: Optional[float] = None,
+                    command_interface: Optional[str] = None,
+                    extra_parameters: Optional[Mapping[str, Any]] = None,
+                    use_sim_time: bool = True,
+                    gz_bridge_config: Optional[str] = None) -> list[NodeSpec]:
+    """The simulator's ROS processes.
+
+    Parameters
+    ----------
+    sim : {'mujoco', 'gazebo'}
+        'mujoco': the embedded MuJoCo node (console script ``sim_mujoco``), which owns
+        ``/clock``. 'gazebo': the ros_gz bridge (images, camera_info, /clock) and the robot's
+        ``ros_gz_sim create`` (the task objects: :func:`gazebo_object_spawn_nodes`; the
+        controller spawners: :func:`controller_spawner_nodes`; gz sim itself is started by
+        ``ros_gz_sim``'s ``gz_sim.launch.py``).
+    task, seed, camera_width, camera_height, camera_rate_hz, joint_state_rate_hz,
+    real_time_factor, command_interface
+        MuJoCo node parameters; None leaves the node's default.
+    extra_parameters : Mapping, optional
+        More MuJoCo node parameters (overrides).
+    use_sim_time : bool
+        For the Gazebo processes (the MuJoCo node publishes /clock itself and never follows it).
+    gz_bridge_config : str, optional
+        ros_gz_bridge YAML; default the package's ``config/gz_bridge.yaml``.
+    """
+    _check_choice("sim", sim, ("mujoco", "gazebo"))
+    if sim == "gazebo":
+        return [gz_bridge_node(gz_bridge_config, use_sim_time=use_sim_time),
+                gz_spawn_robot_node(use_sim_time=use_sim_time)]
+    if command_interface is not None:
+        _check_choice("command_interface", command_interface, COMMAND_INTERFACES)
+    parameters = _without_none({
+        "task": task, "seed": seed, "camera_width": camera_width, "camera_height": camera_height,
+        "camera_rate_hz": camera_rate_hz, "joint_state_rate_hz": joint_state_rate_hz,
+        "real_time_factor": real_time_factor, "command_interface": command_interface,
+    })
+    parameters.update(extra_parameters or {})
+    return [NodeSpec(SIM_NODE, PACKAGE, "sim_mujoco", module="sim2real_vla_ros.sim.sim_node",
+                     parameters=parameters)]
+
+
+# --------------------------------------------------------------------------- VLA nodes
+
+
+def vla_nodes(bundle_path: str = "", params_file: Optional[str] = None,
+              arms: Sequence[str] = ARMS, output_mode: Optional[str] = None,
+              use_sim_time: bool = True, camera_topics: Optional[Mapping[str, str]] = None,
+              instruction: Optional[str] = None) -> list[NodeSpec]:
+    """camera_mask, planner, one actor per arm, validator (GRAPH.md).
+
+    Parameters
+    ----------
+    bundle_path : str
+        Model bundle folder for every node; '' keeps the nodes' default (share models/reference).
+    params_file : str, optional
+        Parameter YAML with one section per node name; default :func:`default_params_file`.
+    arms : sequence of str
+        Arms that get an actor.
+    output_mode : {'trajectory', 'stream', 'vendor'}, optional
+        Actor output; None keeps the value of ``params_file``.
+    use_sim_time : bool
+        True in simulation (the simulator publishes /clock).
+    camera_topics : Mapping[str, str], optional
+        Camera name -> the driver's image topic (e.g. ``{'cam_high': '/camera_f/color/image_raw'}``);
+        every VLA node is remapped to read it and the camera_info next to it (same namespace,
+        ``camera_info``): camera_mask reads the images, the planner cam_high's camera_info (and
+        its raw image for a raw overlay). A rule for a topic a node does not use is inert.
+    instruction : str, optional
+        Planner ``instruction`` parameter override (None: from the params file).
+    """
+    arms = parse_arms(arms)
+    if output_mode is not None:
+        _check_choice("output_mode", output_mode, OUTPUT_MODES)
+    files = (params_file or default_params_file(),)
+    shared = _without_none({"use_sim_time": bool(use_sim_time), "bundle_path": bundle_path or None})
+    remaps = camera_remappings(camera_topics or {})
+
+    def node(name: str, executable: str, **overrides: Any) -> NodeSpec:
+        return NodeSpec(name, PACKAGE, executable, module=f"sim2real_vla_ros.nodes.{executable}",
+                        parameters={**shared, **_without_none(overrides)}, parameter_files=files,
+                        remappings=remaps)
+
+    return [
+        node(CAMERA_MASK_NODE, "camera_mask"),
+        node(PLANNER_NODE, "planner", instruction=instruction),
+        *(node(actor_node_name(arm), "actor", arm=arm, output_mode=output_mode) for arm in arms),
+        node(VALIDATOR_NODE, "validator"),
+    ]
+
+
+def camera_remappings(camera_topics: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """Remap rules from the graph's ``/<camera>/image_raw`` (+ camera_info) to driver topics.
+
+    Raises
+    ------
+    ValueError
+        An unknown camera name or a topic that is not absolute.
+    """
+    rules = []
+    for camera, topic in camera_topics.items():
+        _check_choice("camera", camera, CAMERA_NAMES)
+        if not topic.startswith("/") or topic.endswith("/"):
+            raise ValueError(f"camera topic for {camera} must be an absolute topic name, got {topic!r}")
+        if topic == f"/{camera}/image_raw":
+            continue
+        namespace = topic.rsplit("/", 1)[0]
+        rules.append((f"/{camera}/image_raw", topic))
+        rules.append((f"/{camera}/camera_info", f"{namespace}/camera_info"))
+    return tuple(rules)
+
+
+# --------------------------------------------------------------------------- robot side
+
+
+def robot_state_publisher_node(urdf_text: str, use_sim_time: bool) -> NodeSpec:
+    """robot_state_publisher with the processed CobotMagic URDF (``robot.urdf_xml``)."""
+    if "<robot" not in urdf_text:
+        raise ValueError("robot_state_publisher_node: urdf_text is not a URDF document")
+    return NodeSpec(ROBOT_STATE_PUBLISHER_NODE, "robot_state_publisher", "robot_state_publisher",
+                    parameters={"robot_description": urdf_text, "use_sim_time": bool(use_sim_time)})
+
+
+def ros2_control_node(controllers_file: Optional[str] = None, *, use_sim_time: bool = False,
+                      urdf_text: Optional[str] = None) -> NodeSpec:
+    """controller_manager's ``ros2_control_node`` loading ``config/controllers.yaml``.
+
+    Jazzy and newer read the URDF from the ``/robot_description`` topic (remapped from
+    ``~/robot_description``); pass ``urdf_text`` only for Humble, which needs the parameter.
+    """
+    parameters: dict[str, Any] = {"use_sim_time": bool(use_sim_time)}
+    if urdf_text is not None:
+        parameters["robot_description"] = urdf_text
+    return NodeSpec(CONTROLLER_MANAGER_NODE, "controller_manager", "ros2_control_node",
+                    parameters=parameters,
+                    parameter_files=(controllers_file or share_file("config", "controllers.yaml"),),
+                    remappings=(("~/robot_description", "/robot_description"),))
+
+
+def controller_spawner_nodes(controllers: Optional[Sequence[str]] = None, *,
+                             use_sim_time: bool = False,
+                             controller_manager: str = "/" + CONTROLLER_MANAGER_NODE,
+                             manager_timeout_s: Optional[float] = None) -> list[NodeSpec]:
+    """One ``controller_manager spawner`` per controller (default: the broadcaster, then both arms).
+
+    One process per controller, rather than one spawner with a list, works on every ROS 2
+    distribution from Humble on.
+    """
+    names = list(controllers) if controllers is not None else [
+        JOINT_STATE_BROADCASTER, *ARM_CONTROLLERS.values()]
+    specs = []
+    for controller in names:
+        arguments = [controller, "--controller-manager", controller_manager]
+        if manager_timeout_s is not None:
+            arguments += ["--controller-manager-timeout", f"{float(manager_timeout_s):g}"]
+        specs.append(NodeSpec(f"spawner_{controller}", "controller_manager", "spawner",
+                              parameters={"use_sim_time": bool(use_sim_time)}, arguments=arguments))
+    return specs
+
+
+def robot_nodes(urdf_text: str, *, interface: str = "ros2_control",
+                controllers_file: Optional[str] = None, use_sim_time: bool = False,
+                humble: bool = False) -> list[NodeSpec]:
+    """The real robot's processes (cameras are the user's own drivers).
+
+    Parameters
+    ----------
+    urdf_text : str
+        URDF from ``robot.urdf_xml(ros2_control_plugin=...)``: 'hardware' for
+        ``interface='ros2_control'``, 'mock' for 'mock', 'none' for 'vendor'.
+    interface : {'ros2_control', 'mock', 'vendor'}
+        ros2_control with the user's hardware plugin or mock_components (controller_manager +
+        spawners), or the vendor topic interface (only robot_state_publisher: the vendor
+        driver publishes /puppet/joint_* and takes /master/joint_*).
+    humble : bool
+        Pass the URDF to ros2_control_node as a parameter (Humble) too.
+    """
+    _check_choice("interface", interface, ROBOT_INTERFACES)
+    specs = [robot_state_publisher_node(urdf_text, use_sim_time)]
+    if interface == "vendor":
+        return specs
+    if "<ros2_control" not in urdf_text:
+        raise ValueError(f"interface {interface!r} needs a URDF with <ros2_control> tags "
+                         "(urdf_xml(ros2_control_plugin='hardware' or 'mock'))")
+    specs.append(ros2_control_node(controllers_file, use_sim_time=use_sim_time,
+                                   urdf_text=urdf_text if humble else None))
+    specs.extend(controller_spawner_nodes(use_sim_time=use_sim_time))
+    return specs
+
+
+# --------------------------------------------------------------------------- Gazebo, rviz
+
+
+def gz_bridge_node(config_file: Optional[str] = None, *, use_sim_time: bool = True) -> NodeSpec:
+    """ros_gz_bridge ``parameter_bridge`` reading ``config/gz_bridge.yaml`` (images, camera_info, /clock)."""
+    return NodeSpec(GZ_BRIDGE_NODE, "ros_gz_bridge", "parameter_bridge",
+                    parameters={"config_file": config_file or share_file("config", "gz_bridge.yaml"),
+                                "use_sim_time": bool(use_sim_time)})
+
+
+def gz_spawn_robot_node(*, world: str = GAZEBO_WORLD, use_sim_time: bool = True) -> NodeSpec:
+    """``ros_gz_sim create`` spawning the robot from robot_state_publisher's ``/robot_description``.
+
+    That URDF must come from ``urdf_xml(ros2_control_plugin='gazebo')`` (world joint and the
+    gz_ros2_control plugin loading config/controllers.yaml).
+    """
+    return NodeSpec(f"spawn_{GAZEBO_ROBOT_ENTITY}", "ros_gz_sim", "create",
+                    parameters={"use_sim_time": bool(use_sim_time)},
+                    arguments=("-world", world, "-topic", "/robot_description",
+                               "-name", GAZEBO_ROBOT_ENTITY))
+
+
+def gazebo_object_spawn_nodes(task: Optional[str] = None, seed: Optional[int] = None, *,
+                              table_top_z: Optional[float] = None, world: str = GAZEBO_WORLD,
+                              use_sim_time: bool = True) -> list[NodeSpec]:
+    """One ``ros_gz_sim create`` per task object, placed by ``core.tasks.sample_scene``.
+
+    The scene comes from the same tasks.yaml sampling as the MuJoCo simulator
+    (:func:`sim2real_vla_ros.sim.gazebo_scene.scene_objects`), so both simulators start from
+    the same object layout for a task and seed. Numeric flags use gflags' ``-flag=value`` form
+    so a negative coordinate is never read as a flag.
+    """
+    from sim2real_vla_ros.sim.gazebo_scene import scene_objects
+
+    specs = []
+    for placed in scene_objects(task, seed, table_top_z=table_top_z):
+        x, y, z = placed.position
+        specs.append(NodeSpec(
+            f"spawn_{placed.name}", "ros_gz_sim", "create",
+            parameters={"use_sim_time": bool(use_sim_time)},
+            arguments=("-world", world, "-name", placed.name, "-string", placed.sdf,
+                       f"-x={x:.6f}", f"-y={y:.6f}", f"-z={z:.6f}", f"-Y={placed.yaw:.6f}")))
+    return specs
+
+
+def initial_trajectory_yaml(task: Optional[str], arm: str, duration_s: float = 3.0) -> str:
+    """A JointTrajectory (YAML, for ``ros2 topic pub``) moving ``arm`` to the task's initial pose.
+
+    Gazebo starts the arms at zero; the MuJoCo simulator places them at the task's Table 6
+    configuration itself. Stamp 0 means "start now" for joint_trajectory_controller.
+    """
+    from sim2real_vla_ros.core import robot, tasks
+
+    if not (math.isfinite(duration_s) and duration_s > 0):
+        raise ValueError(f"duration_s must be positive, got {duration_s!r}")
+    spec = tasks.get_task(task or tasks.default_task_name())
+    seconds = int(duration_s)
+    message = {
+        "joint_names": robot.arm_joint_names(arm),
+        "points": [{
+            "positions": [float(v) for v in spec.init_joints(arm)],
+            "time_from_start": {"sec": seconds, "nanosec": int(round((duration_s - seconds) * 1e9))},
+        }],
+    }
+    return json.dumps(message)  # JSON is YAML: ros2 topic pub parses it
+
+
+def rviz_node(config_file: Optional[str] = None, *, use_sim_time: bool = True) -> NodeSpec:
+    """rviz2 with ``config/sim2real_vla.rviz`` (robot model, TF, cameras, affordances)."""
+    return NodeSpec(RVIZ_NODE, "rviz2", "rviz2",
+                    parameters={"use_sim_time": bool(use_sim_time)},
+                    arguments=("-d", config_file or share_file("config", "sim2real_vla.rviz")))
+
+
+# --------------------------------------------------------------------------- the contract
+
+
+def expected_connections(arms: Sequence[str] = ARMS, output_mode: str = "trajectory",
+                         simulator: Optional[str] = SIM_NODE,
+                         command_interface: str = "ros2_control",
+                         robot_state_publisher: bool = False) -> dict[str, TopicEnds]:
+    """Topic -> the nodes that must publish / subscribe it, from GRAPH.md.
+
+    Parameters
+    ----------
+    arms : sequence of str
+        Arms with an actor.
+    output_mode : str
+        Actor output mode (selects the command topic).
+    simulator : str or None
+        Node name of the simulator publishing cameras, /joint_states and /clock
+        (None: the real robot, whose drivers are outside the graph: those topics then have
+        no listed publisher).
+    command_interface : {'ros2_control', 'vendor'}
+        What the simulator subscribes for arm commands (joint_trajectory topics or /master/*).
+    robot_state_publisher : bool
+        Include robot_state_publisher (not installable here).
+
+    Notes
+    -----
+    ``/vla/instruction`` has no publisher in the graph (the user or the dry-run runner sets
+    it). ``/diagnostics`` is published by every VLA node and consumed by tools.
+    """
+    arms = parse_arms(arms)
+    _check_choice("output_mode", output_mode, OUTPUT_MODES)
+    _check_choice("command_interface", command_interface, COMMAND_INTERFACES)
+    pubs: dict[str, set[str]] = {}
+    subs: dict[str, set[str]] = {}
+
+    def publish(node: str, *topics: str) -> None:
+        for topic in topics:
+            pubs.setdefault(topic, set()).add(node)
+            subs.setdefault(topic, set())
+
+    def subscribe(node: str, *topics: str) -> None:
+        for topic in topics:
+            subs.setdefault(topic, set()).add(node)
+            pubs.setdefault(topic, set())
+
+    actors = [actor_node_name(arm) for arm in arms]
+    vla = [CAMERA_MASK_NODE, PLANNER_NODE, *actors, VALIDATOR_NODE]
+    if simulator is not None:
+        publish(simulator, "/clock", "/joint_states", "/sim/task_status",
+                *(f"/{camera}/image_raw" for camera in CAMERA_NAMES),
+                *(f"/{camera}/camera_info" for camera in CAMERA_NAMES))
+        if command_interface == "vendor":
+            subscribe(simulator, *(f"/master/joint_{arm}" for arm in ARMS))
+            publish(simulator, *(f"/puppet/joint_{arm}" for arm in ARMS))
+        else:
+            subscribe(simulator, *(arm_command_topic(arm, "trajectory") for arm in ARMS))
+    if robot_state_publisher:
+        subscribe(ROBOT_STATE_PUBLISHER_NODE, "/joint_states")
+        publish(ROBOT_STATE_PUBLISHER_NODE, "/tf", "/tf_static", "/robot_description")
+
+    subscribe(CAMERA_MASK_NODE, *(f"/{camera}/image_raw" for camera in CAMERA_NAMES))
+    publish(CAMERA_MASK_NODE, *(f"/vla/mask/{camera}" for camera in CAMERA_NAMES),
+            *(f"/vla/masked/{camera}" for camera in CAMERA_NAMES))
+
+    # Beyond GRAPH.md: the planner reads cam_high's native size from its camera_info and
+    # holds on /vla/estop.
+    subscribe(PLANNER_NODE, "/vla/masked/cam_high", "/vla/validator/event", "/vla/instruction",
+              "/cam_high/camera_info", "/vla/estop")
+    publish(PLANNER_NODE, *(f"/vla/affordance/{arm}" for arm in ARMS), "/vla/plan_state",
+            "/vla/affordance_markers", "/vla/affordance_overlay", "/vla/estop")
+
+    for arm, actor in zip(arms, actors):
+        subscribe(actor, "/vla/masked/cam_high", f"/vla/masked/{WRIST_CAMERA[arm]}", "/joint_states",
+                  f"/vla/affordance/{arm}", "/vla/estop")
+        publish(actor, arm_command_topic(arm, output_mode), f"/vla/actor_{arm}/chunk",
+                f"/vla/actor_{arm}/command")
+
+    subscribe(VALIDATOR_NODE, *(f"/vla/masked/{camera}" for camera in CAMERA_NAMES), "/joint_states",
+              *(f"/vla/affordance/{arm}" for arm in ARMS), "/vla/plan_state")
+    publish(VALIDATOR_NODE, "/vla/validator/event", "/vla/task_state")
+
+    for node in vla:
+        publish(node, "/diagnostics")
+    return {topic: TopicEnds(frozenset(pubs[topic]), frozenset(subs[topic])) for topic in sorted(pubs)}
+
+
+def expected_services(simulator: Optional[str] = SIM_NODE) -> dict[str, str]:
+    """Service -> the node that must offer it (GRAPH.md; issue 2 for the simulator)."""
+    services = {"/vla/start": PLANNER_NODE, "/vla/stop": PLANNER_NODE, "/vla/set_estop": PLANNER_NODE}
+    if simulator is not None:
+        services["/sim/reset"] = simulator
+    return services
+
+
+EXTERNAL_INPUTS = ("/vla/instruction",)
+"""Topics the graph subscribes without publishing them itself (set by the user or a runner)."""
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def load_node_section(params_file: str, node_name: str) -> dict[str, Any]:
+    """``ros__parameters`` of ``node_name`` (and of a ``/**`` wildcard section) in a params file.
+
+    Raises
+    ------
+    ValueError
+        The file is not a ROS parameter file (mapping of node -> {ros__parameters: mapping}).
+    """
+    import yaml
+
+    with open(params_file, "r", encoding="utf-8") as stream:
+        document = yaml.safe_load(stream) or {}
+    if not isinstance(document, dict):
+        raise ValueError(f"{params_file}: top level must map node names to sections")
+    merged: dict[str, Any] = {}
+    for key in ("/**", node_name, "/" + node_name):
+        section = document.get(key)
+        if section is None:
+            continue
+        if not isinstance(section, dict) or not isinstance(section.get("ros__parameters"), dict):
+            raise ValueError(f"{params_file}: section {key!r} must hold a 'ros__parameters' mapping")
+        merged.update(_flatten(section["ros__parameters"]))
+    return merged
+
+
+def expected_parameters(spec: NodeSpec) -> dict[str, Any]:
+    """Flattened parameter values the node starts with: its file sections, then the overrides.
+
+    The integration tests compare these names with what the running node declares (its
+    ``~/list_parameters`` service): every name here must be declared by the node.
+    """
+    values: dict[str, Any] = {}
+    for path in spec.parameter_files:
+        values.update(load_node_section(path, spec.name))
+    values.update(_flatten(spec.parameters))
+    return values
+
+
+# --------------------------------------------------------------------------- command lines
+
+
+def ros_param_value(value: Any) -> str:
+    """Render a parameter value for ``-p name:=value`` (rcl parses it as a YAML scalar / flow list).
+
+    Strings are always double-quoted so that '42', 'true' or '' stay strings; bools are
+    true/false; floats keep a decimal point or exponent so they stay doubles.
+
+    Raises
+    ------
+    ValueError
+        NaN/inf, an empty or mixed-type list, or an unsupported type.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"parameter value must be finite, got {value!r}")
+        text = repr(value)
+        return text if any(c in text for c in ".e") else text + ".0"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a YAML double-quoted scalar
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError("an empty list has no ROS parameter type; put it in a params file")
+        if all(isinstance(v, bool) for v in value) or all(isinstance(v, str) for v in value):
+            items = list(value)
+        elif all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            items = list(value)
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            items = [float(v) for v in value]  # rcl needs one type: ints among floats become doubles
+        else:
+            raise ValueError(f"list parameter values must share one type, got {value!r}")
+        return "[" + ", ".join(ros_param_value(v) for v in items) + "]"
+    raise ValueError(f"unsupported parameter value type {type(value).__name__}: {value!r}")
+
+
+def to_command(spec: NodeSpec, python: str, overrides_dir: Optional[str] = None) -> list[str]:
+    """Command line starting ``spec`` here, the way ``ros2 run`` + launch_ros would.
+
+    ``python -m <module>`` (each node module ends with ``if __name__ == "__main__": main()``,
+    the console script's entry point), then ``spec.arguments`` and ``--ros-args -r
+    __node:=<name> [-r __ns:=<ns>] --params-file <file>... -p <name>:=<value>...
+    -r <from>:=<to>...``.
+
+    Parameters
+    ----------
+    spec : NodeSpec
+        Must be one of this package's Python nodes (``spec.runs_here``).
+    python : str
+        Interpreter, e.g. ``sys.executable``.
+    overrides_dir : str, optional
+        Where to write the overrides as a params file when a value is too long for the command
+        line (a URDF); without it such a value raises ValueError.
+    """
+    if not spec.runs_here:
+        raise ValueError(f"{spec.name}: {spec.package}/{spec.executable} is not a Python node "
+                         "of this package and cannot be started here")
+    command = [python, "-m", spec.module, *spec.arguments, "--ros-args", "-r", f"__node:={spec.name}"]
+    if spec.namespace.strip("/"):
+        command += ["-r", f"__ns:=/{spec.namespace.strip('/')}"]
+    for path in spec.parameter_files:
+        command += ["--params-file", path]
+    flat = _flatten(spec.parameters)
+    rendered = {name: ros_param_value(value) for name, value in flat.items()}
+    if any(len(text) > _MAX_INLINE_VALUE for text in rendered.values()):
+        if overrides_dir is None:
+            raise ValueError(f"{spec.name}: a parameter value is too long for the command line; "
+                             "pass overrides_dir")
+        command += ["--params-file", _write_overrides(spec, overrides_dir)]
+    else:
+        for name, text in rendered.items():
+            command += ["-p", f"{name}:={text}"]
+    for source, target in spec.remappings:
+        command += ["-r", f"{source}:={target}"]
+    return command
+
+
+def _write_overrides(spec: NodeSpec, directory: str) -> str:
+    import yaml
+
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"{spec.name}.overrides.yaml")
+    document = {spec.full_name: {"ros__parameters": _plain(spec.parameters)}}
+    with open(path, "w", encoding="utf-8") as stream:
+        yaml.safe_dump(document, stream, default_flow_style=False, sort_keys=False)
+    return path
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+# --------------------------------------------------------------------------- launch_ros
+
+
+def launch_node_kwargs(spec: NodeSpec, output: str = "screen") -> dict[str, Any]:
+    """Keyword arguments for ``launch_ros.actions.Node(**kwargs)`` (imports launch_ros lazily).
+
+    String parameter values are wrapped in ``ParameterValue(value, value_type=str)``: launch_ros
+    would otherwise YAML-parse them (a URDF, or an instruction such as "1"), and lists of
+    strings in ``value_type=List[str]``.
+    """
+    parameters: list[Any] = list(spec.parameter_files)
+    if spec.parameters:
+        parameters.append(_launch_parameter_values(spec.parameters))
+    kwargs: dict[str, Any] = {
+        "package": spec.package,
+        "executable": spec.executable,
+        "name": spec.name,
+        "output": output,
+        "parameters": parameters,
+        "remappings": list(spec.remappings),
+    }
+    if spec.arguments:
+        kwargs["arguments"] = list(spec.arguments)
+    if spec.namespace.strip("/"):
+        kwargs["namespace"] = spec.namespace
+    return kwargs
+
+
+def _launch_parameter_values(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in parameters.items():
+        if isinstance(value, Mapping):
+            result[key] = _launch_parameter_values(value)
+        elif isinstance(value, str):
+            result[key] = _string_parameter(value)
+        elif isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+            result[key] = _string_parameter(list(value))
+        else:
+            result[key] = list(value) if isinstance(value, tuple) else value
+    return result
+
+
+def _string_parameter(value: Any) -> Any:
+    """``ParameterValue`` typed str / List[str] (launch_ros imported only here, on first use)."""
+    from typing import List
+
+    from launch_ros.parameter_descriptions import ParameterValue
+
+    return ParameterValue(value, value_type=List[str] if isinstance(value, list) else str)
+

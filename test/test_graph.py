@@ -1,0 +1,391 @@
+"""The node graph definition (sim2real_vla_ros.graph): executables, ros-args, parameters, topics.
+
+No node is started here. The ros-args that ``to_command`` builds are checked by handing them to
+rcl itself (``rclpy.init(args=...)`` + a node that declares every override it is given), so
+the check is the real parser, not a re-implementation. That each running node *declares*
+every parameter of its vla.yaml section is checked by the integration tests, which can ask
+the node (``~/list_parameters``) and compare with ``graph.expected_parameters(spec)``.
+"""
+import ast
+import json
+import math
+import os
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+import yaml
+
+from sim2real_vla_ros import graph
+from sim2real_vla_ros.core import robot, tasks
+from sim2real_vla_ros.core.chunk_executor import BLEND_MODES
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VLA_YAML = os.path.join(REPO, "config", "vla.yaml")
+
+
+def console_scripts() -> dict[str, str]:
+    """``name = module:function`` entries of setup.py, read from its AST (setup.py is not run)."""
+    with open(os.path.join(REPO, "setup.py"), encoding="utf-8") as stream:
+        tree = ast.parse(stream.read())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values):
+                if isinstance(key, ast.Constant) and key.value == "console_scripts":
+                    entries = ast.literal_eval(value)
+                    return {name.strip(): target.strip()
+                            for name, target in (entry.split("=", 1) for entry in entries)}
+    raise AssertionError("setup.py has no console_scripts entry points")
+
+
+def exec_depends() -> set[str]:
+    root = ET.parse(os.path.join(REPO, "package.xml")).getroot()
+    return {element.text.strip() for element in root.findall("exec_depend")}
+
+
+def all_specs() -> list[graph.NodeSpec]:
+    """Every process any launch file or runner can start (one representative per builder)."""
+    hardware_urdf = robot.urdf_xml(ros2_control_plugin="hardware")
+    return [
+        *graph.simulator_nodes("mujoco"),
+        *graph.simulator_nodes("gazebo"),
+        *graph.vla_nodes(),
+        *graph.robot_nodes(hardware_urdf, interface="ros2_control"),
+        *graph.controller_spawner_nodes(),
+        *graph.gazebo_object_spawn_nodes(),
+        graph.rviz_node(),
+    ]
+
+
+def python_specs() -> list[graph.NodeSpec]:
+    unique = {}
+    for spec in all_specs():
+        if spec.runs_here:
+            unique.setdefault(spec.executable, spec)
+    return list(unique.values())
+
+
+# --------------------------------------------------------------------------- executables
+
+
+@pytest.mark.parametrize("spec", python_specs(), ids=lambda spec: spec.executable)
+def test_python_node_is_a_console_script_whose_module_has_main(spec):
+    scripts = console_scripts()
+    assert scripts.get(spec.executable) == f"{spec.module}:main", \
+        f"setup.py console script {spec.executable!r} must be '{spec.module}:main'"
+    path = os.path.join(REPO, *spec.module.split(".")) + ".py"
+    assert os.path.isfile(path), f"{spec.executable}: module file {path} does not exist (yet)"
+    with open(path, encoding="utf-8") as stream:
+        tree = ast.parse(stream.read())
+    functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    assert "main" in functions, f"{path} defines no top-level main()"
+    # `python -m module` (to_command, the test harness) needs the guard that calls main().
+    guards = [node for node in tree.body if isinstance(node, ast.If)
+              and "__main__" in ast.unparse(node.test) and "main(" in ast.unparse(node)]
+    assert guards, f"{path} has no `if __name__ == \"__main__\": main()` guard"
+
+
+def test_other_packages_are_exec_depends_of_package_xml():
+    needed = {spec.package for spec in all_specs() if spec.package != graph.PACKAGE}
+    assert needed <= set(graph.EXTERNAL_PACKAGES)
+    missing = needed - exec_depends()
+    assert not missing, f"package.xml lacks <exec_depend> for {sorted(missing)}"
+
+
+def test_node_names_are_unique_within_each_launch_graph():
+    urdf = robot.urdf_xml(ros2_control_plugin="none")
+    mujoco = [*graph.simulator_nodes("mujoco"), graph.robot_state_publisher_node(urdf, True),
+              *graph.vla_nodes(), graph.rviz_node()]
+    gazebo = [[*graph.simulator_nodes("gazebo"), *graph.controller_spawner_nodes(),
+               *graph.gazebo_object_spawn_nodes(task), *graph.vla_nodes()]
+              for task in tasks.load_tasks()]
+    for specs in (mujoco, *gazebo):
+        names = [spec.full_name for spec in specs]
+        assert len(names) == len(set(names)), names
+
+
+# --------------------------------------------------------------------------- ros-args
+
+
+def parse_with_rcl(command: list[str]) -> tuple[str, dict, object]:
+    """Give the ros-args of ``command`` to rcl; return node name, parameters and the node.
+
+    The probe node declares every override it receives, which is exactly what rcl parsed.
+    """
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.node import Node
+
+    ros_args = command[command.index("--ros-args"):]
+    context = Context()
+    rclpy.init(args=["probe", *ros_args], context=context)
+    try:
+        node = Node("unnamed_probe", context=context,
+                    automatically_declare_parameters_from_overrides=True)
+        values = {name: node.get_parameter(name).value for name in node._parameters}
+        resolved = {topic: node.resolve_topic_name(topic)
+                    for topic in ("/cam_high/image_raw", "/cam_high/camera_info", "/unmapped")}
+        name = node.get_name()
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+    return name, values, resolved
+
+
+def _same(expected, actual) -> bool:
+    if isinstance(expected, float) or isinstance(actual, float):
+        return isinstance(actual, float) and math.isclose(actual, float(expected))
+    if isinstance(expected, (list, tuple)):
+        return list(actual) == list(expected)
+    return type(actual) is type(expected) and actual == expected
+
+
+RUNNER_SPECS = [
+    *graph.simulator_nodes("mujoco", task="table_rearrangement", seed=7, camera_width=320,
+                           camera_height=240, camera_rate_hz=10.0, real_time_factor=0.0,
+                           command_interface="vendor"),
+    *graph.vla_nodes(bundle_path="/tmp/bundle 1", output_mode="trajectory", instruction="42",
+                     camera_topics={"cam_high": "/camera_f/color/image_raw"}),
+]
+
+
+@pytest.mark.parametrize("spec", RUNNER_SPECS, ids=lambda spec: spec.name)
+def test_to_command_ros_args_are_parsed_by_rcl_as_intended(spec):
+    command = graph.to_command(spec, sys.executable)
+    assert command[:3] == [sys.executable, "-m", spec.module]
+    name, values, resolved = parse_with_rcl(command)
+    assert name == spec.name
+    for parameter, expected in graph.expected_parameters(spec).items():
+        assert parameter in values, f"{spec.name}: rcl did not receive {parameter}"
+        assert _same(expected, values[parameter]), (parameter, expected, values[parameter])
+    remapped = dict(spec.remappings)
+    for topic in ("/cam_high/image_raw", "/cam_high/camera_info"):
+        assert resolved[topic] == remapped.get(topic, topic)
+    assert resolved["/unmapped"] == "/unmapped"
+
+
+def test_strings_that_look_like_other_types_stay_strings_through_rcl():
+    tricky = {"as_int": "42", "as_float": "1.5", "as_bool": "true", "empty": "",
+              "quoted": 'say "hi": \\ ok\nnext line', "colon": "a: b", "unicode": "Löffel"}
+    spec = graph.NodeSpec("string_probe", graph.PACKAGE, "x", module="sim2real_vla_ros.graph",
+                          parameters={**tricky, "flag": True, "count": 3, "ratio": 2.0,
+                                      "tiny": 1e-5, "ints": [1, 2], "floats": [1, 2.5],
+                                      "names": ["left", "right"], "group": {"inner": 0.25}})
+    _, values, _ = parse_with_rcl(graph.to_command(spec, sys.executable))
+    for key, text in tricky.items():
+        assert values[key] == text and isinstance(values[key], str), key
+    assert values["flag"] is True and values["count"] == 3 and isinstance(values["count"], int)
+    assert isinstance(values["ratio"], float) and values["tiny"] == pytest.approx(1e-5)
+    assert list(values["ints"]) == [1, 2] and list(values["floats"]) == [1.0, 2.5]
+    assert list(values["names"]) == ["left", "right"] and values["group.inner"] == 0.25
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), [], [1, "a"], [True, 1], {1, 2}, None])
+def test_unrepresentable_parameter_values_raise(value):
+    with pytest.raises(ValueError):
+        graph.ros_param_value(value)
+
+
+def test_a_urdf_goes_through_an_overrides_file(tmp_path):
+    urdf = robot.urdf_xml(ros2_control_plugin="mock")
+    spec = graph.NodeSpec("description_probe", graph.PACKAGE, "x", module="sim2real_vla_ros.graph",
+                          parameters={"robot_description": urdf, "use_sim_time": True})
+    with pytest.raises(ValueError, match="overrides_dir"):
+        graph.to_command(spec, sys.executable)
+    command = graph.to_command(spec, sys.executable, overrides_dir=str(tmp_path))
+    assert not any(arg.startswith("robot_description:=") for arg in command)
+    _, values, _ = parse_with_rcl(command)
+    assert values["robot_description"] == urdf and values["use_sim_time"] is True
+
+
+def test_to_command_refuses_nodes_of_other_packages():
+    spec = graph.robot_state_publisher_node(robot.urdf_xml(ros2_control_plugin="none"), True)
+    assert not spec.runs_here
+    with pytest.raises(ValueError, match="cannot be started here"):
+        graph.to_command(spec, sys.executable)
+
+
+def test_node_spec_rejects_bad_names_and_is_immutable():
+    with pytest.raises(ValueError, match="node name"):
+        graph.NodeSpec("bad-name", graph.PACKAGE, "x")
+    with pytest.raises(ValueError, match="parameter name"):
+        graph.NodeSpec("ok", graph.PACKAGE, "x", parameters={"9lives": 1})
+    spec = graph.NodeSpec("ok", graph.PACKAGE, "x", parameters={"a": 1})
+    with pytest.raises(TypeError):
+        spec.parameters["a"] = 2
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def test_vla_yaml_sections_are_the_graph_nodes():
+    with open(VLA_YAML, encoding="utf-8") as stream:
+        document = yaml.safe_load(stream)
+    node_names = {spec.name for spec in graph.vla_nodes(params_file=VLA_YAML)}
+    assert set(document) == node_names, "vla.yaml needs exactly one section per VLA node"
+    for name, section in document.items():
+        assert set(section) == {"ros__parameters"}, name
+        flat = graph.load_node_section(VLA_YAML, name)
+        assert flat, f"section {name} is empty"
+        for key in flat:
+            assert graph._PARAM_NAME.match(key), f"{name}: invalid parameter name {key!r}"
+    for arm in graph.ARMS:
+        actor = graph.load_node_section(VLA_YAML, graph.actor_node_name(arm))
+        assert actor["arm"] == arm
+        assert actor["output_mode"] in graph.OUTPUT_MODES
+        assert actor["blend"] in BLEND_MODES
+        assert set(actor) == set(graph.load_node_section(VLA_YAML, "actor_left")), \
+            "both actor sections must set the same parameters"
+
+
+def test_graph_overrides_keep_the_yaml_types():
+    """An override must have the type the params file gives the same parameter (rcl refuses a change)."""
+    for spec in graph.vla_nodes(params_file=VLA_YAML, bundle_path="/b", output_mode="vendor",
+                                instruction="x"):
+        from_file = graph.load_node_section(VLA_YAML, spec.name)
+        for key, value in graph._flatten(spec.parameters).items():
+            if key in from_file:
+                assert type(value) is type(from_file[key]), (spec.name, key)
+
+
+def test_vla_nodes_apply_the_launch_arguments():
+    specs = {spec.name: spec for spec in graph.vla_nodes(
+        bundle_path="/models/x", params_file=VLA_YAML, arms="left", output_mode="vendor",
+        use_sim_time=False, instruction="Pick up the bottle")}
+    assert set(specs) == {"camera_mask", "planner", "actor_left", "validator"}
+    assert all(spec.parameters["bundle_path"] == "/models/x" for spec in specs.values())
+    assert all(spec.parameters["use_sim_time"] is False for spec in specs.values())
+    assert all(spec.parameter_files == (VLA_YAML,) for spec in specs.values())
+    assert specs["actor_left"].parameters["output_mode"] == "vendor"
+    assert specs["actor_left"].parameters["arm"] == "left"
+    assert specs["planner"].parameters["instruction"] == "Pick up the bottle"
+    defaults = {spec.name: spec for spec in graph.vla_nodes(params_file=VLA_YAML)}
+    assert "bundle_path" not in defaults["planner"].parameters  # '' keeps the node's default
+    assert "output_mode" not in defaults["actor_right"].parameters  # None keeps the file's value
+    expected = graph.expected_parameters(specs["actor_left"])
+    assert expected["output_mode"] == "vendor" and expected["control_rate_hz"] == 50.0
+    with pytest.raises(ValueError, match="output_mode"):
+        graph.vla_nodes(params_file=VLA_YAML, output_mode="teleport")
+    with pytest.raises(ValueError, match="arms"):
+        graph.vla_nodes(params_file=VLA_YAML, arms="left,middle")
+
+
+def test_camera_remappings_point_at_the_driver_topics():
+    rules = dict(graph.camera_remappings({"cam_high": "/camera_f/color/image_raw",
+                                          "cam_left_wrist": "/cam_left_wrist/image_raw"}))
+    assert rules == {"/cam_high/image_raw": "/camera_f/color/image_raw",
+                     "/cam_high/camera_info": "/camera_f/color/camera_info"}
+    with pytest.raises(ValueError, match="absolute"):
+        graph.camera_remappings({"cam_high": "camera_f/image"})
+    with pytest.raises(ValueError, match="camera"):
+        graph.camera_remappings({"cam_top": "/x/image_raw"})
+
+
+def test_simulator_spec_matches_the_sim_node_parameters():
+    spec, = graph.simulator_nodes("mujoco", task="pour_water_single", seed=3, camera_rate_hz=5.0,
+                                  command_interface="vendor", extra_parameters={"jitter": False})
+    assert spec.name == graph.SIM_NODE and spec.executable == "sim_mujoco"
+    assert dict(spec.parameters) == {"task": "pour_water_single", "seed": 3, "camera_rate_hz": 5.0,
+                                     "command_interface": "vendor", "jitter": False}
+    # The simulator owns /clock: it is never told to follow it.
+    assert "use_sim_time" not in spec.parameters
+    with pytest.raises(ValueError, match="command_interface"):
+        graph.simulator_nodes("mujoco", command_interface="trajectory")
+    with pytest.raises(ValueError, match="sim"):
+        graph.simulator_nodes("isaac")
+
+
+# --------------------------------------------------------------------------- robot side
+
+
+def test_robot_nodes_per_interface():
+    hardware = robot.urdf_xml(ros2_control_plugin="hardware", can_interface_left="can0")
+    specs = graph.robot_nodes(hardware, interface="ros2_control")
+    assert [spec.executable for spec in specs] == [
+        "robot_state_publisher", "ros2_control_node", "spawner", "spawner", "spawner"]
+    manager = specs[1]
+    assert manager.parameter_files == (graph.share_file("config", "controllers.yaml"),)
+    assert os.path.isfile(manager.parameter_files[0])
+    assert ("~/robot_description", "/robot_description") in manager.remappings
+    assert "robot_description" not in manager.parameters
+    assert [spec.arguments[0] for spec in specs[2:]] == [
+        "joint_state_broadcaster", "left_arm_controller", "right_arm_controller"]
+    with open(manager.parameter_files[0], encoding="utf-8") as stream:
+        controllers = yaml.safe_load(stream)["controller_manager"]["ros__parameters"]
+    assert all(spec.arguments[0] in controllers for spec in specs[2:])
+    assert "robot_description" in graph.robot_nodes(hardware, humble=True)[1].parameters
+
+    vendor = graph.robot_nodes(robot.urdf_xml(ros2_control_plugin="none"), interface="vendor")
+    assert [spec.name for spec in vendor] == ["robot_state_publisher"]
+    with pytest.raises(ValueError, match="ros2_control"):
+        graph.robot_nodes(robot.urdf_xml(ros2_control_plugin="none"), interface="mock")
+    with pytest.raises(ValueError, match="interface"):
+        graph.robot_nodes(hardware, interface="can")
+
+
+def test_initial_trajectory_reaches_the_task_start_pose():
+    task = tasks.get_task("table_rearrangement")
+    message = json.loads(graph.initial_trajectory_yaml(task.name, "right", 2.5))
+    assert message["joint_names"] == robot.arm_joint_names("right")
+    point, = message["points"]
+    assert point["positions"] == pytest.approx(task.init_joints("right").tolist())
+    assert point["time_from_start"] == {"sec": 2, "nanosec": 500_000_000}
+    with pytest.raises(ValueError):
+        graph.initial_trajectory_yaml(task.name, "right", 0.0)
+
+
+def test_launch_node_kwargs_without_string_parameters():
+    spec = graph.NodeSpec("ok", "pkg", "exe", parameters={"rate": 2.0, "nested": {"n": 1}},
+                          parameter_files=("/a.yaml",), remappings=(("/x", "/y"),),
+                          arguments=("-d", "f.rviz"))
+    kwargs = graph.launch_node_kwargs(spec)
+    assert kwargs == {"package": "pkg", "executable": "exe", "name": "ok", "output": "screen",
+                      "parameters": ["/a.yaml", {"rate": 2.0, "nested": {"n": 1}}],
+                      "remappings": [("/x", "/y")], "arguments": ["-d", "f.rviz"]}
+
+
+@pytest.mark.ros_launch
+def test_launch_node_kwargs_build_a_launch_ros_node():
+    pytest.importorskip("launch_ros.actions", reason="launch_ros is not installable here (no full ROS 2 install)")
+    from launch_ros.actions import Node
+    from launch_ros.parameter_descriptions import ParameterValue
+
+    for spec in graph.vla_nodes(bundle_path="/b", instruction="1"):
+        kwargs = graph.launch_node_kwargs(spec)
+        assert isinstance(kwargs["parameters"][-1]["bundle_path"], ParameterValue)
+        Node(**kwargs)
+
+
+# --------------------------------------------------------------------------- topics
+
+
+@pytest.mark.parametrize("output_mode,command_interface", [("trajectory", "ros2_control"),
+                                                           ("vendor", "vendor")])
+def test_every_subscription_has_a_publisher_in_the_dry_run_graph(output_mode, command_interface):
+    connections = graph.expected_connections(output_mode=output_mode, command_interface=command_interface)
+    orphans = [topic for topic, ends in connections.items()
+               if ends.subscribers and not ends.publishers and topic not in graph.EXTERNAL_INPUTS]
+    assert not orphans, f"subscribed but never published: {orphans}"
+    for arm in graph.ARMS:
+        command = connections[graph.arm_command_topic(arm, output_mode)]
+        assert command.publishers == {graph.actor_node_name(arm)}
+        assert command.subscribers == {graph.SIM_NODE}
+
+
+def test_connections_name_only_nodes_of_the_graph():
+    urdf = robot.urdf_xml(ros2_control_plugin="none")
+    specs = [*graph.simulator_nodes("mujoco"), *graph.vla_nodes(),
+             graph.robot_state_publisher_node(urdf, True)]
+    names = {spec.name for spec in specs}
+    connections = graph.expected_connections(robot_state_publisher=True)
+    mentioned = set().union(*(ends.publishers | ends.subscribers for ends in connections.values()))
+    assert mentioned == names
+    assert set(graph.expected_services().values()) <= names
+
+
+def test_real_robot_graph_leaves_camera_publishers_to_the_drivers():
+    connections = graph.expected_connections(simulator=None, arms=("left",))
+    assert connections["/cam_high/image_raw"].publishers == frozenset()
+    assert connections["/cam_high/image_raw"].subscribers == {"camera_mask"}
+    assert "actor_right" not in connections["/vla/affordance/right"].subscribers
+    assert "/sim/reset" not in graph.expected_services(simulator=None)
