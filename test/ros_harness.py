@@ -20,6 +20,8 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from sim2real_vla_ros.graph import ros_param_value
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -36,16 +38,8 @@ def ros_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
 
 
 def param_arg(name: str, value: Any) -> str:
-    """One ``-p name:=value`` value in ROS 2 YAML syntax."""
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, (list, tuple)):
-        text = "[" + ",".join(param_arg("x", v).split(":=", 1)[1] for v in value) + "]"
-    elif isinstance(value, str):
-        text = f"'{value}'"
-    else:
-        text = repr(value)
-    return f"{name}:={text}"
+    """One ``-p name:=value`` value, rendered exactly as the dry run and launch graph do."""
+    return f"{name}:={ros_param_value(value)}"
 
 
 class NodeProcess:
