@@ -57,7 +57,7 @@ def test_stamp_conversion():
 def test_param_arg_syntax():
     assert param_arg("a", True) == "a:=true"
     assert param_arg("b", "10") == 'b:="10"'
-    assert param_arg("c", [1.0, 2.0]) == "c:=[1.0,2.0]"
+    assert param_arg("c", [1.0, 2.0]) == "c:=[1.0, 2.0]"
 
 
 def test_declare_rejects_out_of_range_value():
