@@ -67,3 +67,15 @@ def test_declare_rejects_out_of_range_value():
         with pytest.raises(ValueError, match="'rate' = -1.0: must be > 0"):
             common.declare(node, "rate", 2.0, "rate in Hz", lambda v: v > 0, "> 0")
         node.destroy_node()
+
+
+def test_declare_accepts_an_integer_for_a_float_parameter():
+    with rclpy.init():
+        node = rclpy.node.Node("declare_int_test", parameter_overrides=[
+            rclpy.parameter.Parameter("rate", rclpy.parameter.Parameter.Type.INTEGER, 2),
+            rclpy.parameter.Parameter("gain", rclpy.parameter.Parameter.Type.STRING, "high")])
+        value = common.declare(node, "rate", 1.0, "rate in Hz", lambda v: v > 0, "> 0")
+        assert value == 2.0 and isinstance(value, float)
+        with pytest.raises(ValueError, match="'gain' = 'high': must be a number"):
+            common.declare(node, "gain", 1.0, "a gain")
+        node.destroy_node()

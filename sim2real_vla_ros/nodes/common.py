@@ -113,9 +113,10 @@ def stamp_to_seconds(stamp: TimeMsg) -> float:
 
 def seconds_to_stamp(seconds: float) -> TimeMsg:
     """float seconds -> builtin_interfaces/Time (non-negative)."""
-    seconds = max(0.0, float(seconds))
-    sec = int(seconds)
-    return TimeMsg(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+    # Round once, in integer nanoseconds: rounding the fraction alone turned 2.9999999999 into
+    # 2 s + 1e9 ns % 1e9 = 2.0 s, a one-second jump back in sim time.
+    nanoseconds = int(round(max(0.0, float(seconds)) * 1e9))
+    return TimeMsg(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
 
 
 def now_seconds(node: Node) -> float:
@@ -159,8 +160,15 @@ def declare(node: Node, name: str, default: Any, description: str,
     Raises ValueError("'<name>' must be <requirement>") at start-up when ``check`` fails,
     so a bad configuration stops the node with one clear message.
     """
-    descriptor = ParameterDescriptor(description=description)
+    # A float parameter given as `rate:=2` arrives as an integer; rclpy would refuse it with
+    # InvalidParameterTypeException, so floats are declared dynamically typed and coerced here.
+    is_float = isinstance(default, float)
+    descriptor = ParameterDescriptor(description=description, dynamic_typing=is_float)
     value = node.declare_parameter(name, default, descriptor).value
+    if is_float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"parameter '{name}' = {value!r}: must be a number")
+        value = float(value)
     if check is not None and not check(value):
         raise ValueError(f"parameter '{name}' = {value!r}: must be {requirement or 'valid'}")
     return value

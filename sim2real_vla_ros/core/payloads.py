@@ -1,0 +1,219 @@
+"""JSON payloads exchanged by the planner and the validator (carried in std_msgs/String).
+
+We cannot build custom .msg packages here (no rosidl toolchain), so the task-level messages
+are JSON objects with a ``schema`` key naming their version (GRAPH.md). Building and
+parsing them lives here, ROS-free, so the planner, the validator, the dry-run recorder and
+the tests agree on one definition. Parsers raise ``ValueError`` naming the bad field.
+
+- ``/vla/plan_state`` (planner, latched): the chain phase, index, per-arm targets (normalised
+  keypoints, so the validator needs no camera_info), and ``affordance.seq``, which changes
+  whenever a new affordance becomes current (a new step or a re-plan of the same step).
+- ``/vla/validator/event`` (validator): ``open`` | ``replan`` | ``abort`` for an index.
+- ``/vla/task_state`` (validator, latched): what the gate sees per arm.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from .affordance_chain import ARM_NAMES, ChainPhase, ChainState
+from .validator_gate import GateEvent, GateStatus
+
+PLAN_STATE_SCHEMA = "vla_plan_state/1"
+VALIDATOR_EVENT_SCHEMA = "vla_validator_event/1"
+TASK_STATE_SCHEMA = "vla_task_state/1"
+
+#: Gate events as named on the wire (GRAPH.md); TIMEOUT_RETRY is "replan" there.
+EVENT_WIRE_NAMES = {GateEvent.OPEN: "open", GateEvent.TIMEOUT_RETRY: "replan", GateEvent.ABORT: "abort"}
+_EVENT_FROM_WIRE = {name: event for event, name in EVENT_WIRE_NAMES.items()}
+PHASES = tuple(phase.value for phase in ChainPhase)
+
+
+# ----------------------------------------------------------------------------- plan state
+def plan_state_payload(state: ChainState, seq: int, stamp_s: float, task: Optional[str] = None,
+                       estop: bool = False, last_error: str = "") -> dict:
+    """The ``/vla/plan_state`` payload of a chain snapshot.
+
+    Parameters
+    ----------
+    state : ChainState
+        ``AffordanceChain.state``.
+    seq : int
+        Number of affordances the planner has made current so far (a new value = a new target).
+    stamp_s : float
+        Time of the snapshot.
+    task : str, optional
+        Name of the task in tasks.yaml that matches the instruction, if any.
+    estop : bool
+        Whether the e-stop is engaged.
+    last_error : str
+        Last refused command (e.g. an unknown instruction), "" if none.
+    """
+    current = state.current
+    arms = {}
+    for slot, arm in enumerate(ARM_NAMES):
+        active = current is not None and bool(current.arm_active[slot])
+        keypoints = current.keypoints_normalised[slot].tolist() if active else []
+        arms[arm] = {"active": active, "keypoints_norm": keypoints}
+    affordance = None
+    if current is not None:
+        affordance = {"seq": int(seq), "index": current.index, "obs_stamp": current.obs_stamp_s,
+                      "current_since": current.current_since_s}
+    return {
+        "schema": PLAN_STATE_SCHEMA, "stamp": float(stamp_s), "phase": state.phase.value, "index": state.index,
+        "instruction": state.instruction, "task": task, "arms": arms, "affordance": affordance,
+        "retries": state.retries, "total_retries": state.total_retries, "achieved_count": state.achieved_count,
+        "replan_requested": state.replan_requested, "reason": state.last_reason, "estop": bool(estop),
+        "last_error": last_error,
+    }
+
+
+@dataclass(frozen=True, eq=False)
+class PlanView:
+    """What the validator needs from a plan-state payload.
+
+    Attributes
+    ----------
+    phase : str
+        One of ``PHASES``.
+    index : int
+        Chain index.
+    seq : int or None
+        Identity of the current affordance (None: no current affordance, arms hold).
+    active_arms : tuple of str
+        Arms with a target.
+    keypoints_norm : Mapping[str, np.ndarray]
+        Arm -> (P, 2) float32 normalised keypoints, for active arms.
+    instruction : str
+    """
+
+    phase: str
+    index: int
+    seq: Optional[int]
+    active_arms: tuple
+    keypoints_norm: Mapping[str, np.ndarray]
+    instruction: str = ""
+
+    @property
+    def has_target(self) -> bool:
+        return self.phase == ChainPhase.RUNNING.value and self.seq is not None and bool(self.active_arms)
+
+
+def parse_plan_state(payload: Mapping[str, Any], keypoints_per_arm: Optional[int] = None) -> PlanView:
+    """Check a ``/vla/plan_state`` payload and extract a `PlanView`.
+
+    Raises
+    ------
+    ValueError
+        Wrong schema, unknown phase, or malformed arms / keypoints (the message names the field).
+    """
+    _check_schema(payload, PLAN_STATE_SCHEMA)
+    phase = payload.get("phase")
+    if phase not in PHASES:
+        raise ValueError(f"plan_state.phase {phase!r} is not one of {list(PHASES)}")
+    index = _int_field(payload, "index")
+    affordance = payload.get("affordance")
+    seq = None
+    if affordance is not None:
+        if not isinstance(affordance, Mapping):
+            raise ValueError("plan_state.affordance must be an object or null")
+        seq = _int_field(affordance, "seq", "plan_state.affordance")
+    arms = payload.get("arms")
+    if not isinstance(arms, Mapping):
+        raise ValueError("plan_state.arms must be an object")
+    active, keypoints = [], {}
+    for arm in ARM_NAMES:
+        entry = arms.get(arm)
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("active"), bool):
+            raise ValueError(f"plan_state.arms.{arm} must be an object with a boolean 'active'")
+        if not entry["active"]:
+            continue
+        points = np.asarray(entry.get("keypoints_norm"), dtype=np.float64)
+        if points.ndim != 2 or points.shape[1] != 2 or points.shape[0] < 1:
+            raise ValueError(f"plan_state.arms.{arm}.keypoints_norm must be a (P, 2) list, got shape "
+                             f"{list(points.shape)}")
+        if keypoints_per_arm is not None and points.shape[0] != keypoints_per_arm:
+            raise ValueError(f"plan_state.arms.{arm}.keypoints_norm has {points.shape[0]} points, the bundle "
+                             f"uses {keypoints_per_arm}")
+        if not np.all(np.isfinite(points)):
+            raise ValueError(f"plan_state.arms.{arm}.keypoints_norm has non-finite values")
+        active.append(arm)
+        keypoints[arm] = points.astype(np.float32)
+    return PlanView(phase=phase, index=index, seq=seq, active_arms=tuple(active), keypoints_norm=keypoints,
+                    instruction=str(payload.get("instruction") or ""))
+
+
+# ----------------------------------------------------------------------------- validator events
+def validator_event_payload(event: GateEvent, index: Optional[int], retries: int, reason: str,
+                            stamp_s: float) -> dict:
+    """The ``/vla/validator/event`` payload of a gate event (OPEN, TIMEOUT_RETRY or ABORT)."""
+    if event not in EVENT_WIRE_NAMES:
+        raise ValueError(f"gate event {event!r} is not published (only {list(EVENT_WIRE_NAMES)})")
+    return {"schema": VALIDATOR_EVENT_SCHEMA, "event": EVENT_WIRE_NAMES[event], "index": index,
+            "retries": int(retries), "reason": reason, "stamp": float(stamp_s)}
+
+
+def parse_validator_event(payload: Mapping[str, Any]) -> tuple:
+    """``(GateEvent, index or None, reason)`` from a validator event payload.
+
+    Raises
+    ------
+    ValueError
+        Wrong schema, unknown event name, or a non-integer index.
+    """
+    _check_schema(payload, VALIDATOR_EVENT_SCHEMA)
+    name = payload.get("event")
+    if name not in _EVENT_FROM_WIRE:
+        raise ValueError(f"validator event {name!r} is not one of {sorted(_EVENT_FROM_WIRE)}")
+    index = payload.get("index")
+    if index is not None:
+        index = _int_field(payload, "index", "validator event")
+    return _EVENT_FROM_WIRE[name], index, str(payload.get("reason") or "")
+
+
+# ----------------------------------------------------------------------------- task state
+def task_state_payload(plan: Optional[PlanView], status: GateStatus, last_probs: Mapping[str, float],
+                       last_reason: str, decisions_count: int, stamp_s: float, last_event: str = "none") -> dict:
+    """The validator's latched ``/vla/task_state`` payload.
+
+    ``last_event`` is the wire name of the last event sent (the gate forgets its own when
+    the planner stops or advances, the task state should not).
+    """
+    arms = {}
+    for arm in ARM_NAMES:
+        prob = last_probs.get(arm)
+        arms[arm] = {"active": plan is not None and plan.has_target and arm in plan.active_arms,
+                     "achieved": bool(status.achieved.get(arm, False)),
+                     "consecutive": int(status.consecutive.get(arm, 0)),
+                     "prob": None if prob is None or not math.isfinite(prob) else float(prob)}
+    return {
+        "schema": TASK_STATE_SCHEMA, "stamp": float(stamp_s),
+        "phase": plan.phase if plan is not None else ChainPhase.IDLE.value,
+        "index": plan.index if plan is not None else 0,
+        "seq": plan.seq if plan is not None else None,
+        "arms": arms, "armed": status.armed, "retries": status.retries,
+        "dwell_s": status.dwell_s, "last_event": last_event,
+        "last_reason": last_reason, "decisions_count": int(decisions_count),
+    }
+
+
+def _check_schema(payload: Mapping[str, Any], schema: str) -> None:
+    if not isinstance(payload, Mapping):
+        raise ValueError("payload must be a JSON object")
+    if payload.get("schema") != schema:
+        raise ValueError(f"schema {payload.get('schema')!r} is not {schema!r}")
+
+
+def _int_field(payload: Mapping[str, Any], key: str, where: str = "plan_state") -> int:
+    value = payload.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{where}.{key} must be an integer, got {value!r}")
+    return int(value)
+
+
+__all__ = ["PLAN_STATE_SCHEMA", "VALIDATOR_EVENT_SCHEMA", "TASK_STATE_SCHEMA", "EVENT_WIRE_NAMES", "PHASES",
+           "plan_state_payload", "PlanView", "parse_plan_state", "validator_event_payload", "parse_validator_event",
+           "task_state_payload"]

@@ -1,0 +1,195 @@
+"""camera_mask node: pairs the three cameras, runs the mask model, publishes masks and masked images.
+
+Subscriptions
+-------------
+/cam_high/image_raw, /cam_left_wrist/image_raw, /cam_right_wrist/image_raw : sensor_msgs/Image
+    rgb8 / bgr8 camera frames (sensor-data QoS).
+
+Publications
+------------
+/vla/mask/<camera> : sensor_msgs/Image mono8
+    Per-pixel class (argmax of the mask model; 0 = background) at the model resolution.
+/vla/masked/<camera> : sensor_msgs/Image rgb8
+    The frame resized to the model resolution with background pixels exactly (0, 0, 0) and
+    object pixels never exactly black (see ``core.observation``). Both images carry the
+    source frame's header; the three cameras of a set are published together.
+/diagnostics : diagnostic_msgs/DiagnosticArray
+    Sets processed, drops by reason, per-camera rate, processing and end-to-end latency.
+
+Parameters
+----------
+bundle_path, inference_backend, intra_op_threads
+    The model bundle and runtime (see ``node_support.declare_bundle_parameters``).
+max_skew_s : float (0.05)
+    Largest stamp difference within a camera set; frames that cannot pair are dropped and counted.
+max_input_age_s.camera : float (0.5)
+    Frames older than this when a set is formed are dropped as stale.
+diagnostics_rate_hz : float (1.0)
+    /diagnostics publication rate.
+
+Only the newest frame per camera is kept (no backlog): while the model runs, newer frames
+replace older ones, and the next set is formed from the newest frames only.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+
+from sim2real_vla_ros.core.camera_pairing import FramePairer, RateMeter
+from sim2real_vla_ros.core.observation import LatencyWindow, apply_mask, logits_to_mask, resize_rgb
+from sim2real_vla_ros.core.robot import CAMERA_NAMES
+from sim2real_vla_ros.nodes import common
+from sim2real_vla_ros.nodes.node_support import FaultLog, LevelTracker, load_node_bundle
+
+
+class CameraMaskNode(Node):
+    """Newest-only camera pairing + batched mask inference."""
+
+    def __init__(self) -> None:
+        super().__init__("camera_mask")
+        self.max_skew_s = common.declare(self, "max_skew_s", 0.05,
+                                         "Largest stamp difference between the three cameras of a set (s)",
+                                         lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
+        self.max_age_s = common.declare(self, "max_input_age_s.camera", 0.5,
+                                        "Frames older than this when a set is formed are dropped (s)",
+                                        lambda v: 0.0 < v <= 10.0, "in (0, 10]")
+        diagnostics_rate = common.declare(self, "diagnostics_rate_hz", 1.0, "/diagnostics publication rate (Hz)",
+                                          lambda v: 0.0 < v <= 50.0, "in (0, 50]")
+        self.bundle = load_node_bundle(self)
+        self._check_bundle_cameras()
+        image = self.bundle.manifest.image
+        self.model_size = (image.width, image.height)
+        self.n_classes = len(self.bundle.manifest.mask_classes)
+        self.mask_model = self.bundle.model("mask")
+        # A dynamic batch axis lets the three cameras share one model call.
+        self.batched = isinstance(self.mask_model.input_specs["image"].shape[0], str)
+
+        self.faults = FaultLog(self)
+        self.pairer = FramePairer(CAMERA_NAMES, self.max_skew_s, self.max_age_s)
+        self.rates = {name: RateMeter(window_s=2.0) for name in CAMERA_NAMES}
+        self.processing = LatencyWindow()
+        self.end_to_end = LatencyWindow()
+        self._lock = threading.Lock()  # pairer and rate meters: touched by image and inference threads
+        self._sets_published = 0
+        self._levels = LevelTracker()
+
+        # Image callbacks only convert and store (fast); the model runs in its own mutually
+        # exclusive group so a slow inference never delays frame intake, and frames that
+        # arrive meanwhile simply replace older ones in the pairer.
+        diagnostics_group = MutuallyExclusiveCallbackGroup()
+        inference_group = MutuallyExclusiveCallbackGroup()
+        self._wake_inference = self.create_guard_condition(
+            self.faults.guard(self._process_newest_set, "inference_callback_error"), inference_group)
+        for name in CAMERA_NAMES:
+            # One group per camera: a frame of one camera never waits for another camera's
+            # callback (they only share the pairer, guarded by the lock).
+            on_image = self.faults.guard(lambda msg, n=name: self._on_image(n, msg), "image_callback_error")
+            self.create_subscription(Image, f"/{name}/image_raw", on_image, common.SENSOR_QOS,
+                                     callback_group=MutuallyExclusiveCallbackGroup())
+        self.mask_pubs = {n: self.create_publisher(Image, f"/vla/mask/{n}", common.SENSOR_QOS) for n in CAMERA_NAMES}
+        self.masked_pubs = {n: self.create_publisher(Image, f"/vla/masked/{n}", common.SENSOR_QOS)
+                            for n in CAMERA_NAMES}
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", common.COMMAND_QOS)
+        self.create_timer(1.0 / diagnostics_rate, self.faults.guard(self._publish_diagnostics, "diagnostics_error"),
+                          callback_group=diagnostics_group)
+        self.get_logger().info(f"camera_mask ready: {self.n_classes} classes at {self.model_size[0]}x"
+                               f"{self.model_size[1]}, {'batched' if self.batched else 'per-camera'} inference, "
+                               f"max_skew_s={self.max_skew_s}")
+
+    def _check_bundle_cameras(self) -> None:
+        cameras = self.bundle.manifest.cameras
+        named = (cameras.top, cameras.left_wrist, cameras.right_wrist)
+        if named != CAMERA_NAMES:
+            raise ValueError(f"bundle '{self.bundle.name}' names its cameras {list(named)}, but this robot's cameras "
+                             f"are {list(CAMERA_NAMES)}; remap the camera topics instead of renaming cameras")
+
+    # ------------------------------------------------------------------ intake
+    def _on_image(self, camera: str, msg: Image) -> None:
+        try:
+            rgb = common.image_to_numpy(msg, "rgb8")
+        except common.ImageMessageError as exc:
+            self.faults.fault(f"malformed_image.{camera}", str(exc))
+            return
+        stamp_s = common.stamp_to_seconds(msg.header.stamp)
+        with self._lock:
+            self.rates[camera].add(stamp_s)
+            kept = self.pairer.add(camera, stamp_s, (msg.header, rgb))
+        if kept:
+            self._wake_inference.trigger()
+
+    # ------------------------------------------------------------------ inference
+    def _process_newest_set(self) -> None:
+        with self._lock:
+            frame_set = self.pairer.newest_set(common.now_seconds(self))
+        if frame_set is None:
+            return
+        start = common.monotonic()
+        headers = {name: frame_set.frame(name)[0] for name in CAMERA_NAMES}
+        resized = [resize_rgb(frame_set.frame(name)[1], *self.model_size) for name in CAMERA_NAMES]
+        try:
+            masks = self._infer_masks(resized)
+        except Exception as exc:  # model/contract failure: count, publish nothing for this set
+            self.faults.fault("mask_model_error", f"{type(exc).__name__}: {exc}")
+            return
+        for name, rgb, mask in zip(CAMERA_NAMES, resized, masks):
+            header = headers[name]
+            mask_msg = common.numpy_to_image(mask, "mono8")
+            mask_msg.header = header
+            masked_msg = common.numpy_to_image(apply_mask(rgb, mask), "rgb8")
+            masked_msg.header = header
+            self.mask_pubs[name].publish(mask_msg)
+            self.masked_pubs[name].publish(masked_msg)
+        self._sets_published += 1
+        self.processing.add((common.monotonic() - start) * 1e3)
+        self.end_to_end.add((common.now_seconds(self) - frame_set.oldest_stamp_s) * 1e3)
+
+    def _infer_masks(self, resized: list) -> np.ndarray:
+        inputs = [self.bundle.preprocess_image(rgb) for rgb in resized]
+        if self.batched:
+            logits = self.mask_model.run({"image": np.concatenate(inputs, axis=0)})["mask_logits"]
+        else:
+            logits = np.concatenate([self.mask_model.run({"image": x})["mask_logits"] for x in inputs], axis=0)
+        masks = logits_to_mask(logits)
+        if masks.max(initial=0) >= self.n_classes:
+            raise ValueError(f"mask model produced class {int(masks.max())} but the bundle has {self.n_classes}")
+        return masks
+
+    # ------------------------------------------------------------------ diagnostics
+    def _publish_diagnostics(self) -> None:
+        now = common.now_seconds(self)
+        with self._lock:
+            stats = self.pairer.stats()
+            rates = {f"rate_hz.{name}": meter.rate_hz(now) for name, meter in self.rates.items()}
+        faults = self.faults.snapshot()
+        values = {"sets_published": self._sets_published, "sets_formed": stats["sets_emitted"],
+                  **{f"dropped.{reason}": count for reason, count in stats["dropped"].items()},
+                  **{f"received.{name}": count for name, count in stats["received"].items()},
+                  **{f"overwritten.{name}": count for name, count in stats["overwritten"].items()}, **rates,
+                  "last_skew_s": stats["last_skew_s"] if stats["last_skew_s"] is not None else "none",
+                  "last_reason": stats["last_reason"], "missing_cameras": ",".join(stats["missing_cameras"]),
+                  **{f"processing_{k}": v for k, v in self.processing.stats().items()},
+                  **{f"end_to_end_{k}": v for k, v in self.end_to_end.stats().items()},
+                  **{f"fault.{k}": v for k, v in faults.items()}}
+        errors = sum(v for k, v in faults.items() if "error" in k)
+        warnings = sum(faults.values()) + sum(stats["dropped"].values())
+        level = self._levels.level(errors, warnings)
+        message = ["ok", "frames dropped or malformed since the last report", "mask model errors"][level]
+        status = common.diagnostic_status(f"{self.get_name()}: camera pairing and masks", self.get_name(), level,
+                                          message, values)
+        self.diagnostics_pub.publish(common.diagnostic_array(self, [status]))
+
+
+def main(args=None) -> int:
+    # Three threads: frame intake, mask inference and diagnostics do not wait on each other.
+    return common.run_node(CameraMaskNode, lambda: MultiThreadedExecutor(num_threads=3))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

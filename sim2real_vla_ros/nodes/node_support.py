@@ -1,0 +1,130 @@
+"""Pieces the model-running nodes share: the bundle parameters and fault accounting.
+
+- `declare_bundle_parameters` / `load_node_bundle`: every node that runs a model declares
+  the same three parameters (``bundle_path``, ``inference_backend``, ``intra_op_threads``)
+  and loads the bundle the same way, so a missing or broken model file stops the node at
+  start-up with one ``BundleError`` naming the file (``common.run_node`` prints it).
+- `FaultLog`: counts faults by reason for /diagnostics and logs each reason at most once
+  per period (rclpy's own throttling is keyed by call site, so one helper logging many
+  reasons would hide all but the first), and `FaultLog.guard` wraps a callback so that an
+  unexpected exception is counted and logged instead of killing the executor thread.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from typing import Callable, Dict
+
+from rclpy.node import Node
+
+from sim2real_vla_ros.nodes import common
+
+BACKENDS = ("onnxruntime", "tensorrt")
+
+
+def default_bundle_path() -> str:
+    """The installed reference bundle (``share/sim2real_vla_ros/models/reference``)."""
+    from sim2real_vla_ros.paths import share_path
+
+    return share_path("models", "reference")
+
+
+def declare_bundle_parameters(node: Node) -> dict:
+    """Declare ``bundle_path``, ``inference_backend`` and ``intra_op_threads``; return their values."""
+    path = common.declare(node, "bundle_path", "",
+                          "Model bundle folder (holds bundle.yaml); empty = the installed models/reference")
+    backend = common.declare(node, "inference_backend", "onnxruntime",
+                             "Inference runtime: onnxruntime (CPU/GPU) or tensorrt (the bundle's prebuilt engines)",
+                             lambda v: v in BACKENDS, f"one of {list(BACKENDS)}")
+    threads = common.declare(node, "intra_op_threads", 1,
+                             "ONNX Runtime threads per model; 0 = runtime default (all cores). 1 keeps several "
+                             "nodes on a small CPU from competing for cores", lambda v: v >= 0, ">= 0")
+    return {"bundle_path": path or default_bundle_path(), "backend": backend, "intra_op_threads": threads}
+
+
+def load_node_bundle(node: Node, load_fast_tokenizer: bool = False):
+    """Declare the bundle parameters and load the bundle (every model checked against its contract).
+
+    Raises
+    ------
+    BundleError
+        Missing/corrupt file or contract mismatch; the message names the file or tensor.
+    """
+    from sim2real_vla_ros.core.bundle import load_bundle
+
+    settings = declare_bundle_parameters(node)
+    threads = settings["intra_op_threads"] or None
+    bundle = load_bundle(settings["bundle_path"], backend=settings["backend"], intra_op_threads=threads,
+                         inter_op_threads=1 if threads else None, load_fast_tokenizer=load_fast_tokenizer)
+    node.get_logger().info(f"loaded bundle '{bundle.name}' from {bundle.folder} ({settings['backend']})")
+    return bundle
+
+
+class FaultLog:
+    """Faults counted by reason, each reason logged at most once per ``period_s``.
+
+    Parameters
+    ----------
+    node : Node
+        Whose logger is used.
+    period_s : float
+        Minimum wall time between two log lines of the same reason.
+    """
+
+    def __init__(self, node: Node, period_s: float = 5.0) -> None:
+        self._logger = node.get_logger()
+        self.counters = common.Counters()
+        self._period_s = float(period_s)
+        self._last_logged: Dict[str, float] = {}
+        self._reported: Dict[str, int] = {}
+
+    def fault(self, reason: str, message: str) -> None:
+        """Count one fault of ``reason`` and log ``message`` unless logged recently."""
+        self.counters.add(reason)
+        now = time.monotonic()
+        if now - self._last_logged.get(reason, -1e9) >= self._period_s:
+            suppressed = self.counters.get(reason) - self._reported.get(reason, 0) - 1
+            extra = f" ({suppressed} more since the last report)" if suppressed > 0 else ""
+            self._logger.warning(f"{reason}: {message}{extra}")
+            self._last_logged[reason] = now
+            self._reported[reason] = self.counters.get(reason)
+
+    def count(self, reason: str) -> None:
+        """Count an expected, non-fault event (no log line)."""
+        self.counters.add(reason)
+
+    def get(self, reason: str) -> int:
+        return self.counters.get(reason)
+
+    def snapshot(self) -> Dict[str, int]:
+        return dict(self.counters.values)
+
+    def guard(self, callback: Callable, reason: str) -> Callable:
+        """Wrap a callback: an exception is counted under ``reason`` and logged, never raised."""
+
+        @functools.wraps(callback)
+        def guarded(*args, **kwargs):
+            try:
+                return callback(*args, **kwargs)
+            except Exception as exc:  # a callback must never take the executor down
+                self.fault(reason, f"{type(exc).__name__}: {exc}")
+                return None
+
+        return guarded
+
+
+class LevelTracker:
+    """Diagnostics level from cumulative counts: what grew since the previous report.
+
+    Counters never reset (they are totals for the whole run), so the level must look at
+    their growth: ERROR (2) if an error count grew, WARN (1) if a warning count grew, else OK (0).
+    """
+
+    def __init__(self) -> None:
+        self._previous = (0, 0)
+
+    def level(self, errors_total: int, warnings_total: int) -> int:
+        errors = errors_total - self._previous[0]
+        warnings = warnings_total - self._previous[1]
+        self._previous = (errors_total, warnings_total)
+        return 2 if errors > 0 else 1 if warnings > 0 else 0

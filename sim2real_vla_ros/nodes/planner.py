@@ -1,0 +1,549 @@
+"""planner node: the chain of affordances (paper section 4.1) at a low rate, gated by the validator.
+
+Subscriptions
+-------------
+/vla/masked/cam_high : sensor_msgs/Image rgb8
+    Newest masked top image (from camera_mask); the planner model's observation.
+/vla/validator/event : std_msgs/String JSON
+    ``open`` advances the chain, ``replan`` re-plans the same step, ``abort`` aborts and holds.
+/vla/instruction : std_msgs/String (latched)
+    Setting it (re)starts the task with that instruction.
+/vla/estop : std_msgs/Bool (latched)
+    Engaged (from any publisher) stops the task: empty affordances, arms hold.
+/cam_high/camera_info : sensor_msgs/CameraInfo
+    Native cam_high size (pixel coordinates of the published keypoints) and intrinsics (markers).
+/cam_high/image_raw : sensor_msgs/Image (only with overlay_source = raw)
+
+Publications
+------------
+/vla/affordance/left, /vla/affordance/right : geometry_msgs/PolygonStamped (latched)
+    Keypoints in native cam_high pixels, z = affordance index, stamp = the observation the
+    prediction came from, frame cam_high_optical_frame; empty polygon = arm idle / hold.
+/vla/plan_state : std_msgs/String JSON (latched), schema ``vla_plan_state/1`` (core.payloads)
+/vla/affordance_markers : visualization_msgs/MarkerArray
+    Keypoints on their camera rays at ``marker_depth_m`` in cam_high_optical_frame.
+/vla/affordance_overlay : sensor_msgs/Image rgb8, keypoints drawn on the newest cam_high image.
+/vla/estop : std_msgs/Bool (latched), set by /vla/set_estop. Nothing is published at start-up:
+    a restarted planner must not release an e-stop engaged before it came up.
+/diagnostics : diagnostic_msgs/DiagnosticArray
+
+Services
+--------
+/vla/start : std_srvs/Trigger
+    Start (or restart) with the last instruction (topic) or the ``instruction`` parameter;
+    fails with the reason (unknown instruction, e-stop engaged) and the node keeps running.
+/vla/stop : std_srvs/Trigger
+    Stop the task and hold (phase idle, empty affordances).
+/vla/set_estop : std_srvs/SetBool
+    true engages the e-stop (task stopped, arms hold), false releases it (start again to resume).
+
+Parameters
+----------
+bundle_path, inference_backend, intra_op_threads : the model bundle and runtime.
+instruction : str ('') task instruction used by /vla/start (runtime-settable).
+autostart : bool (false) start with ``instruction`` at the first timer tick.
+planner_rate_hz : float (2.0) planner timer rate, on the node clock (sim time with use_sim_time).
+chain_length : int (1) K, previous affordances the planner is conditioned on (must match the model).
+max_retries : int (2) re-plans of one step before the task aborts (keep equal to the validator's).
+max_steps : int (10) largest number of affordances in a chain; more fails the task.
+done_threshold : float (0.5) the chain succeeds when the model's done probability exceeds it.
+backstop_timeout_s : float (0.0) re-plan a step when no validator event came for this long; 0 = off.
+max_input_age_s.cam_high : float (1.0) an older masked cam_high image is not used for a prediction.
+image_width, image_height : int (0) native cam_high size; 0 = from /cam_high/camera_info.
+overlay_source : str ('masked') draw the overlay on the masked (model-resolution) or raw cam_high image.
+overlay_rate_hz : float (5.0) overlay and marker publication rate.
+marker_depth_m : float (1.0) depth along each keypoint's camera ray at which markers are drawn.
+diagnostics_rate_hz : float (1.0) /diagnostics rate.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Optional
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Point, Point32, PolygonStamped
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Bool, ColorRGBA, String
+from std_srvs.srv import SetBool, Trigger
+from visualization_msgs.msg import Marker, MarkerArray
+
+from sim2real_vla_ros.core.affordance_chain import (ARM_NAMES, AffordanceChain, ChainPhase, PredictionOutcome,
+                                                    denormalise_keypoints)
+from sim2real_vla_ros.core.bundle import UnknownInstructionError
+from sim2real_vla_ros.core.camera_pairing import RateMeter
+from sim2real_vla_ros.core.observation import masked_model_input, pixels_to_optical_points
+from sim2real_vla_ros.core.overlay import ARM_COLORS, draw_affordances
+from sim2real_vla_ros.core.payloads import EVENT_WIRE_NAMES, parse_validator_event, plan_state_payload
+from sim2real_vla_ros.nodes import common
+from sim2real_vla_ros.nodes.node_support import FaultLog, LevelTracker, load_node_bundle
+
+FRAME_ID = "cam_high_optical_frame"
+OVERLAY_SOURCES = ("masked", "raw")
+_UNPUBLISHED = object()
+
+
+class PlannerNode(Node):
+    """Runs `AffordanceChain` with the bundle's planner model; publishes targets and task state."""
+
+    def __init__(self) -> None:
+        super().__init__("planner")
+        self._declare_parameters()
+        self.bundle = load_node_bundle(self)
+        manifest = self.bundle.manifest
+        self.model = self.bundle.model("planner")
+        self.model_size = (manifest.image.width, manifest.image.height)
+        self._check_chain_length()
+        self.chain = AffordanceChain(
+            image_size=self.model_size, keypoints_per_arm=manifest.keypoints_per_arm, history_length=self.chain_length,
+            max_retries=self.max_retries, max_steps=self.max_steps, done_threshold=self.done_threshold,
+            step_timeout_s=self.backstop_timeout_s or None,
+            # The model runs synchronously inside the timer callback, so a request is only
+            # "lost" when that run failed; re-request at the next tick.
+            request_timeout_s=0.5 / self.rate_hz,
+            # Model keypoints are fractions of the image, [0, 1] continuous; the chain checks
+            # pixel centres [0, size - 1], so allow (and clip) the last pixel's width.
+            edge_tolerance_px=1.0)
+        self.faults = FaultLog(self)
+        self._levels = LevelTracker()
+        self._lock = threading.Lock()
+        self._instruction = self.instruction_param
+        self._embedding: Optional[np.ndarray] = None
+        self._task: Optional[str] = None
+        self._last_error = ""
+        self._estop = False
+        self._seq = 0
+        self._latest_masked: Optional[Image] = None
+        self._latest_raw: Optional[Image] = None
+        self._native_size = (self.image_width, self.image_height) if self.image_width and self.image_height else None
+        self._intrinsics: Optional[np.ndarray] = None
+        self._published_state = None
+        self._published_affordance = _UNPUBLISHED
+        self._autostart_pending = self.autostart
+        self._tick_rate = RateMeter(window_s=max(5.0, 5.0 / self.rate_hz))
+        self._ticks = 0
+        self._create_interfaces()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        with self._lock:
+            self._publish_state_locked(common.now_seconds(self))
+        self.get_logger().info(f"planner ready: {self.rate_hz} Hz, K={self.chain_length}, "
+                               f"P={manifest.keypoints_per_arm}, instruction={self._instruction!r}")
+
+    # ------------------------------------------------------------------ set-up
+    def _declare_parameters(self) -> None:
+        declare = common.declare
+        self.instruction_param = declare(self, "instruction", "", "Task instruction used by /vla/start "
+                                         "(must have an embedding in the bundle); can be set at run time")
+        self.autostart = declare(self, "autostart", False, "Start with 'instruction' at the first timer tick")
+        self.rate_hz = declare(self, "planner_rate_hz", 2.0, "Planner timer rate (Hz, node clock)",
+                               lambda v: 0.0 < v <= 50.0, "in (0, 50]")
+        self.chain_length = declare(self, "chain_length", 1, "K: previous affordances the planner is conditioned on",
+                                    lambda v: 1 <= v <= 16, "in [1, 16]")
+        self.max_retries = declare(self, "max_retries", 2, "Re-plans of one step before the task aborts "
+                                   "(keep equal to the validator's max_retries)", lambda v: 0 <= v <= 100,
+                                   "in [0, 100]")
+        self.max_steps = declare(self, "max_steps", 10, "Largest number of affordances in one task",
+                                 lambda v: 1 <= v <= 1000, "in [1, 1000]")
+        self.done_threshold = declare(self, "done_threshold", 0.5, "Done probability above which the task succeeds",
+                                      lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+        self.backstop_timeout_s = declare(self, "backstop_timeout_s", 0.0, "Re-plan a step after this long without a "
+                                          "validator event (s); 0 = rely on the validator",
+                                          lambda v: v >= 0.0, ">= 0")
+        self.max_image_age_s = declare(self, "max_input_age_s.cam_high", 1.0, "Oldest masked cam_high image a "
+                                       "prediction may use (s)", lambda v: 0.0 < v <= 60.0, "in (0, 60]")
+        self.image_width = declare(self, "image_width", 0, "Native cam_high width (px); 0 = from camera_info",
+                                   lambda v: 0 <= v <= 16384, "in [0, 16384]")
+        self.image_height = declare(self, "image_height", 0, "Native cam_high height (px); 0 = from camera_info",
+                                    lambda v: 0 <= v <= 16384, "in [0, 16384]")
+        if (self.image_width == 0) != (self.image_height == 0):
+            raise ValueError("parameters 'image_width' and 'image_height' must both be 0 (camera_info) or both set")
+        self.overlay_source = declare(self, "overlay_source", "masked", "Image the overlay is drawn on: masked "
+                                      "(model resolution) or raw (native cam_high)", lambda v: v in OVERLAY_SOURCES,
+                                      f"one of {list(OVERLAY_SOURCES)}")
+        self.overlay_rate_hz = declare(self, "overlay_rate_hz", 5.0, "Overlay image and marker rate (Hz)",
+                                       lambda v: 0.0 < v <= 60.0, "in (0, 60]")
+        self.marker_depth_m = declare(self, "marker_depth_m", 1.0, "Depth of the keypoint markers along their "
+                                      "camera rays (m)", lambda v: 0.0 < v <= 20.0, "in (0, 20]")
+        self.diagnostics_rate_hz = declare(self, "diagnostics_rate_hz", 1.0, "/diagnostics rate (Hz)",
+                                           lambda v: 0.0 < v <= 50.0, "in (0, 50]")
+
+    def _check_chain_length(self) -> None:
+        shape = self.model.input_specs["prev_affordance"].shape
+        if isinstance(shape[1], int) and shape[1] != self.chain_length:
+            raise ValueError(f"parameter 'chain_length' = {self.chain_length}, but the bundle's planner model takes "
+                             f"K = {shape[1]} previous affordances (prev_affordance {list(shape)})")
+
+    def _create_interfaces(self) -> None:
+        # The planner model runs in its own mutually exclusive group: services, validator
+        # events and e-stop (io group) stay responsive while it computes, and two ticks
+        # never overlap.
+        inference_group = MutuallyExclusiveCallbackGroup()
+        io_group = MutuallyExclusiveCallbackGroup()
+        visuals_group = MutuallyExclusiveCallbackGroup()
+        guard = self.faults.guard
+        self.create_subscription(Image, "/vla/masked/cam_high", guard(self._on_masked, "callback_error"),
+                                 common.SENSOR_QOS, callback_group=io_group)
+        if self.overlay_source == "raw":
+            self.create_subscription(Image, "/cam_high/image_raw", guard(self._on_raw, "callback_error"),
+                                     common.SENSOR_QOS, callback_group=io_group)
+        self.create_subscription(CameraInfo, "/cam_high/camera_info", guard(self._on_camera_info, "callback_error"),
+                                 common.SENSOR_QOS, callback_group=io_group)
+        self.create_subscription(String, "/vla/validator/event", guard(self._on_validator_event, "callback_error"),
+                                 common.COMMAND_QOS, callback_group=io_group)
+        self.create_subscription(String, "/vla/instruction", guard(self._on_instruction, "callback_error"),
+                                 common.LATCHED_QOS, callback_group=io_group)
+        self.create_subscription(Bool, "/vla/estop", guard(self._on_estop, "callback_error"), common.LATCHED_QOS,
+                                 callback_group=io_group)
+        self.affordance_pubs = {arm: self.create_publisher(PolygonStamped, f"/vla/affordance/{arm}", common.LATCHED_QOS)
+                                for arm in ARM_NAMES}
+        self.state_pub = self.create_publisher(String, "/vla/plan_state", common.LATCHED_QOS)
+        self.marker_pub = self.create_publisher(MarkerArray, "/vla/affordance_markers", common.COMMAND_QOS)
+        self.overlay_pub = self.create_publisher(Image, "/vla/affordance_overlay", common.SENSOR_QOS)
+        self.estop_pub = self.create_publisher(Bool, "/vla/estop", common.LATCHED_QOS)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", common.COMMAND_QOS)
+        self.create_service(Trigger, "/vla/start", self._handle_start, callback_group=io_group)
+        self.create_service(Trigger, "/vla/stop", self._handle_stop, callback_group=io_group)
+        self.create_service(SetBool, "/vla/set_estop", self._handle_set_estop, callback_group=io_group)
+        self.create_timer(1.0 / self.rate_hz, guard(self._on_tick, "tick_error"), callback_group=inference_group)
+        self.create_timer(1.0 / self.overlay_rate_hz, guard(self._publish_visuals, "visuals_error"),
+                          callback_group=visuals_group)
+        self.create_timer(1.0 / self.diagnostics_rate_hz, guard(self._publish_diagnostics, "diagnostics_error"),
+                          callback_group=visuals_group)
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        for param in params:
+            if param.name == "instruction":
+                with self._lock:
+                    self._instruction = str(param.value)
+            elif param.name != "use_sim_time":
+                return SetParametersResult(successful=False,
+                                           reason=f"'{param.name}' is read at start-up; restart the node to change it")
+        return SetParametersResult(successful=True)
+
+    # ------------------------------------------------------------------ inputs
+    def _on_masked(self, msg: Image) -> None:
+        with self._lock:
+            self._latest_masked = msg
+
+    def _on_raw(self, msg: Image) -> None:
+        with self._lock:
+            self._latest_raw = msg
+            if self.image_width == 0 and msg.width > 0 and msg.height > 0:
+                self._native_size = (int(msg.width), int(msg.height))
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        if msg.width <= 0 or msg.height <= 0:
+            self.faults.fault("malformed_camera_info", f"camera_info size {msg.width}x{msg.height}")
+            return
+        intrinsics = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+        with self._lock:
+            if self.image_width == 0:
+                self._native_size = (int(msg.width), int(msg.height))
+            if intrinsics[0, 0] > 0 and intrinsics[1, 1] > 0:
+                # Intrinsics belong to the camera_info's size; rescale if the parameters say otherwise.
+                scale = np.diag([self._native_size[0] / msg.width, self._native_size[1] / msg.height, 1.0])
+                self._intrinsics = scale @ intrinsics
+
+    def _on_instruction(self, msg: String) -> None:
+        ok, message = self._start(msg.data, "/vla/instruction")
+        if ok:
+            self.get_logger().info(f"/vla/instruction: {message}")
+
+    def _on_validator_event(self, msg: String) -> None:
+        try:
+            event, index, reason = parse_validator_event(common.parse_json_message(msg))
+        except ValueError as exc:
+            self.faults.fault("malformed_validator_event", str(exc))
+            return
+        now = common.now_seconds(self)
+        with self._lock:
+            applied = self.chain.on_gate_event(event, now, index)
+            if applied:
+                self.faults.count(f"gate_{EVENT_WIRE_NAMES[event]}")
+                self.get_logger().info(f"validator {EVENT_WIRE_NAMES[event]} for affordance {index}: {reason} -> "
+                                       f"{self.chain.state.last_reason}")
+            else:
+                self.faults.count("gate_event_ignored")
+            self._publish_state_locked(now)
+
+    def _on_estop(self, msg: Bool) -> None:
+        self._apply_estop(bool(msg.data), "/vla/estop")
+
+    def _apply_estop(self, engaged: bool, source: str) -> None:
+        now = common.now_seconds(self)
+        with self._lock:
+            changed = engaged != self._estop
+            self._estop = engaged
+            if engaged and self.chain.phase == ChainPhase.RUNNING:
+                self.chain.stop(f"e-stop engaged ({source})", now)
+            self._publish_state_locked(now)
+        if changed:
+            self.get_logger().warning(f"e-stop {'ENGAGED' if engaged else 'released'} ({source})")
+
+    # ------------------------------------------------------------------ services
+    def _handle_start(self, request, response):
+        try:
+            response.success, response.message = self._start(None, "/vla/start")
+            if response.success:
+                self.get_logger().info(f"/vla/start: {response.message}")
+        except Exception as exc:  # never let a service callback raise
+            self.faults.fault("start_error", f"{type(exc).__name__}: {exc}")
+            response.success, response.message = False, f"start failed: {type(exc).__name__}: {exc}"
+        return response
+
+    def _handle_stop(self, request, response):
+        now = common.now_seconds(self)
+        with self._lock:
+            self.chain.stop("/vla/stop", now)
+            self._publish_state_locked(now)
+        response.success, response.message = True, "stopped: arms hold (empty affordances)"
+        return response
+
+    def _handle_set_estop(self, request, response):
+        engaged = bool(request.data)
+        self.estop_pub.publish(Bool(data=engaged))
+        self._apply_estop(engaged, "/vla/set_estop")
+        response.success = True
+        response.message = ("e-stop engaged: task stopped, arms hold" if engaged
+                            else "e-stop released: call /vla/start to resume")
+        return response
+
+    def _start(self, instruction: Optional[str], source: str) -> tuple:
+        """Start or restart the chain; returns (success, message)."""
+        with self._lock:
+            text = (self._instruction if instruction is None else instruction).strip()
+            estop = self._estop
+        if estop:
+            return self._refuse("e-stop is engaged; release it with /vla/set_estop (data: false) before starting")
+        if not text:
+            return self._refuse("no instruction: set the 'instruction' parameter or publish /vla/instruction")
+        try:
+            embedding = self.bundle.instruction_embedding(text)
+        except UnknownInstructionError as exc:
+            return self._refuse(str(exc))
+        now = common.now_seconds(self)
+        with self._lock:
+            restarted = self.chain.phase == ChainPhase.RUNNING
+            if restarted:
+                self.chain.stop(f"restarted by {source}", now)
+            self.chain.start(text, now)
+            self._instruction = text
+            self._embedding = np.array(embedding[None], dtype=np.float32)
+            self._task = _task_name(text)
+            self._last_error = ""
+            self._publish_state_locked(now)
+        return True, f"{'restarted' if restarted else 'started'}: {text!r} (task {self._task or 'not in tasks.yaml'})"
+
+    def _refuse(self, message: str) -> tuple:
+        self.faults.fault("start_refused", message)
+        with self._lock:
+            self._last_error = message
+            self._publish_state_locked(common.now_seconds(self))
+        return False, message
+
+    # ------------------------------------------------------------------ planning
+    def _on_tick(self) -> None:
+        now = common.now_seconds(self)
+        self._ticks += 1
+        self._tick_rate.add(now)
+        if self._autostart_pending:
+            self._autostart_pending = False
+            ok, message = self._start(None, "autostart")
+            if ok:
+                self.get_logger().info(f"autostart: {message}")
+        with self._lock:
+            request, image_msg, embedding = self._prepare_request_locked(now)
+            self._publish_state_locked(now)
+        if request is None:
+            return
+        # On any failure the request lapses and is asked again at the next tick.
+        try:
+            outputs = self._predict(image_msg, embedding, request)
+        except common.ImageMessageError as exc:
+            self.faults.fault("malformed_image", f"/vla/masked/cam_high: {exc}")
+            return
+        except Exception as exc:
+            self.faults.fault("planner_model_error", f"{type(exc).__name__}: {exc}")
+            return
+        now = common.now_seconds(self)
+        keypoints_px = denormalise_keypoints(outputs["keypoints"][0], self.model_size)
+        with self._lock:
+            outcome = self.chain.on_prediction(request.request_id, keypoints_px, outputs["arm_active"][0],
+                                               float(outputs["done"][0]),
+                                               common.stamp_to_seconds(image_msg.header.stamp), now)
+            if outcome == PredictionOutcome.ACCEPTED:
+                self._seq += 1
+            elif outcome in (PredictionOutcome.REJECTED, PredictionOutcome.FAILED):
+                self.faults.fault(f"prediction_{outcome.value}", self.chain.state.last_reason)
+            self.faults.count(f"outcome.{outcome.value}")
+            self._publish_state_locked(now)
+
+    def _prepare_request_locked(self, now: float):
+        if not self.chain.needs_prediction(now):
+            return None, None, None
+        msg = self._latest_masked
+        if msg is None:
+            self.faults.fault("no_image", "no masked cam_high image received yet (/vla/masked/cam_high)")
+            return None, None, None
+        age = now - common.stamp_to_seconds(msg.header.stamp)
+        if age > self.max_image_age_s:
+            self.faults.fault("stale_image", f"newest masked cam_high is {age:.3f} s old "
+                              f"(max_input_age_s.cam_high = {self.max_image_age_s})")
+            return None, None, None
+        return self.chain.request_prediction(now), msg, self._embedding
+
+    def _predict(self, image_msg: Image, embedding: np.ndarray, request) -> dict:
+        rgb = common.image_to_numpy(image_msg, "rgb8")
+        feed = {"top_image": masked_model_input(self.bundle.image_preprocessor, rgb),
+                "instruction": embedding,
+                "prev_affordance": request.prev_affordance[None].astype(np.float32),
+                "prev_valid": request.prev_valid[None].astype(np.float32)}
+        return self.model.run(feed)
+
+    # ------------------------------------------------------------------ outputs
+    def _publish_state_locked(self, now: float) -> None:
+        """Publish plan_state and the affordances when they changed (caller holds the lock)."""
+        state = self.chain.state
+        payload = plan_state_payload(state, self._seq, now, task=self._task, estop=self._estop,
+                                     last_error=self._last_error)
+        payload["image_size"] = list(self._native_size) if self._native_size else None
+        comparable = {k: v for k, v in payload.items() if k != "stamp"}
+        if comparable != self._published_state:
+            self.state_pub.publish(common.json_message(payload))
+            self._published_state = comparable
+        identity = self._seq if state.current is not None else None
+        if identity != self._published_affordance and self._publish_affordances_locked(state.current, now):
+            self._published_affordance = identity
+
+    def _publish_affordances_locked(self, current, now: float) -> bool:
+        if current is not None and self._native_size is None:
+            self.faults.fault("no_image_size", "cam_high size unknown: no /cam_high/camera_info yet and "
+                              "image_width/image_height not set; affordance not published")
+            return False
+        for slot, arm in enumerate(ARM_NAMES):
+            msg = PolygonStamped()
+            msg.header.frame_id = FRAME_ID
+            msg.header.stamp = common.seconds_to_stamp(now if current is None else current.obs_stamp_s)
+            if current is not None and current.arm_active[slot]:
+                pixels = denormalise_keypoints(current.keypoints_normalised[slot], self._native_size)
+                msg.polygon.points = [Point32(x=float(x), y=float(y), z=float(current.index)) for x, y in pixels]
+            self.affordance_pubs[arm].publish(msg)
+        return True
+
+    def _publish_visuals(self) -> None:
+        with self._lock:
+            state = self.chain.state
+            native_size, intrinsics = self._native_size, self._intrinsics
+            image_msg = self._latest_raw if self.overlay_source == "raw" else self._latest_masked
+        self._publish_markers(state, native_size, intrinsics)
+        if image_msg is not None:
+            self._publish_overlay(state, image_msg)
+
+    def _publish_overlay(self, state, image_msg: Image) -> None:
+        try:
+            rgb = common.image_to_numpy(image_msg, "rgb8")
+        except common.ImageMessageError as exc:
+            self.faults.fault("malformed_image", str(exc))
+            return
+        keypoints, active = {}, {}
+        if state.current is not None:
+            size = (rgb.shape[1], rgb.shape[0])
+            for slot, arm in enumerate(ARM_NAMES):
+                keypoints[arm] = denormalise_keypoints(state.current.keypoints_normalised[slot], size)
+                active[arm] = bool(state.current.arm_active[slot])
+        overlay = draw_affordances(rgb, keypoints, active, index=state.index, label=state.phase.value)
+        self.overlay_pub.publish(common.numpy_to_image(overlay, "rgb8", image_msg.header.stamp, FRAME_ID))
+
+    def _publish_markers(self, state, native_size, intrinsics) -> None:
+        clear = Marker(action=Marker.DELETEALL)
+        clear.header.frame_id = FRAME_ID
+        markers = [clear]
+        if state.current is not None and native_size is not None:
+            if intrinsics is None:
+                intrinsics = _urdf_intrinsics(native_size)
+            stamp = common.seconds_to_stamp(state.current.obs_stamp_s)
+            for slot, arm in enumerate(ARM_NAMES):
+                if not state.current.arm_active[slot]:
+                    continue
+                pixels = denormalise_keypoints(state.current.keypoints_normalised[slot], native_size)
+                points = [Point(x=float(x), y=float(y), z=float(z))
+                          for x, y, z in pixels_to_optical_points(pixels, intrinsics, self.marker_depth_m)]
+                markers += _arm_markers(arm, points, stamp, state.index)
+        self.marker_pub.publish(MarkerArray(markers=markers))
+
+    def _publish_diagnostics(self) -> None:
+        now = common.now_seconds(self)
+        with self._lock:
+            state = self.chain.state
+            seq = self._seq
+        faults = self.faults.snapshot()
+        model = self.model.latency_stats()
+        values = {"phase": state.phase.value, "index": state.index, "instruction": state.instruction,
+                  "affordance_seq": seq, "achieved": state.achieved_count, "retries": state.retries,
+                  "reason": state.last_reason, "ticks": self._ticks, "tick_rate_hz": self._tick_rate.rate_hz(now),
+                  "model_p50_ms": model["p50_ms"], "model_p99_ms": model["p99_ms"], "model_runs": model["total_runs"],
+                  **{f"chain.{k}": v for k, v in state.counters.items()},
+                  **{f"count.{k}": v for k, v in faults.items()}}
+        errors = sum(v for k, v in faults.items() if "error" in k)
+        warnings = sum(v for k, v in faults.items() if not k.startswith(("outcome.", "gate_")))
+        level = self._levels.level(errors, warnings)
+        message = ["ok", "faults counted since the last report", "errors counted since the last report"][level]
+        status = common.diagnostic_status(f"{self.get_name()}: affordance chain", self.get_name(), level,
+                                          f"{state.phase.value} #{state.index}: {message}", values)
+        self.diagnostics_pub.publish(common.diagnostic_array(self, [status]))
+
+
+def _arm_markers(arm: str, points: list, stamp, index: int) -> list:
+    red, green, blue = (c / 255.0 for c in ARM_COLORS.get(arm, (255, 0, 255)))
+    color = ColorRGBA(r=red, g=green, b=blue, a=1.0)
+    spheres = Marker(ns=f"affordance/{arm}", id=0, type=Marker.SPHERE_LIST, action=Marker.ADD, points=points,
+                     color=color)
+    spheres.scale.x = spheres.scale.y = spheres.scale.z = 0.02
+    line = Marker(ns=f"affordance/{arm}", id=1, type=Marker.LINE_STRIP, action=Marker.ADD, points=points, color=color)
+    line.scale.x = 0.005
+    label = Marker(ns=f"affordance/{arm}", id=2, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD,
+                   text=f"{arm} #{index}", color=color)
+    label.scale.z = 0.03
+    label.pose.position = Point(x=points[0].x, y=points[0].y - 0.04, z=points[0].z)
+    for marker in (spheres, line, label):
+        marker.header.frame_id = FRAME_ID
+        marker.header.stamp = stamp
+        marker.pose.orientation.w = 1.0
+    return [spheres, line, label]
+
+
+_INTRINSICS_CACHE: dict = {}
+
+
+def _urdf_intrinsics(native_size) -> np.ndarray:
+    """cam_high intrinsics from the URDF's camera model when no camera_info carried them."""
+    if native_size not in _INTRINSICS_CACHE:
+        from sim2real_vla_ros.core.robot import camera_specs
+
+        _INTRINSICS_CACHE[native_size] = camera_specs(*native_size)["cam_high"].intrinsics()
+    return _INTRINSICS_CACHE[native_size]
+
+
+def _task_name(instruction: str) -> Optional[str]:
+    """Name of the tasks.yaml task with this instruction, None if it is not one of them."""
+    from sim2real_vla_ros.core.tasks import TaskConfigError, UnknownTaskError, task_for_instruction
+
+    try:
+        return task_for_instruction(instruction).name
+    except (UnknownTaskError, TaskConfigError):
+        return None
+
+
+def main(args=None) -> int:
+    # Three threads: the planner model (inference group), services/events (io group) and
+    # visuals/diagnostics each get one, so none waits on another.
+    return common.run_node(PlannerNode, lambda: MultiThreadedExecutor(num_threads=3))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
