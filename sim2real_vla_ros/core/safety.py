@@ -60,9 +60,11 @@ DEFAULT_MAX_INPUT_AGE_S: dict[str, float] = {
     "cam_high": 0.5,
     "wrist": 0.5,
     "joint_state": 0.1,
-    "affordance": 2.0,
+    # The planner publishes an affordance once, when it becomes current, so its stamp ages
+    # through the whole step; the limit sits above the validator's step_timeout_s (20 s).
+    "affordance": 30.0,
 }
-"""Default maximum input ages (s). The planner runs at 2 Hz, hence the longer affordance age."""
+"""Default maximum input ages (s)."""
 
 # Defaults for from_config, per joint: six revolute joints (rad) then the gripper finger (m).
 DEFAULT_MAX_ACCELERATION = (8.0,) * 6 + (0.5,)

@@ -204,7 +204,7 @@ def diagnostic_status(name: str, hardware_id: str, level: int, message: str,
 
 def _value_text(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return repr(value)  # full precision: stamps and latencies are read back from diagnostics
     if isinstance(value, (dict, list, tuple)):
         return json.dumps(value, sort_keys=True, default=_json_default)
     return str(value)

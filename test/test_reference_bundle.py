@@ -1,0 +1,178 @@
+"""The committed reference bundle (models/reference): loads, runs, well-formed outputs.
+
+The models are not task-competent (see models/reference/README.md), but their outputs must
+be well-formed so the dry run exercises the normal path: keypoints inside the image,
+probabilities in [0, 1], actor tokens that FAST-decode. Regenerating the bundle needs torch
+(an optional dependency) and about a minute and a half: that test is marked slow and skips
+without torch.
+"""
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sim2real_vla_ros.core.actor_pipeline import ActorPipeline
+from sim2real_vla_ros.core.bundle import load_bundle
+from sim2real_vla_ros.core.robot import arm_limits
+from sim2real_vla_ros.core.tasks import load_tasks
+from sim2real_vla_ros.paths import share_path
+from sim2real_vla_ros.tools import make_reference_bundle as generator
+
+MAX_BUNDLE_BYTES = 20 * 1024 * 1024
+# Files whose bytes depend only on numpy / tokenizers (not on floating-point training).
+NUMERIC_INDEPENDENT = ("bundle.yaml", "instructions.npz", "fast_tokenizer/")
+
+
+@pytest.fixture(scope="module")
+def folder() -> Path:
+    return Path(share_path("models", "reference"))
+
+
+@pytest.fixture(scope="module")
+def bundle(folder):
+    loaded = load_bundle(str(folder), intra_op_threads=1, inter_op_threads=1)
+    yield loaded
+    loaded.close()
+
+
+@pytest.fixture(scope="module")
+def world(bundle):
+    return generator.SyntheticWorld(list(bundle.manifest.mask_classes), seed=11)
+
+
+@pytest.fixture(scope="module")
+def report(folder) -> dict:
+    with open(folder / generator.REPORT_FILE, encoding="utf-8") as stream:
+        return json.load(stream)
+
+
+def test_every_model_runs_with_the_contract_shapes(bundle):
+    sizes = {"batch": 1, "tokens": 3, "past": 2, "expert": 4}
+    for role in bundle.roles:
+        contract = bundle.model_entry(role).contract
+        outputs = bundle.model(role).run(contract.example_inputs(sizes))
+        assert set(outputs) == set(contract.outputs), role
+        for name, value in outputs.items():
+            spec = contract.outputs[name]
+            expected = spec.concrete_shape({**sizes, "present": sizes["past"] + sizes["tokens"]})
+            assert value.shape == expected, (role, name, value.shape)
+            assert value.dtype == np.dtype(spec.dtype) and np.all(np.isfinite(value)), (role, name)
+
+
+def test_models_accept_a_batch(bundle):
+    """Every contract has a dynamic batch axis; the mask model runs the three cameras at once."""
+    for role in bundle.roles:
+        assert all(spec.shape[0] == "batch" or name.startswith(("past_", "present_"))
+                   for name, spec in bundle.model_entry(role).contract.inputs.items()), role
+    logits = bundle.model("mask").run({"image": np.zeros((3, 3, 96, 128), np.float32)})["mask_logits"]
+    assert logits.shape == (3, len(bundle.manifest.mask_classes), 96, 128)
+
+
+def test_mask_segments_synthetic_scenes(bundle, world):
+    rng = np.random.default_rng(0)
+    scenes = [world.render(rng, 3, robot=True) for _ in range(4)]
+    images = np.concatenate([bundle.preprocess_image(scene.image) for scene in scenes])
+    classes = bundle.model("mask").run({"image": images})["mask_logits"].argmax(axis=1)
+    assert classes.min() >= 0 and classes.max() < len(bundle.manifest.mask_classes)
+    accuracy = np.mean(classes == np.stack([scene.labels for scene in scenes]))
+    assert accuracy > 0.9, f"pixel accuracy {accuracy:.3f} on the synthetic palette"
+
+
+def test_planner_and_validator_outputs_are_in_range(bundle, world):
+    rng = np.random.default_rng(1)
+    planner, validator = bundle.model("planner"), bundle.model("validator")
+    points = bundle.manifest.keypoints_per_arm
+    for index in range(10):
+        scene = world.render(rng, int(rng.integers(0, 4)))
+        top = bundle.preprocess_image(scene.image) * (scene.labels > 0)
+        instruction = bundle.instruction_embedding(bundle.known_instructions[index % 6])[None]
+        previous = rng.uniform(0, 1, size=(1, 1, 2, points, 2)).astype(np.float32)
+        out = planner.run({"top_image": top, "instruction": instruction, "prev_affordance": previous,
+                           "prev_valid": np.array([[index % 2]], np.float32)})
+        for name in ("keypoints", "arm_active", "done"):
+            assert np.all((out[name] >= 0) & (out[name] <= 1)), name
+        achieved = validator.run({"top_image": top, "wrist_image": top, "affordance": out["keypoints"][:, 0],
+                                  "joint_state": rng.uniform(-1, 1, size=(1, 7)).astype(np.float32)})["achieved"]
+        assert achieved.shape == (1,) and 0.0 <= achieved[0] <= 1.0
+
+
+def test_actor_decodes_on_random_synthetic_observations(bundle, world):
+    rng = np.random.default_rng(2)
+    decoded = 0
+    for index in range(20):
+        arm = ("left", "right")[index % 2]
+        observation, _ = generator.random_actor_observation(
+            world, rng, bundle.normalizer(arm), bundle.known_instructions[index % 6])
+        result = ActorPipeline(bundle, arm).infer(observation)
+        decoded += result.ok
+    assert decoded / 20 >= 0.9, f"only {decoded}/20 actor outputs decoded"
+
+
+def test_instructions_match_tasks_yaml(bundle):
+    tasks = load_tasks()
+    assert set(bundle.known_instructions) == {task.instruction for task in tasks.values()}
+    for text in bundle.known_instructions:
+        np.testing.assert_array_equal(bundle.instruction_embedding(text), generator.pseudo_instruction_embedding(text))
+
+
+def test_mask_classes_cover_every_task_object(bundle):
+    kinds = {obj.kind for task in load_tasks().values() for obj in task.objects}
+    assert bundle.manifest.mask_classes[0] == "background"
+    assert kinds <= set(bundle.manifest.mask_classes)
+
+
+def test_action_statistics_lie_inside_the_joint_limits(bundle):
+    for arm in ("left", "right"):
+        limits, stats = arm_limits(arm), bundle.normalizer(arm).stats
+        assert np.all(stats["q01"] >= limits.lower) and np.all(stats["q99"] <= limits.upper), arm
+        assert np.all(stats["q99"] - stats["q01"] > 0.1 * (limits.upper - limits.lower)), arm
+
+
+def test_fast_tokenizer_settings(bundle):
+    fast = bundle.fast_tokenizer()
+    assert (fast.scale, fast.time_horizon, fast.action_dim) == (10, bundle.manifest.action.chunk_length, 7)
+    assert fast.covers_all_bytes
+    decoder = bundle.model_entry("actor_decoder").tokens
+    assert decoder.fast_vocab_size == fast.bpe_vocab_size
+
+
+def test_files_match_the_generation_report_and_size(folder, report):
+    """generation.json lists every generated file's SHA-256: the committed files are those."""
+    total = 0
+    for name, digest in report["files"].items():
+        path = folder / name
+        total += path.stat().st_size
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, name
+    assert total == report["size_bytes"] and total < MAX_BUNDLE_BYTES
+    assert report["metrics"]["held_out_plain"]["decode_rate"] >= 0.95
+    assert report["metrics"]["kv_cache_same_tokens"] is True
+
+
+def test_readme_says_the_models_are_not_task_competent(folder):
+    text = (folder / "README.md").read_text(encoding="utf-8")
+    assert "NOT task-competent" in text and "pseudo-" in text and "synthetic" in text
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_regenerating_reproduces_the_bundle(folder, report, tmp_path):
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed (optional: pip install torch==2.13.0); cannot regenerate the bundle")
+    out = tmp_path / "reference"
+    assert generator.main(["--out", str(out), "--seed", str(report["seed"]), "--threads", str(report["threads"])]) == 0
+    with open(out / generator.REPORT_FILE, encoding="utf-8") as stream:
+        regenerated = json.load(stream)
+    assert (out / "bundle.yaml").read_text() == (folder / "bundle.yaml").read_text()
+    same, different = [], []
+    for name, digest in report["files"].items():
+        (same if regenerated["files"][name] == digest else different).append(name)
+    assert not [n for n in different if n.startswith(NUMERIC_INDEPENDENT)], different
+    if different:
+        # Training is deterministic per machine; another CPU's floating point can change model bytes.
+        same_machine = regenerated["versions"] == report["versions"]
+        print(f"regenerated ONNX files differ in bytes: {different} (same library versions: {same_machine})")
+    assert regenerated["metrics"]["held_out_plain"]["decode_rate"] >= 0.95
+
