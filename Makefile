@@ -38,6 +38,7 @@ dry-run: setup
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+	$(PY) benchmarks/readme_tables.py
 
 # Regenerates the committed reference bundle (needs torch: the CPU wheel on these machines).
 bundle: setup
