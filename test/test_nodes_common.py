@@ -52,6 +52,9 @@ def test_stamp_conversion():
     stamp = common.seconds_to_stamp(12.25)
     assert (stamp.sec, stamp.nanosec) == (12, 250_000_000)
     assert common.stamp_to_seconds(stamp) == pytest.approx(12.25)
+    # Regression: rounding only the fraction once turned 2.9999999999 s into 2.0 s (a jump back).
+    carried = common.seconds_to_stamp(2.9999999999)
+    assert (carried.sec, carried.nanosec) == (3, 0)
 
 
 def test_param_arg_syntax():

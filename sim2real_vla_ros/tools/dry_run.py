@@ -1,26 +1,35 @@
-"""`make dry-run`: run the MuJoCo simulator node, drive both arms through it, save camera frames.
+"""`make dry-run`: the MuJoCo simulator and the whole VLA graph for one episode of a task.
 
-First version of the dry run (the VLA nodes join it later). It starts ``sim_mujoco`` as a
-child process for a task (default: tasks.yaml's default task), then, from a node of its own
-running on the simulator's ``/clock``:
+What it does
+------------
+1. Starts every process of the graph -- ``graph.simulator_nodes('mujoco', ...)`` and
+   ``graph.vla_nodes(...)``, the same definition the launch files use -- as child processes
+   (``graph.to_command``), each with its log in ``<run>/logs/<node>.log``, DDS on loopback
+   (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``) and a ROS domain of the run's own.
+2. Waits until the graph is connected: every topic of ``graph.expected_connections()`` has
+   its publishers, every service of ``graph.expected_services()`` exists, and masked images
+   flow. An expected *subscriber* that never appears is reported (``graph.missing``), not fatal.
+3. Starts the task: publishes the task's instruction on ``/vla/instruction`` (latched) and
+   waits for the planner's ``/vla/plan_state`` to say ``running``.
+4. Runs one episode until the task succeeds / fails / aborts (``/vla/plan_state`` or
+   ``/vla/task_state``), ``--duration-s`` of sim time pass, or the active arms have executed
+   ``--max-steps`` policy steps (one step = one decoded action chunk; default: the task's
+   step limit from tasks.yaml).
+5. Stops every process (SIGINT, SIGKILL after a timeout) and writes the run folder:
+   ``report.json`` (``core.run_report``), ``overlay.mp4`` (or PNG frames), ``run.mcap``.
 
-1. waits for /joint_states, an image from every camera and the task status;
-2. sends a scripted joint motion to both arms through
-   ``/<side>_arm_controller/joint_trajectory`` (JTC semantics) and checks /joint_states
-   reaches each waypoint within tolerance;
-3. saves frames of the three cameras (start, mid-motion, end) as PNG and a ``summary.json``
-   into ``runs/<UTC timestamp>/``;
-4. calls ``/sim/reset`` and checks the next episode's status arrives;
-5. prints a summary and exits 0, or 1 with the reason for the first failure.
-
-DDS stays on loopback: ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` is set for this process
-and the simulator it starts (``ROS_DOMAIN_ID`` is kept if set, else one is chosen).
+Exit status: 0 for a completed run that shows the normal path working (affordances
+published, chunks decoded, commands sent within the joint limits, no NaN; the task itself need
+not succeed: the reference models are not task-competent); 2 for a completed run where that
+evidence is missing; 1 for an infrastructure failure (a node died or never connected, the
+task never started, sim time stalled, a bad argument).
 """
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
 import json
+import math
 import os
 import random
 import signal
@@ -28,281 +37,534 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Dict, List, Optional
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
 
-import numpy as np
+from sim2real_vla_ros import graph
+from sim2real_vla_ros.core import run_report
+from sim2real_vla_ros.core.robot import CAMERA_NAMES
+from sim2real_vla_ros.core.run_report import Episode, JointLimitTable, NodeRun, RunData
 
-SIDES = ("left", "right")
-CAMERAS = ("cam_high", "cam_left_wrist", "cam_right_wrist")
-TOLERANCE_RAD = 0.02
-# Joint-space offsets (joints 1-6 rad, joint7 finger m) from the task's start pose, and the
-# time (s, sim) to reach each: reach forward and down over the table (the tool centre point
-# drops ~0.26 m), turn toward the middle rolling the wrist and half-closing the gripper,
-# come back. Joint1 is mirrored for the right arm so both turn inward.
-SCRIPT = (
-    (2.0, (0.0, 0.5, 0.1, 0.0, 0.2, 0.0, 0.0)),
-    (4.0, (-0.25, 0.5, 0.1, 0.0, 0.2, 0.6, -0.02)),
-    (6.0, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
-)
-SETTLE_S = 0.5  # sim time after the last waypoint before the steady-state error is read
-START_DELAY_S = 0.3  # the trajectories start this long (sim time) after they are sent
+RECORDER_NODE = "dry_run_recorder"
+# On this 2-core machine the simulator reaches a real-time factor of about 0.75 with the whole
+# graph running, and the actors then miss control ticks; at 0.5 every node keeps up better and
+# 45 s of sim time take about 90 s of wall time (about 2 minutes with start-up and shutdown).
+DEFAULT_DURATION_S = 45.0
+DEFAULT_REAL_TIME_FACTOR = 0.5
+IMAGE_RECORD_RATE_HZ = 2.0
+STOP_TIMEOUT_S = 10.0
+SUBSCRIBER_GRACE_S = 10.0
+STALL_TIMEOUT_S = 30.0
+POLL_S = 0.1
 
 
 class DryRunError(RuntimeError):
-    """A step of the dry run failed; the message says which and why."""
+    """Infrastructure failure: the message says what failed (and where its log is)."""
 
 
-def _environment() -> Dict[str, str]:
+# ----------------------------------------------------------------------------- options
+
+
+@dataclass
+class Options:
+    task: str
+    seed: Optional[int] = None
+    duration_s: float = DEFAULT_DURATION_S
+    max_steps: Optional[int] = None
+    out: Optional[str] = None
+    real_time_factor: float = DEFAULT_REAL_TIME_FACTOR
+    bundle: str = ""
+    params_file: str = ""
+    domain_id: Optional[int] = None
+    output_mode: str = "trajectory"
+    arms: Sequence[str] = graph.ARMS
+    connect_timeout_s: float = 120.0
+    start_timeout_s: float = 60.0
+    image_record_rate_hz: float = IMAGE_RECORD_RATE_HZ
+    quiet: bool = False
+    extra_sim_parameters: Dict[str, object] = field(default_factory=dict)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
+    from sim2real_vla_ros.core import tasks
+
+    parser = argparse.ArgumentParser(
+        prog="dry_run", description="MuJoCo simulator + the full VLA graph for one episode; writes report.json, "
+                                    "overlay.mp4 and run.mcap into a run folder.")
+    parser.add_argument("--task", default=tasks.default_task_name(), help="task in config/tasks.yaml "
+                        "(default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=None, help="scene seed (default: the task's, tasks.yaml)")
+    parser.add_argument("--duration-s", type=float, default=DEFAULT_DURATION_S,
+                        help="episode length limit in sim seconds (default: %(default)s)")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="episode limit in policy steps (decoded chunks of the task's arms); default: the "
+                             "task's step limit")
+    parser.add_argument("--out", default=None, help="run folder (default: runs/<UTC timestamp>)")
+    parser.add_argument("--real-time-factor", type=float, default=DEFAULT_REAL_TIME_FACTOR,
+                        help="simulator's sim seconds per wall second; 0 = as fast as possible "
+                             "(default: %(default)s)")
+    parser.add_argument("--bundle", default="", help="model bundle folder (default: the installed models/reference)")
+    parser.add_argument("--params-file", default="",
+                        help="VLA node parameter file (default: the installed config/vla.yaml)")
+    parser.add_argument("--domain-id", type=int, default=None,
+                        help="ROS_DOMAIN_ID (default: $ROS_DOMAIN_ID, else a random one in 5..95)")
+    parser.add_argument("--output-mode", choices=graph.OUTPUT_MODES, default="trajectory",
+                        help="actor output; the simulator takes the matching command interface "
+                             "(default: %(default)s)")
+    parser.add_argument("--arms", default="left,right", help="arms that get an actor (default: %(default)s)")
+    parser.add_argument("--connect-timeout-s", type=float, default=120.0,
+                        help="wall seconds for the graph to connect (default: %(default)s)")
+    args = parser.parse_args(argv)
+    options = Options(task=args.task, seed=args.seed, duration_s=args.duration_s, max_steps=args.max_steps,
+                      out=args.out, real_time_factor=args.real_time_factor, bundle=args.bundle,
+                      params_file=args.params_file,
+                      domain_id=args.domain_id, output_mode=args.output_mode, arms=graph.parse_arms(args.arms),
+                      connect_timeout_s=args.connect_timeout_s)
+    validate(options)
+    return options
+
+
+def validate(options: Options) -> None:
+    """Check the options before anything starts (ValueError naming the bad one)."""
+    from sim2real_vla_ros.core import tasks
+
+    task = tasks.get_task(options.task)  # UnknownTaskError (a KeyError) lists the tasks
+    if not (math.isfinite(options.duration_s) and options.duration_s > 0):
+        raise ValueError(f"--duration-s must be a positive number of sim seconds, got {options.duration_s!r}")
+    if options.max_steps is None:
+        options.max_steps = task.step_limit
+    if options.max_steps <= 0:
+        raise ValueError(f"--max-steps must be positive, got {options.max_steps}")
+    if not (math.isfinite(options.real_time_factor) and options.real_time_factor >= 0):
+        raise ValueError(f"--real-time-factor must be >= 0, got {options.real_time_factor!r}")
+    if options.domain_id is not None and not 0 <= options.domain_id <= 101:
+        raise ValueError(f"--domain-id must be in 0..101, got {options.domain_id}")
+    if options.bundle and not os.path.isfile(os.path.join(options.bundle, "bundle.yaml")):
+        raise ValueError(f"--bundle {options.bundle!r} is not a model bundle folder (no bundle.yaml)")
+    missing_arms = [arm for arm in task.arms if arm not in options.arms]
+    if options.params_file and not os.path.isfile(options.params_file):
+        raise ValueError(f"--params-file {options.params_file!r} does not exist")
+    if missing_arms:
+        raise ValueError(f"task {task.name} uses arms {list(task.arms)}; --arms lacks {missing_arms}")
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+class ChildProcess:
+    """One node of the graph as a child process (own process group), output to a log file."""
+
+    def __init__(self, spec: graph.NodeSpec, command: List[str], env: Dict[str, str], log_path: str) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.log_path = log_path
+        self._log = open(log_path, "w", encoding="utf-8")
+        self._log.write("$ " + " ".join(command) + "\n")
+        self._log.flush()
+        self.proc = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        self.died_during_run = False
+        self.killed = False
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def interrupt(self) -> None:
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGINT)
+
+    def kill(self) -> None:
+        if self.alive():
+            self.killed = True
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        self._log.close()
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            with open(self.log_path, "r", encoding="utf-8", errors="replace") as stream:
+                return "".join(stream.readlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def stop_all(children: Sequence[ChildProcess], timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """SIGINT every child at once, wait up to ``timeout_s`` in total, then SIGKILL the rest."""
+    for child in children:
+        child.interrupt()
+    deadline = time.monotonic() + timeout_s
+    for child in children:
+        try:
+            child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.proc.wait(timeout=5.0)
+    for child in children:
+        child.close()
+
+
+def child_environment(domain_id: int) -> Dict[str, str]:
     env = dict(os.environ)
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # never let DDS leave the machine
-    env.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(5, 95)))
+    env.update({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain_id),
+                "PYTHONUNBUFFERED": "1"})
     env.setdefault("MUJOCO_GL", "egl")
-    env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
-class SimulatorProcess:
-    """The sim_mujoco node as a child process whose output is kept (printed on failure)."""
+def choose_domain_id(requested: Optional[int]) -> int:
+    if requested is not None:
+        return requested
+    if os.environ.get("ROS_DOMAIN_ID", "").strip().isdigit():
+        return int(os.environ["ROS_DOMAIN_ID"])
+    return random.SystemRandom().randint(5, 95)
 
-    def __init__(self, task: str, real_time_factor: float, env: Dict[str, str]) -> None:
-        cmd = [sys.executable, "-m", "sim2real_vla_ros.sim.sim_node", "--ros-args",
-               "-p", f"task:={task}", "-p", f"real_time_factor:={float(real_time_factor)}"]
-        self.lines: List[str] = []
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
 
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line)
+# ----------------------------------------------------------------------------- graph
 
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
 
-    def stop(self, timeout: float = 15.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5.0)
-        self._reader.join(timeout=2.0)
-        return self.proc.returncode
+def graph_specs(options: Options) -> List[graph.NodeSpec]:
+    """The simulator and the VLA nodes of this run (graph.py's single definition)."""
+    interface = graph.command_interface_for(options.output_mode)
+    specs = graph.simulator_nodes("mujoco", task=options.task, seed=options.seed,
+                                  real_time_factor=float(options.real_time_factor), command_interface=interface,
+                                  extra_parameters=options.extra_sim_parameters or None)
+    specs += graph.vla_nodes(bundle_path=options.bundle, params_file=options.params_file or None, arms=options.arms,
+                             output_mode=options.output_mode)
+    not_here = [spec.name for spec in specs if not spec.runs_here]
+    if not_here:
+        raise DryRunError(f"graph nodes that cannot run here: {not_here}")
+    return specs
+
+
+def missing_graph_ends(node, connections: Dict[str, graph.TopicEnds], services: Dict[str, str]) -> dict:
+    """What the live graph still lacks: publishers, subscribers and services, by topic."""
+    missing = {"publishers": {}, "subscribers": {}, "services": []}
+    for topic, ends in connections.items():
+        publishers = {info.node_name for info in node.get_publishers_info_by_topic(topic)}
+        subscribers = {info.node_name for info in node.get_subscriptions_info_by_topic(topic)}
+        if ends.publishers - publishers:
+            missing["publishers"][topic] = sorted(ends.publishers - publishers)
+        if ends.subscribers - subscribers:
+            missing["subscribers"][topic] = sorted(ends.subscribers - subscribers)
+    offered = {name for name, _types in node.get_service_names_and_types()}
+    missing["services"] = sorted(set(services) - offered)
+    return missing
+
+
+def record_plans(options: Options) -> list:
+    """The topics recorded into run.mcap and/or read for the report."""
+    from sim2real_vla_ros.tools.recorder import LATCHED, RELIABLE, SENSOR, TopicPlan
+
+    image_rate = options.image_record_rate_hz
+    plans = [
+        TopicPlan("/clock", "rosgraph_msgs/msg/Clock", RELIABLE, max_rate_hz=10.0),
+        TopicPlan("/joint_states", "sensor_msgs/msg/JointState", RELIABLE, max_rate_hz=50.0),
+        TopicPlan("/sim/task_status", "std_msgs/msg/String", LATCHED, extract="sim_status"),
+        TopicPlan("/vla/instruction", "std_msgs/msg/String", LATCHED),
+        TopicPlan("/vla/plan_state", "std_msgs/msg/String", LATCHED, extract="plan_state"),
+        TopicPlan("/vla/task_state", "std_msgs/msg/String", LATCHED, extract="task_state"),
+        TopicPlan("/vla/validator/event", "std_msgs/msg/String", RELIABLE, extract="validator_event"),
+        TopicPlan("/vla/estop", "std_msgs/msg/Bool", LATCHED),
+        TopicPlan("/vla/affordance_markers", "visualization_msgs/msg/MarkerArray", RELIABLE),
+        TopicPlan("/vla/affordance_overlay", "sensor_msgs/msg/Image", SENSOR, max_rate_hz=image_rate,
+                  extract="overlay"),
+        TopicPlan("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", RELIABLE, extract="diagnostics"),
+    ]
+    for camera in CAMERA_NAMES:
+        plans.append(TopicPlan(f"/vla/masked/{camera}", "sensor_msgs/msg/Image", SENSOR, max_rate_hz=image_rate,
+                               extract="masked", camera=camera))
+        plans.append(TopicPlan(f"/vla/mask/{camera}", "sensor_msgs/msg/Image", SENSOR, max_rate_hz=image_rate / 2))
+    for arm in graph.ARMS:
+        plans.append(TopicPlan(f"/vla/affordance/{arm}", "geometry_msgs/msg/PolygonStamped", LATCHED,
+                               extract="affordance", arm=arm))
+    for arm in options.arms:
+        plans.append(TopicPlan(f"/vla/actor_{arm}/chunk", "trajectory_msgs/msg/JointTrajectory", RELIABLE,
+                               extract="chunk", arm=arm))
+        plans.append(TopicPlan(f"/vla/actor_{arm}/command", "sensor_msgs/msg/JointState", RELIABLE,
+                               extract="command", arm=arm))
+        topic = graph.arm_command_topic(arm, options.output_mode)
+        if options.output_mode == "vendor":
+            plans.append(TopicPlan(topic, "sensor_msgs/msg/JointState", RELIABLE, extract="vendor_command", arm=arm))
+        elif options.output_mode == "stream":
+            plans.append(TopicPlan(topic, "std_msgs/msg/Float64MultiArray", RELIABLE, extract="stream_command",
+                                   arm=arm))
+        else:
+            plans.append(TopicPlan(topic, "trajectory_msgs/msg/JointTrajectory", RELIABLE, extract="trajectory",
+                                   arm=arm))
+    return plans
+
+
+# ----------------------------------------------------------------------------- the run
 
 
 class DryRun:
-    """The dry run's own node: records topics, sends trajectories, waits with deadlines."""
+    """One dry run: processes, recorder, episode, report."""
 
-    def __init__(self, simulator: SimulatorProcess) -> None:
-        from rclpy.node import Node
-        from rclpy.parameter import Parameter
-        from sensor_msgs.msg import Image, JointState
-        from std_msgs.msg import String
-        from trajectory_msgs.msg import JointTrajectory
+    def __init__(self, options: Options) -> None:
+        from sim2real_vla_ros.core import tasks
 
-        from sim2real_vla_ros.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+        self.options = options
+        self.task = tasks.get_task(options.task)
+        self.domain_id = choose_domain_id(options.domain_id)
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        self.folder = os.path.abspath(options.out or os.path.join("runs", stamp))
+        os.makedirs(os.path.join(self.folder, "logs"), exist_ok=True)
+        self.children: List[ChildProcess] = []
+        self.data = RunData()
+        self.failure = ""
+        self._shutdown_requested = False
 
-        self.simulator = simulator
-        self.node = Node("dry_run", parameter_overrides=[Parameter("use_sim_time", Parameter.Type.BOOL, True)])
-        self.joint_state: Optional[JointState] = None
-        self.images: Dict[str, Image] = {}
-        self.status: Optional[dict] = None
-        self.node.create_subscription(JointState, "/joint_states", self._on_joint_state, COMMAND_QOS)
-        self.node.create_subscription(String, "/sim/task_status", self._on_status, LATCHED_QOS)
-        for camera in CAMERAS:
-            self.node.create_subscription(Image, f"/{camera}/image_raw",
-                                          lambda msg, c=camera: self.images.__setitem__(c, msg), SENSOR_QOS)
-        self.trajectory_pubs = {side: self.node.create_publisher(JointTrajectory, f"/{side}_arm_controller/joint_trajectory",
-                                                                 COMMAND_QOS) for side in SIDES}
+    def log(self, text: str) -> None:
+        if not self.options.quiet:
+            print(f"[dry_run] {text}", flush=True)
 
-    def _on_joint_state(self, msg) -> None:
-        self.joint_state = msg
+    # -------------------------------------------------------------- set-up
+    def _fill_static(self, specs: List[graph.NodeSpec]) -> None:
+        from sim2real_vla_ros.core import robot
 
-    def _on_status(self, msg) -> None:
-        self.status = json.loads(msg.data)
+        data = self.data
+        data.task, data.instruction = self.task.name, self.task.instruction
+        data.seed = self.options.seed
+        data.task_arms, data.actor_arms = tuple(self.task.arms), tuple(self.options.arms)
+        by_name = {spec.name: spec for spec in specs}
+        actor = by_name[graph.actor_node_name(self.options.arms[0])]
+        data.control_rate_hz = float(graph.expected_parameters(actor).get("control_rate_hz", 50.0))
+        data.planner_rate_hz = float(graph.expected_parameters(by_name[graph.PLANNER_NODE]).get("planner_rate_hz", 2.0))
+        for arm in self.options.arms:
+            limits = robot.arm_limits(arm)
+            data.joint_limits[arm] = JointLimitTable(tuple(limits.names), tuple(map(float, limits.lower)),
+                                                     tuple(map(float, limits.upper)),
+                                                     tuple(map(float, limits.velocity)))
+        data.settings = {"ros_domain_id": self.domain_id,
+                         "bundle": self.options.bundle or "(installed models/reference)",
+                         "params_file": self.options.params_file or graph.default_params_file(),
+                         "real_time_factor_setting": self.options.real_time_factor,
+                         "duration_limit_sim_s": self.options.duration_s, "max_steps": self.options.max_steps,
+                         "output_mode": self.options.output_mode, "folder": self.folder}
 
-    def spin_until(self, condition: Callable[[], object], timeout: float, what: str):
-        """Spin this node until ``condition()`` is truthy; DryRunError at the deadline or if the simulator died."""
-        import rclpy
+    def _start_processes(self, specs: List[graph.NodeSpec]) -> None:
+        env = child_environment(self.domain_id)
+        for spec in specs:
+            command = graph.to_command(spec, sys.executable, overrides_dir=os.path.join(self.folder, "params"))
+            log_path = os.path.join(self.folder, "logs", f"{spec.name}.log")
+            self.children.append(ChildProcess(spec, command, env, log_path))
+        self.log(f"started {len(self.children)} processes (ROS_DOMAIN_ID={self.domain_id}): "
+                 f"{', '.join(child.name for child in self.children)}")
 
-        deadline = time.monotonic() + timeout
+    def _check_children(self) -> None:
+        for child in self.children:
+            if not child.alive() and not self._shutdown_requested:
+                child.died_during_run = True
+                raise DryRunError(f"node {child.name} exited with {child.proc.returncode} during the run "
+                                  f"(log {child.log_path}):\n{child.tail()}")
+
+    def _wait(self, condition, timeout_s: float, what: str):
+        """Poll ``condition`` until truthy; DryRunError at the deadline or when a node dies."""
+        deadline = time.monotonic() + timeout_s
+        pause = threading.Event()
         while True:
             value = condition()
             if value:
                 return value
-            if self.simulator.proc.poll() is not None:
-                tail = "".join(self.simulator.lines[-8:])
-                raise DryRunError(f"the simulator exited ({self.simulator.proc.returncode}) while waiting for "
-                                  f"{what}; its last output:\n{tail}")
+            self._check_children()
             if time.monotonic() > deadline:
-                raise DryRunError(f"timed out after {timeout:.0f} s waiting for {what}")
-            rclpy.spin_once(self.node, timeout_sec=0.05)
+                raise DryRunError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+            pause.wait(POLL_S)  # a bounded poll of a deadline loop (the recorder spins in its own thread)
 
-    def sim_time(self) -> float:
-        from sim2real_vla_ros.nodes.common import stamp_to_seconds
+    # -------------------------------------------------------------- phases
+    def _wait_connected(self, node) -> dict:
+        connections = graph.expected_connections(arms=self.options.arms, output_mode=self.options.output_mode)
+        services = graph.expected_services()
+        state = {"missing": None, "publishers_ok_at": None}
 
-        return stamp_to_seconds(self.joint_state.header.stamp)
+        def connected() -> bool:
+            missing = missing_graph_ends(node, connections, services)
+            state["missing"] = missing
+            if missing["publishers"] or missing["services"]:
+                return False
+            now = time.monotonic()
+            state["publishers_ok_at"] = state["publishers_ok_at"] or now
+            return not missing["subscribers"] or now - state["publishers_ok_at"] > SUBSCRIBER_GRACE_S
 
-    def arm_positions(self, side: str) -> np.ndarray:
-        positions = dict(zip(self.joint_state.name, self.joint_state.position))
-        return np.array([positions[f"{side}_joint{i}"] for i in range(1, 8)])
+        try:
+            self._wait(connected, self.options.connect_timeout_s, "the graph to connect")
+        except DryRunError as exc:
+            if "timed out" in str(exc):
+                raise DryRunError(f"{exc}; still missing: {json.dumps(state['missing'])}") from None
+            raise
+        return state["missing"]
 
-    def send_script(self, starts: Dict[str, np.ndarray], start_s: float) -> Dict[str, List[np.ndarray]]:
-        """Publish the scripted waypoints: one trajectory per arm, both starting at sim time ``start_s``.
+    def _active_arm_chunks(self, recorder) -> int:
+        with recorder.lock:
+            return min(len(self.data.chunks.get(arm, [])) for arm in self.task.arms)
 
-        A future header stamp is joint_trajectory_controller's "start then": both arms start
-        together, however long each message takes to arrive.
-        """
-        from builtin_interfaces.msg import Duration
-        from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+    def _latest_phase(self, recorder) -> str:
+        with recorder.lock:
+            plan = self.data.plan_states[-1][1].get("phase") if self.data.plan_states else ""
+            task = self.data.task_states[-1][1].get("phase") if self.data.task_states else ""
+        for phase in (plan, task):
+            if phase in run_report.TERMINAL_PHASES:
+                return phase
+        return plan or ""
 
-        from sim2real_vla_ros.core import robot
-        from sim2real_vla_ros.nodes.common import seconds_to_stamp
+    def _run_episode(self, node, recorder) -> None:
+        from std_msgs.msg import String
 
-        waypoints = {}
-        for side in SIDES:
-            mirror = np.array([1.0 if side == "left" else -1.0] + [1.0] * 6)
-            limits = robot.arm_limits(side)
-            msg = JointTrajectory()
-            msg.header.stamp = seconds_to_stamp(start_s)
-            msg.joint_names = robot.arm_joint_names(side)
-            waypoints[side] = []
-            for seconds, offset in SCRIPT:
-                target = limits.clip(starts[side] + mirror * np.asarray(offset))
-                point = JointTrajectoryPoint(positions=target.tolist())
-                point.time_from_start = Duration(sec=int(seconds), nanosec=int(round(seconds % 1 * 1e9)))
-                msg.points.append(point)
-                waypoints[side].append(target)
-            self.spin_until(lambda s=side: self.trajectory_pubs[s].get_subscription_count() > 0, 10.0,
-                            f"the simulator's {side} trajectory subscription")
-            self.trajectory_pubs[side].publish(msg)
-        return waypoints
+        from sim2real_vla_ros.nodes.common import LATCHED_QOS
 
-    def tracking_error(self, targets: Dict[str, np.ndarray]) -> float:
-        return max(float(np.max(np.abs(self.arm_positions(side) - targets[side]))) for side in SIDES)
+        sim_now = lambda: node.get_clock().now().nanoseconds * 1e-9  # noqa: E731 (sim time, /clock)
+        self._wait(lambda: all(self.data.masked.get(c) for c in CAMERA_NAMES) and self.data.sim_status
+                   and sim_now() > 0, self.options.start_timeout_s,
+                   "masked images of every camera, the task status and /clock")
+        publisher = node.create_publisher(String, "/vla/instruction", LATCHED_QOS)
+        episode = self.data.episode
+        episode.start_sim_s, episode.start_wall_s = sim_now(), time.monotonic()
+        with recorder.lock:
+            plan_states_before = len(self.data.plan_states)
+        publisher.publish(String(data=self.task.instruction))
+        self.log(f"instruction sent at sim {episode.start_sim_s:.2f} s: {self.task.instruction!r}")
 
-    def save_frames(self, folder: str, label: str) -> List[str]:
-        import cv2
+        def started() -> bool:
+            with recorder.lock:
+                new = self.data.plan_states[plan_states_before:]
+            return any(payload.get("phase") in ("running", *run_report.TERMINAL_PHASES) for _, payload in new)
 
-        from sim2real_vla_ros.nodes.common import image_to_numpy
+        self._wait(started, self.options.start_timeout_s, "the planner to start the task (/vla/plan_state running)")
+        last_sim, last_progress = sim_now(), time.monotonic()
+        pause = threading.Event()
+        while True:
+            self._check_children()
+            now_sim = sim_now()
+            phase = self._latest_phase(recorder)
+            if phase in run_report.TERMINAL_PHASES:
+                episode.end_reason = f"task {phase}"
+                break
+            if now_sim - episode.start_sim_s >= self.options.duration_s:
+                episode.end_reason = f"duration limit ({self.options.duration_s:g} s sim)"
+                break
+            if self._active_arm_chunks(recorder) >= self.options.max_steps:
+                episode.end_reason = f"step limit ({self.options.max_steps} chunks)"
+                break
+            if now_sim > last_sim:
+                last_sim, last_progress = now_sim, time.monotonic()
+            elif time.monotonic() - last_progress > STALL_TIMEOUT_S:
+                raise DryRunError(f"sim time stalled at {now_sim:.2f} s for {STALL_TIMEOUT_S:.0f} s wall")
+            pause.wait(POLL_S)
+        episode.end_sim_s, episode.end_wall_s = sim_now(), time.monotonic()
+        self.log(f"episode ended: {episode.end_reason} after {episode.end_sim_s - episode.start_sim_s:.1f} s sim / "
+                 f"{episode.end_wall_s - episode.start_wall_s:.1f} s wall")
 
-        paths = []
-        for camera in CAMERAS:
-            path = os.path.join(folder, f"{label}_{camera}.png")
-            if not cv2.imwrite(path, image_to_numpy(self.images[camera], "bgr8")):
-                raise DryRunError(f"could not write {path}")
-            paths.append(path)
-        return paths
+    # -------------------------------------------------------------- main
+    def run(self) -> dict:
+        """Run everything; returns the report (``report['run']['failure']`` set on infrastructure failure)."""
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from rclpy.parameter import Parameter
+
+        from sim2real_vla_ros.tools.recorder import Recorder
+
+        wall_start = time.monotonic()
+        # This process joins the run's domain too (the recorder); set before rclpy.init reads it.
+        os.environ.update({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(self.domain_id)})
+        specs = graph_specs(self.options)
+        self._fill_static(specs)
+        planner = next(spec for spec in specs if spec.name == graph.PLANNER_NODE)
+        overlay_fps = float(graph.expected_parameters(planner).get("overlay_rate_hz", 5.0))
+        context = rclpy.Context()
+        rclpy.init(context=context)
+        node = Node(RECORDER_NODE, context=context,
+                    parameter_overrides=[Parameter("use_sim_time", Parameter.Type.BOOL, True)])
+        executor = SingleThreadedExecutor(context=context)
+        recorder = None
+        spinner = threading.Thread(target=executor.spin, name="recorder", daemon=True)
+        try:
+            recorder = Recorder(node, self.folder, record_plans(self.options), self.data, overlay_fps=overlay_fps)
+            executor.add_node(node)
+            spinner.start()
+            self._start_processes(specs)
+            missing = self._wait_connected(node)
+            self.data.episode.graph_connected_wall_s = time.monotonic() - wall_start
+            self.data.settings["graph_missing"] = missing
+            if missing["subscribers"]:
+                self.log(f"WARNING: expected subscriptions missing: {missing['subscribers']}")
+            self.log(f"graph connected after {self.data.episode.graph_connected_wall_s:.1f} s wall")
+            self._run_episode(node, recorder)
+        except DryRunError as exc:
+            self.failure = str(exc)
+        except KeyboardInterrupt:
+            self.failure = "interrupted (Ctrl-C)"
+        except Exception as exc:  # anything else is an infrastructure failure too: stop the nodes, report it
+            self.failure = f"{type(exc).__name__}: {exc}"
+        finally:
+            if self.failure:
+                self.log(f"FAILED: {self.failure}")
+            for child in self.children:  # nothing has been asked to stop yet: an exited node died
+                child.died_during_run = child.died_during_run or not child.alive()
+            self._shutdown_requested = True
+            stop_all(self.children)
+            executor.shutdown(timeout_sec=2.0)
+            if spinner.is_alive():
+                spinner.join(timeout=5.0)
+            if recorder is not None:
+                recorder.close()
+            node.destroy_node()
+            context.try_shutdown()
+        self.data.episode.total_wall_s = time.monotonic() - wall_start
+        return self._finish()
+
+    def _finish(self) -> dict:
+        data = self.data
+        data.nodes = [NodeRun(child.name, child.proc.returncode, child.died_during_run,
+                              os.path.relpath(child.log_path, self.folder)) for child in self.children]
+        if data.seed is None and data.sim_status:
+            data.seed = data.sim_status[-1][1].get("seed")
+        data.settings["failure"] = self.failure
+        data.settings["clean_shutdown"] = all(not child.killed and child.proc.returncode == 0
+                                              for child in self.children)
+        if not data.episode.end_reason:
+            data.episode.end_reason = "infrastructure failure"
+        report = run_report.build_report(data)
+        with open(os.path.join(self.folder, "report.json"), "w", encoding="utf-8") as stream:
+            json.dump(report, stream, indent=2, sort_keys=False, allow_nan=False, default=_json_default)
+        return report
 
 
-def _drive_script(dry: DryRun, folder: str, timeout: float) -> dict:
-    """Send the scripted motion, check each waypoint is reached, save frames along the way."""
-    frames = dry.save_frames(folder, "0_start")
-    starts = {side: dry.arm_positions(side) for side in SIDES}
-    t_start = dry.sim_time() + START_DELAY_S
-    waypoints = dry.send_script(starts, t_start)
-    errors = []
-    for index, (seconds, _offset) in enumerate(SCRIPT):
-        targets = {side: waypoints[side][index] for side in SIDES}
-        dry.spin_until(lambda s=seconds: dry.sim_time() >= t_start + s, timeout, f"sim time of waypoint {index + 1}")
-        errors.append(round(dry.tracking_error(targets), 5))  # servo error when the waypoint is due
-        dry.spin_until(lambda t=targets: dry.tracking_error(t) < TOLERANCE_RAD, timeout,
-                       f"both arms within {TOLERANCE_RAD} rad of waypoint {index + 1}")
-        previous = {c: dry.images[c].header.stamp for c in CAMERAS}
-        dry.spin_until(lambda p=previous: all(dry.images[c].header.stamp != p[c] for c in CAMERAS), timeout,
-                       "fresh images")
-        frames += dry.save_frames(folder, f"{index + 1}_waypoint")
-    settle_until = dry.sim_time() + SETTLE_S
-    dry.spin_until(lambda: dry.sim_time() >= settle_until, timeout, "settling at the last waypoint")
-    steady = round(dry.tracking_error(targets), 5)
-    if steady >= TOLERANCE_RAD:
-        raise DryRunError(f"steady-state tracking error {steady} rad at the last waypoint")
-    return {
-        "waypoint_errors_rad": errors,  # largest joint error when each waypoint was due
-        "steady_state_error_rad": steady,
-        "motion_sim_s": round(dry.sim_time() - t_start, 3),
-        "frames": [os.path.basename(p) for p in frames],
-    }
+def _json_default(value):
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _reset_episode(dry: DryRun, timeout: float) -> str:
-    """Call /sim/reset and wait for the next episode's task status; returns the reply message."""
-    from std_srvs.srv import Trigger
-
-    client = dry.node.create_client(Trigger, "/sim/reset")
-    dry.spin_until(client.service_is_ready, timeout, "/sim/reset")
-    episode = dry.status["episode"]
-    future = client.call_async(Trigger.Request())
-    dry.spin_until(future.done, timeout, "the /sim/reset reply")
-    if not future.result().success:
-        raise DryRunError(f"/sim/reset failed: {future.result().message}")
-    dry.spin_until(lambda: dry.status["episode"] == episode + 1, timeout, "the new episode's task status")
-    return future.result().message
-
-
-def run(task: Optional[str], out_dir: Optional[str], real_time_factor: float, timeout: float) -> dict:
-    """Run the dry run; returns the summary (DryRunError on the first failed step)."""
-    import rclpy
-
-    from sim2real_vla_ros.core import tasks
-
-    env = _environment()
-    os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "MUJOCO_GL")})
-    task = task or tasks.default_task_name()
-    tasks.get_task(task)  # an unknown name fails here, before anything starts
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    folder = out_dir or os.path.join("runs", stamp)
-    os.makedirs(folder, exist_ok=True)
-    wall_start = time.monotonic()
-    simulator = SimulatorProcess(task, real_time_factor, env)
-    summary: dict = {"task": task, "ros_domain_id": env["ROS_DOMAIN_ID"], "folder": os.path.abspath(folder)}
-    try:
-        with rclpy.init():
-            dry = DryRun(simulator)
-            dry.spin_until(lambda: dry.joint_state is not None and dry.status is not None
-                           and all(c in dry.images for c in CAMERAS), timeout, "joint states, task status and images")
-            summary["seed"] = dry.status["seed"]
-            summary.update(_drive_script(dry, folder, timeout))
-            summary["status_before_reset"] = {k: dry.status[k] for k in ("episode", "success", "criteria")}
-            summary["reset"] = _reset_episode(dry, timeout)
-            summary["measured_real_time_factor"] = dry.status.get("real_time_factor_measured")
-            dry.node.destroy_node()
-    finally:
-        code = simulator.stop()
-        summary["simulator_exit_code"] = code
-        summary["wall_s"] = round(time.monotonic() - wall_start, 2)
-        with open(os.path.join(folder, "simulator.log"), "w", encoding="utf-8") as stream:
-            stream.write(simulator.output)
-    if code != 0:
-        raise DryRunError(f"the simulator exited with {code} (log: {folder}/simulator.log)")
-    with open(os.path.join(folder, "summary.json"), "w", encoding="utf-8") as stream:
-        json.dump(summary, stream, indent=2)
-    return summary
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="MuJoCo dry run: simulator, scripted motion, camera frames.")
-    parser.add_argument("--task", default=None, help="task name in config/tasks.yaml (default: its default_task)")
-    parser.add_argument("--out", default=None, help="output folder (default: runs/<UTC timestamp>)")
-    parser.add_argument("--real-time-factor", type=float, default=2.0,
-                        help="simulated seconds per wall second (0 = as fast as possible)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="deadline of each step (wall s)")
-    args = parser.parse_args(argv)
-    try:
-        summary = run(args.task, args.out, args.real_time_factor, args.timeout)
-    except (DryRunError, KeyError, ValueError) as exc:
-        print(f"dry run FAILED: {exc}", file=sys.stderr)
+def exit_code(report: dict) -> int:
+    """0: completed with the normal path shown; 2: completed without it; 1: infrastructure failure."""
+    if report["run"].get("failure"):
         return 1
-    print(f"dry run OK: task {summary['task']} (seed {summary['seed']}), scripted motion of both arms over "
-          f"{summary['motion_sim_s']} s sim time, waypoint errors {summary['waypoint_errors_rad']} rad, "
-          f"steady-state error {summary['steady_state_error_rad']} rad, "
-          f"{len(summary['frames'])} frames, reset -> {summary['reset']}")
-    print(f"measured real-time factor {summary['measured_real_time_factor']}, wall {summary['wall_s']} s; "
-          f"outputs in {summary['folder']}")
-    return 0
+    return 0 if report["checks"]["normal_path_ok"] else 2
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        options = parse_args(argv)
+    except (ValueError, KeyError) as exc:
+        print(f"dry run: bad argument: {exc}", file=sys.stderr)
+        return 1
+    dry_run = DryRun(options)
+    report = dry_run.run()
+    for line in run_report.summary_lines(report):
+        print(line)
+    code = exit_code(report)
+    verdict = {0: "OK", 2: "COMPLETED, but the normal path was not shown", 1: "FAILED"}[code]
+    overlay = report["outputs"].get("overlay", {}).get("path") or "no overlay"
+    print(f"dry run {verdict}: {dry_run.folder}/report.json, run.mcap, {overlay}")
+    if report["run"].get("failure"):
+        print(f"failure: {report['run']['failure']}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -1,0 +1,260 @@
+"""The whole graph, live: the MuJoCo simulator + every VLA node started from graph.py's specs.
+
+One module-scoped fixture starts the processes exactly as the dry run does (graph.to_command),
+waits for the graph, and starts the default task. The tests then check the running graph
+against graph.py's contract: every expected publisher/subscriber pair exists with compatible
+QoS, every service is offered by its node, every parameter of config/vla.yaml (and every
+override) is declared by its node with that value, the planner and actor rates hold in sim
+time, and an e-stop holds the actors' commands within one control tick.
+"""
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.srv import GetParameters, ListParameters
+from rclpy.parameter import parameter_value_to_python
+from rclpy.qos import QoSCompatibility, qos_check_compatible
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, String
+from std_srvs.srv import SetBool
+
+from ros_harness import Probe, ros_env, wait_for
+from sim2real_vla_ros import graph
+from sim2real_vla_ros.core import tasks
+from sim2real_vla_ros.nodes import common
+from sim2real_vla_ros.tools import dry_run
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+STARTUP_TIMEOUT_S = 90.0
+SIM_REAL_TIME_FACTOR = 0.25
+RATE_WINDOW_SIM_S = 2.0
+PLANNER_RATE_TOLERANCE = 0.25   # relative; the planner's timer runs on /clock (5 ms steps)
+ACTOR_RATE_TOLERANCE = 0.15
+
+
+class LiveGraph:
+    def __init__(self, specs, children, probe, options):
+        self.specs = {spec.name: spec for spec in specs}
+        self.children = children
+        self.probe = probe
+        self.options = options
+
+    def check_alive(self):
+        for child in self.children:
+            assert child.alive(), f"{child.name} exited with {child.proc.returncode}:\n{child.tail(30)}"
+
+    def sim_now(self) -> float:
+        return self.probe.node.get_clock().now().nanoseconds * 1e-9
+
+    def commands(self, arm):
+        return self.probe.received(f"/vla/actor_{arm}/command")
+
+    def diagnostics_of(self, node_name):
+        """(stamp_s, values) of every DiagnosticStatus the node published, oldest first."""
+        found = []
+        for array in self.probe.received("/diagnostics"):
+            for status in array.status:
+                if status.hardware_id == node_name:
+                    found.append((common.stamp_to_seconds(array.header.stamp),
+                                  {kv.key: kv.value for kv in status.values}))
+        return found
+
+    def plan_phase(self):
+        states = self.probe.received("/vla/plan_state")
+        return json.loads(states[-1].data).get("phase") if states else None
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("graph_live"))
+    # Sim time runs at a quarter of wall time so that, on a 2-core machine shared with other
+    # work, every node has the CPU it needs per simulated second: rates are checked in sim time.
+    options = dry_run.Options(task=tasks.default_task_name(), real_time_factor=SIM_REAL_TIME_FACTOR)
+    dry_run.validate(options)
+    specs = dry_run.graph_specs(options)
+    env = ros_env()
+    children = []
+    rclpy.init()
+    probe = Probe("graph_live_probe", use_sim_time=True)
+    try:
+        for spec in specs:
+            command = graph.to_command(spec, sys.executable, overrides_dir=folder)
+            children.append(dry_run.ChildProcess(spec, command, env, os.path.join(folder, f"{spec.name}.log")))
+        for arm in options.arms:
+            probe.subscribe(JointState, f"/vla/actor_{arm}/command", common.COMMAND_QOS)
+        probe.subscribe(DiagnosticArray, "/diagnostics", common.COMMAND_QOS)
+        probe.subscribe(String, "/vla/plan_state", common.LATCHED_QOS)
+        probe.subscribe(Bool, "/vla/estop", common.LATCHED_QOS)
+        graph_ = LiveGraph(specs, children, probe, options)
+        connections = expected_connections(options)
+        services = graph.expected_services()
+
+        def publishers_and_services_up():
+            graph_.check_alive()
+            missing = dry_run.missing_graph_ends(probe.node, connections, services)
+            return not missing["publishers"] and not missing["services"]
+
+        wait_for(publishers_and_services_up, STARTUP_TIMEOUT_S, "every expected publisher and service")
+        instruction = probe.node.create_publisher(String, "/vla/instruction", common.LATCHED_QOS)
+        instruction.publish(String(data=tasks.get_task(options.task).instruction))
+        wait_for(lambda: graph_.check_alive() or graph_.plan_phase() == "running", 60.0,
+                 "the planner to start the task")
+        yield graph_
+    finally:
+        dry_run.stop_all(children)
+        probe.shutdown()
+        rclpy.shutdown()
+
+
+def expected_connections(options):
+    return graph.expected_connections(arms=options.arms, output_mode=options.output_mode)
+
+
+def test_every_expected_publisher_and_subscriber_is_connected_with_compatible_qos(live):
+    connections = expected_connections(live.options)
+
+    def problems():
+        found = []
+        for topic, ends in connections.items():
+            publishers = live.probe.node.get_publishers_info_by_topic(topic)
+            subscriptions = live.probe.node.get_subscriptions_info_by_topic(topic)
+            publisher_names = {info.node_name for info in publishers}
+            subscriber_names = {info.node_name for info in subscriptions}
+            for node in sorted(ends.publishers - publisher_names):
+                found.append(f"{topic}: no publisher from {node}")
+            for node in sorted(ends.subscribers - subscriber_names):
+                found.append(f"{topic}: {node} does not subscribe")
+            if topic in graph.EXTERNAL_INPUTS:
+                continue
+            graph_publishers = [info for info in publishers if info.node_name in ends.publishers]
+            for subscription in subscriptions:
+                if subscription.node_name not in ends.subscribers:
+                    continue
+                compatible = [info for info in graph_publishers
+                              if qos_check_compatible(info.qos_profile, subscription.qos_profile)[0]
+                              != QoSCompatibility.ERROR]
+                if graph_publishers and not compatible:
+                    reasons = {qos_check_compatible(info.qos_profile, subscription.qos_profile)[1]
+                               for info in graph_publishers}
+                    found.append(f"{topic}: {subscription.node_name}'s QoS matches no publisher ({reasons})")
+        return found
+
+    try:
+        wait_for(lambda: not problems(), 15.0, "every expected connection")
+    except AssertionError:
+        pytest.fail("graph not connected as graph.expected_connections() says:\n" + "\n".join(problems()))
+
+
+def test_every_expected_service_is_offered_by_its_node(live):
+    missing = []
+    for service, node_name in graph.expected_services().items():
+        offered = {name for name, _types in live.probe.node.get_service_names_and_types_by_node(node_name, "/")}
+        if service not in offered:
+            missing.append(f"{service} (expected from {node_name})")
+    assert not missing, f"services not offered: {missing}"
+
+
+def test_every_configured_parameter_is_declared_with_its_value(live):
+    problems = []
+    for name, spec in live.specs.items():
+        expected = graph.expected_parameters(spec)
+        listing = live.probe.call(ListParameters, f"/{name}/list_parameters", ListParameters.Request(depth=0),
+                                  timeout=20.0)
+        declared = set(listing.result.names)
+        undeclared = sorted(set(expected) - declared)
+        if undeclared:
+            problems.append(f"{name}: {undeclared} set in {spec.parameter_files or 'overrides'} but not declared")
+        names = sorted(set(expected) & declared)
+        values = live.probe.call(GetParameters, f"/{name}/get_parameters", GetParameters.Request(names=names),
+                                 timeout=20.0).values
+        for key, value in zip(names, values):
+            actual = parameter_value_to_python(value)
+            wanted = expected[key]
+            same = (math.isclose(actual, wanted) if isinstance(wanted, float) and isinstance(actual, (int, float))
+                    else actual == wanted or (isinstance(wanted, list) and list(actual) == wanted))
+            if not same:
+                problems.append(f"{name}.{key} = {actual!r}, expected {wanted!r}")
+    assert not problems, "\n".join(problems)
+
+
+def test_planner_rate_holds_in_sim_time(live):
+    rate = graph.expected_parameters(live.specs[graph.PLANNER_NODE])["planner_rate_hz"]
+
+    def measured():
+        live.check_alive()
+        reports = [(stamp, float(values["ticks"])) for stamp, values in live.diagnostics_of(graph.PLANNER_NODE)
+                   if "ticks" in values]
+        if len(reports) < 2 or reports[-1][0] - reports[0][0] < RATE_WINDOW_SIM_S:
+            return None
+        (t0, n0), (t1, n1) = reports[0], reports[-1]
+        return (n1 - n0) / (t1 - t0)
+
+    value = wait_for(measured, 60.0, f"{RATE_WINDOW_SIM_S} s of sim time of planner diagnostics")
+    print(f"planner ticks: {value:.3f} Hz in sim time (configured {rate} Hz)")
+    assert value == pytest.approx(rate, rel=PLANNER_RATE_TOLERANCE)
+
+
+def test_actor_command_rate_holds_in_sim_time(live):
+    rate = graph.expected_parameters(live.specs[graph.actor_node_name(live.options.arms[0])])["control_rate_hz"]
+    start = live.sim_now()
+    wait_for(lambda: live.check_alive() or live.sim_now() - start >= RATE_WINDOW_SIM_S, 60.0,
+             f"{RATE_WINDOW_SIM_S} s of sim time")
+    for arm in live.options.arms:
+        stamps = np.array([common.stamp_to_seconds(m.header.stamp) for m in live.commands(arm)])
+        stamps = stamps[stamps >= start]
+        assert stamps.size > 10, f"actor_{arm} sent {stamps.size} commands in {RATE_WINDOW_SIM_S} s sim"
+        measured = (stamps.size - 1) / (stamps[-1] - stamps[0])
+        intervals = np.diff(stamps)
+        print(f"actor_{arm}: {measured:.2f} Hz in sim time (configured {rate}), period p50 "
+              f"{np.median(intervals) * 1e3:.1f} ms, max {intervals.max() * 1e3:.1f} ms")
+        assert measured == pytest.approx(rate, rel=ACTOR_RATE_TOLERANCE)
+
+
+def test_estop_holds_the_actor_commands_within_one_control_tick(live):
+    arms = live.options.arms
+    rate = graph.expected_parameters(live.specs[graph.actor_node_name(arms[0])])["control_rate_hz"]
+    tick = 1.0 / rate
+    moving_arm = tasks.get_task(live.options.task).arms[0]
+
+    def moving():
+        live.check_alive()
+        recent = [m.position for m in live.commands(moving_arm)[-10:]]
+        return len(recent) == 10 and np.ptp(np.asarray(recent), axis=0).max() > 1e-6
+
+    wait_for(moving, 60.0, f"actor_{moving_arm}'s commands to move (a chunk executing)")
+    requested_at = live.sim_now()
+    reply = live.probe.call(SetBool, "/vla/set_estop", SetBool.Request(data=True), timeout=20.0)
+    try:
+        assert reply.success, reply.message
+
+        def received_at(arm):
+            """Sim time at which the actor says it received the e-stop (its /diagnostics)."""
+            for _, values in reversed(live.diagnostics_of(graph.actor_node_name(arm))):
+                value = values.get("estop_received_at_s", "none")
+                if value != "none" and float(value) >= requested_at:
+                    return float(value)
+            return None
+
+        wait_for(lambda: live.check_alive() or all(received_at(arm) is not None for arm in arms), 30.0,
+                 "every actor to report the e-stop in /diagnostics")
+        wait_for(lambda: live.check_alive() or all(
+            sum(common.stamp_to_seconds(m.header.stamp) > received_at(arm) + 0.5 for m in live.commands(arm)) >= 5
+            for arm in arms), 30.0, "0.5 s of sim time of commands after the e-stop")
+        for arm in arms:
+            # The tick after the one in progress at receipt must already hold.
+            limit = received_at(arm) + tick
+            after = [m for m in live.commands(arm) if common.stamp_to_seconds(m.header.stamp) > limit]
+            positions = np.asarray([m.position for m in after])
+            spread = np.ptp(positions, axis=0).max()
+            assert spread == 0.0, f"actor_{arm} moved by {spread} after the e-stop ({len(after)} ticks checked)"
+            latency = live.diagnostics_of(graph.actor_node_name(arm))[-1][1].get("estop_hold_latency_ms")
+            print(f"actor_{arm}: e-stop received at {received_at(arm):.3f} s sim, hold latency {latency} ms wall "
+                  f"(tick {tick * 1e3:.0f} ms)")
+    finally:
+        live.probe.call(SetBool, "/vla/set_estop", SetBool.Request(data=False), timeout=20.0)
