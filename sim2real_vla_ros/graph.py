@@ -27,8 +27,12 @@ ARMS = SIDES
 OUTPUT_MODES = ("trajectory", "stream", "vendor")
 # How the simulator (or the real robot without ros2_control) takes arm commands.
 COMMAND_INTERFACES = ("ros2_control", "vendor")  # the sim node's command_interface
-# The actor output mode that drives each command interface.
+# The default actor output mode for each command interface.
 OUTPUT_MODE_FOR_INTERFACE = {"ros2_control": "trajectory", "vendor": "vendor"}
+# Every output mode an interface can take: ros2_control runs a joint_trajectory_controller
+# (trajectory) or a forward_command_controller (stream) per arm; the vendor driver takes
+# /master/joint_<arm> only.
+OUTPUT_MODES_OF_INTERFACE = {"ros2_control": ("trajectory", "stream"), "vendor": ("vendor",)}
 ROBOT_INTERFACES = ("ros2_control", "mock", "vendor")
 
 # Node names (GRAPH.md).
@@ -40,10 +44,13 @@ ROBOT_STATE_PUBLISHER_NODE = "robot_state_publisher"
 CONTROLLER_MANAGER_NODE = "controller_manager"
 GZ_BRIDGE_NODE = "gz_bridge"
 RVIZ_NODE = "rviz2"
+VENDOR_BRIDGE_NODE = "vendor_bridge"
 
 # ros2_control controllers of config/controllers.yaml, in spawn order.
 JOINT_STATE_BROADCASTER = "joint_state_broadcaster"
-ARM_CONTROLLERS = {arm: f"{arm}_arm_controller" for arm in ARMS}
+ARM_CONTROLLERS = {arm: f"{arm}_arm_controller" for arm in ARMS}  # joint_trajectory_controller
+# forward_command_controller per arm (output_mode stream); only one of the two may be active.
+POSITION_CONTROLLERS = {arm: f"{arm}_arm_position_controller" for arm in ARMS}
 
 # Gazebo: the world's <world name>, the spawned robot's entity name.
 GAZEBO_WORLD = "cobot_magic_table"
@@ -170,6 +177,16 @@ def arm_command_topic(arm: str, output_mode: str) -> str:
         "stream": f"/{arm}_arm_position_controller/commands",
         "vendor": f"/master/joint_{arm}",
     }[output_mode]
+
+
+def command_interface_for(output_mode: str) -> str:
+    """The robot / simulator command interface an actor output mode needs.
+
+    ``trajectory`` and ``stream`` go to ros2_control controllers (in the MuJoCo simulator:
+    ``command_interface:=ros2_control``, which takes both), ``vendor`` to the vendor driver.
+    """
+    _check_choice("output_mode", output_mode, OUTPUT_MODES)
+    return next(interface for interface, modes in OUTPUT_MODES_OF_INTERFACE.items() if output_mode in modes)
 
 
 def share_file(*parts: str) -> str:
@@ -353,27 +370,64 @@ def ros2_control_node(controllers_file: Optional[str] = None, *, use_sim_time: b
 def controller_spawner_nodes(controllers: Optional[Sequence[str]] = None, *,
                              use_sim_time: bool = False,
                              controller_manager: str = "/" + CONTROLLER_MANAGER_NODE,
-                             manager_timeout_s: Optional[float] = None) -> list[NodeSpec]:
+                             manager_timeout_s: Optional[float] = None,
+                             inactive: Sequence[str] = ()) -> list[NodeSpec]:
     """One ``controller_manager spawner`` per controller (default: the broadcaster, then both arms).
 
     One process per controller, rather than one spawner with a list, works on every ROS 2
     distribution from Humble on.
+
+    Parameters
+    ----------
+    inactive : sequence of str
+        Controllers to load and configure but not activate (spawner ``--inactive``), e.g. the
+        forward position controllers next to active trajectory controllers; switch later with
+        ``ros2 control switch_controllers --deactivate <a> --activate <b>`` (the
+        controller_manager's ``~/switch_controller`` service).
     """
     names = list(controllers) if controllers is not None else [
         JOINT_STATE_BROADCASTER, *ARM_CONTROLLERS.values()]
+    unknown = sorted(set(inactive) - set(names))
+    if unknown:
+        raise ValueError(f"inactive controllers {unknown} are not among the spawned {names}")
     specs = []
     for controller in names:
         arguments = [controller, "--controller-manager", controller_manager]
         if manager_timeout_s is not None:
             arguments += ["--controller-manager-timeout", f"{float(manager_timeout_s):g}"]
+        if controller in inactive:
+            arguments.append("--inactive")
         specs.append(NodeSpec(f"spawner_{controller}", "controller_manager", "spawner",
                               parameters={"use_sim_time": bool(use_sim_time)}, arguments=arguments))
     return specs
 
 
+def arm_controller_names(output_mode: str = "trajectory") -> tuple[list[str], list[str]]:
+    """(active, inactive) arm controllers of config/controllers.yaml for a ros2_control output mode.
+
+    ``trajectory``: the joint_trajectory_controllers active, the forward position controllers
+    loaded inactive; ``stream``: the reverse. Both kinds claim the same joints' position
+    interfaces, so the controller_manager lets only one of them be active per arm.
+    """
+    _check_choice("output_mode", output_mode, OUTPUT_MODES_OF_INTERFACE["ros2_control"])
+    trajectory, stream = list(ARM_CONTROLLERS.values()), list(POSITION_CONTROLLERS.values())
+    return (trajectory, stream) if output_mode == "trajectory" else (stream, trajectory)
+
+
+def vendor_bridge_node(*, use_sim_time: bool = False, max_age_s: Optional[float] = None) -> NodeSpec:
+    """The ``vendor_bridge`` relay: /puppet/joint_left|right -> /joint_states with URDF names.
+
+    Needed with the vendor interface on the real robot (the AgileX driver publishes no
+    /joint_states); the MuJoCo simulator publishes /joint_states itself.
+    """
+    parameters = _without_none({"use_sim_time": bool(use_sim_time), "max_age_s": max_age_s})
+    return NodeSpec(VENDOR_BRIDGE_NODE, PACKAGE, "vendor_bridge", module="sim2real_vla_ros.nodes.vendor_bridge",
+                    parameters=parameters)
+
+
 def robot_nodes(urdf_text: str, *, interface: str = "ros2_control",
                 controllers_file: Optional[str] = None, use_sim_time: bool = False,
-                humble: bool = False) -> list[NodeSpec]:
+                humble: bool = False, output_mode: Optional[str] = None) -> list[NodeSpec]:
     """The real robot's processes (cameras are the user's own drivers).
 
     Parameters
@@ -383,21 +437,38 @@ def robot_nodes(urdf_text: str, *, interface: str = "ros2_control",
         ``interface='ros2_control'``, 'mock' for 'mock', 'none' for 'vendor'.
     interface : {'ros2_control', 'mock', 'vendor'}
         ros2_control with the user's hardware plugin or mock_components (controller_manager +
-        spawners), or the vendor topic interface (only robot_state_publisher: the vendor
-        driver publishes /puppet/joint_* and takes /master/joint_*).
+        spawners), or the vendor topic interface (robot_state_publisher and the
+        ``vendor_bridge`` relay: the vendor driver publishes /puppet/joint_* and takes
+        /master/joint_*, and the relay turns its state into /joint_states).
     humble : bool
         Pass the URDF to ros2_control_node as a parameter (Humble) too.
+    output_mode : str, optional
+        The actors' output mode; None: the interface's default (trajectory, or vendor).
+        With ros2_control / mock it selects which arm controllers are spawned active
+        (:func:`arm_controller_names`); the others are loaded ``--inactive``.
+
+    Raises
+    ------
+    ValueError
+        An unknown interface, an output mode the interface cannot take, or a URDF without
+        ``<ros2_control>`` for ros2_control / mock.
     """
     _check_choice("interface", interface, ROBOT_INTERFACES)
+    command_interface = "vendor" if interface == "vendor" else "ros2_control"
+    output_mode = output_mode or OUTPUT_MODE_FOR_INTERFACE[command_interface]
+    _check_choice(f"output_mode for interface {interface!r}", output_mode,
+                  OUTPUT_MODES_OF_INTERFACE[command_interface])
     specs = [robot_state_publisher_node(urdf_text, use_sim_time)]
     if interface == "vendor":
-        return specs
+        return specs + [vendor_bridge_node(use_sim_time=use_sim_time)]
     if "<ros2_control" not in urdf_text:
         raise ValueError(f"interface {interface!r} needs a URDF with <ros2_control> tags "
                          "(urdf_xml(ros2_control_plugin='hardware' or 'mock'))")
     specs.append(ros2_control_node(controllers_file, use_sim_time=use_sim_time,
                                    urdf_text=urdf_text if humble else None))
-    specs.extend(controller_spawner_nodes(use_sim_time=use_sim_time))
+    active, inactive = arm_controller_names(output_mode)
+    specs.extend(controller_spawner_nodes([JOINT_STATE_BROADCASTER, *active, *inactive],
+                                          use_sim_time=use_sim_time, inactive=inactive))
     return specs
 
 
@@ -480,7 +551,7 @@ def rviz_node(config_file: Optional[str] = None, *, use_sim_time: bool = True) -
 
 def expected_connections(arms: Sequence[str] = ARMS, output_mode: str = "trajectory",
                          simulator: Optional[str] = SIM_NODE,
-                         command_interface: str = "ros2_control",
+                         command_interface: Optional[str] = None,
                          robot_state_publisher: bool = False) -> dict[str, TopicEnds]:
     """Topic -> the nodes that must publish / subscribe it, from GRAPH.md.
 
@@ -494,18 +565,26 @@ def expected_connections(arms: Sequence[str] = ARMS, output_mode: str = "traject
         Node name of the simulator publishing cameras, /joint_states and /clock
         (None: the real robot, whose drivers are outside the graph: those topics then have
         no listed publisher).
-    command_interface : {'ros2_control', 'vendor'}
-        What the simulator subscribes for arm commands (joint_trajectory topics or /master/*).
+    command_interface : {'ros2_control', 'vendor'}, optional
+        How the arms take commands; None: :func:`command_interface_for` the output mode.
+        With a simulator: what it subscribes (the output mode's controller topic for
+        ros2_control, /master/* for vendor) and whether it also publishes /puppet/*. On the
+        real robot (``simulator=None``) with 'vendor': the ``vendor_bridge`` relay turns the
+        driver's /puppet/* into /joint_states (the driver itself is outside the graph).
     robot_state_publisher : bool
         Include robot_state_publisher (not installable here).
 
     Notes
     -----
     ``/vla/instruction`` has no publisher in the graph (the user or the dry-run runner sets
-    it). ``/diagnostics`` is published by every VLA node and consumed by tools.
+    it). ``/diagnostics`` is published by every VLA node (and the vendor bridge) and consumed
+    by tools. The MuJoCo simulator in ros2_control mode subscribes both the trajectory and
+    the stream controller topics; only the output mode's one is listed, so that every listed
+    subscription has a publisher.
     """
     arms = parse_arms(arms)
     _check_choice("output_mode", output_mode, OUTPUT_MODES)
+    command_interface = command_interface or command_interface_for(output_mode)
     _check_choice("command_interface", command_interface, COMMAND_INTERFACES)
     pubs: dict[str, set[str]] = {}
     subs: dict[str, set[str]] = {}
@@ -530,7 +609,11 @@ def expected_connections(arms: Sequence[str] = ARMS, output_mode: str = "traject
             subscribe(simulator, *(f"/master/joint_{arm}" for arm in ARMS))
             publish(simulator, *(f"/puppet/joint_{arm}" for arm in ARMS))
         else:
-            subscribe(simulator, *(arm_command_topic(arm, "trajectory") for arm in ARMS))
+            controller_mode = output_mode if output_mode in OUTPUT_MODES_OF_INTERFACE["ros2_control"] else "trajectory"
+            subscribe(simulator, *(arm_command_topic(arm, controller_mode) for arm in ARMS))
+    elif command_interface == "vendor":
+        subscribe(VENDOR_BRIDGE_NODE, *(f"/puppet/joint_{arm}" for arm in ARMS))
+        publish(VENDOR_BRIDGE_NODE, "/joint_states", "/diagnostics")
     if robot_state_publisher:
         subscribe(ROBOT_STATE_PUBLISHER_NODE, "/joint_states")
         publish(ROBOT_STATE_PUBLISHER_NODE, "/tf", "/tf_static", "/robot_description")

@@ -302,21 +302,35 @@ def test_robot_nodes_per_interface():
     hardware = robot.urdf_xml(ros2_control_plugin="hardware", can_interface_left="can0")
     specs = graph.robot_nodes(hardware, interface="ros2_control")
     assert [spec.executable for spec in specs] == [
-        "robot_state_publisher", "ros2_control_node", "spawner", "spawner", "spawner"]
+        "robot_state_publisher", "ros2_control_node", "spawner", "spawner", "spawner", "spawner", "spawner"]
     manager = specs[1]
     assert manager.parameter_files == (graph.share_file("config", "controllers.yaml"),)
     assert os.path.isfile(manager.parameter_files[0])
     assert ("~/robot_description", "/robot_description") in manager.remappings
     assert "robot_description" not in manager.parameters
-    assert [spec.arguments[0] for spec in specs[2:]] == [
-        "joint_state_broadcaster", "left_arm_controller", "right_arm_controller"]
+    spawned = {spec.arguments[0]: "--inactive" not in spec.arguments for spec in specs[2:]}
+    assert spawned == {"joint_state_broadcaster": True, "left_arm_controller": True, "right_arm_controller": True,
+                       "left_arm_position_controller": False, "right_arm_position_controller": False}
     with open(manager.parameter_files[0], encoding="utf-8") as stream:
         controllers = yaml.safe_load(stream)["controller_manager"]["ros__parameters"]
     assert all(spec.arguments[0] in controllers for spec in specs[2:])
     assert "robot_description" in graph.robot_nodes(hardware, humble=True)[1].parameters
+    # Stream mode: the forward position controllers own the joints, the JTCs wait inactive.
+    stream = graph.robot_nodes(hardware, interface="ros2_control", output_mode="stream")
+    spawned = {spec.arguments[0]: "--inactive" not in spec.arguments for spec in stream[2:]}
+    assert spawned == {"joint_state_broadcaster": True, "left_arm_controller": False, "right_arm_controller": False,
+                       "left_arm_position_controller": True, "right_arm_position_controller": True}
+    with pytest.raises(ValueError, match="output_mode"):
+        graph.robot_nodes(hardware, interface="ros2_control", output_mode="vendor")
 
-    vendor = graph.robot_nodes(robot.urdf_xml(ros2_control_plugin="none"), interface="vendor")
-    assert [spec.name for spec in vendor] == ["robot_state_publisher"]
+    none_urdf = robot.urdf_xml(ros2_control_plugin="none")
+    vendor = graph.robot_nodes(none_urdf, interface="vendor", use_sim_time=True)
+    assert [spec.name for spec in vendor] == ["robot_state_publisher", "vendor_bridge"]
+    bridge = vendor[1]
+    assert bridge.runs_here and bridge.module == "sim2real_vla_ros.nodes.vendor_bridge"
+    assert bridge.parameters["use_sim_time"] is True
+    with pytest.raises(ValueError, match="output_mode"):
+        graph.robot_nodes(none_urdf, interface="vendor", output_mode="stream")
     with pytest.raises(ValueError, match="ros2_control"):
         graph.robot_nodes(robot.urdf_xml(ros2_control_plugin="none"), interface="mock")
     with pytest.raises(ValueError, match="interface"):
@@ -360,7 +374,9 @@ def test_launch_node_kwargs_build_a_launch_ros_node():
 
 
 @pytest.mark.parametrize("output_mode,command_interface", [("trajectory", "ros2_control"),
-                                                           ("vendor", "vendor")])
+                                                           ("stream", "ros2_control"),
+                                                           ("vendor", "vendor"),
+                                                           ("stream", None), ("vendor", None)])
 def test_every_subscription_has_a_publisher_in_the_dry_run_graph(output_mode, command_interface):
     connections = graph.expected_connections(output_mode=output_mode, command_interface=command_interface)
     orphans = [topic for topic, ends in connections.items()
@@ -370,6 +386,33 @@ def test_every_subscription_has_a_publisher_in_the_dry_run_graph(output_mode, co
         command = connections[graph.arm_command_topic(arm, output_mode)]
         assert command.publishers == {graph.actor_node_name(arm)}
         assert command.subscribers == {graph.SIM_NODE}
+    assert connections["/joint_states"].publishers == {graph.SIM_NODE}
+    assert graph.VENDOR_BRIDGE_NODE not in set().union(*(e.publishers | e.subscribers for e in connections.values()))
+
+
+def test_command_interface_follows_the_output_mode():
+    assert [graph.command_interface_for(mode) for mode in graph.OUTPUT_MODES] == [
+        "ros2_control", "ros2_control", "vendor"]
+    with pytest.raises(ValueError, match="output_mode"):
+        graph.command_interface_for("teleport")
+
+
+def test_real_robot_vendor_graph_relays_puppet_state_into_joint_states():
+    connections = graph.expected_connections(simulator=None, output_mode="vendor")
+    for arm in graph.ARMS:
+        puppet = connections[f"/puppet/joint_{arm}"]
+        assert puppet.subscribers == {graph.VENDOR_BRIDGE_NODE} and puppet.publishers == frozenset()  # the driver
+        master = connections[f"/master/joint_{arm}"]
+        assert master.publishers == {graph.actor_node_name(arm)} and master.subscribers == frozenset()
+    joint_states = connections["/joint_states"]
+    assert joint_states.publishers == {graph.VENDOR_BRIDGE_NODE}
+    assert {"actor_left", "actor_right", "validator"} <= joint_states.subscribers
+    assert graph.VENDOR_BRIDGE_NODE in connections["/diagnostics"].publishers
+    # With ros2_control the joint_state_broadcaster (outside the graph) publishes /joint_states.
+    assert connections.keys() >= {"/joint_states"}
+    trajectory = graph.expected_connections(simulator=None, output_mode="trajectory")
+    assert trajectory["/joint_states"].publishers == frozenset()
+    assert "/puppet/joint_left" not in trajectory
 
 
 def test_connections_name_only_nodes_of_the_graph():
@@ -389,3 +432,21 @@ def test_real_robot_graph_leaves_camera_publishers_to_the_drivers():
     assert connections["/cam_high/image_raw"].subscribers == {"camera_mask"}
     assert "actor_right" not in connections["/vla/affordance/right"].subscribers
     assert "/sim/reset" not in graph.expected_services(simulator=None)
+
+
+@pytest.mark.parametrize("arm", graph.ARMS)
+def test_position_controllers_in_controllers_yaml_forward_the_arm_joints(arm):
+    with open(graph.share_file("config", "controllers.yaml"), encoding="utf-8") as stream:
+        document = yaml.safe_load(stream)
+    name = graph.POSITION_CONTROLLERS[arm]
+    assert graph.arm_command_topic(arm, "stream") == f"/{name}/commands"
+    manager = document["controller_manager"]["ros__parameters"]
+    assert manager[name]["type"] == "forward_command_controller/ForwardCommandController"
+    # forward_command_controller's parameters (generate_parameter_library): joints, interface_name.
+    assert document[name]["ros__parameters"] == {"joints": robot.arm_joint_names(arm), "interface_name": "position"}
+    # The same joints as the trajectory controller it replaces, so only one can be active.
+    assert document[graph.ARM_CONTROLLERS[arm]]["ros__parameters"]["joints"] == robot.arm_joint_names(arm)
+    active, inactive = graph.arm_controller_names("stream")
+    assert name in active and graph.ARM_CONTROLLERS[arm] in inactive
+    with pytest.raises(ValueError, match="inactive"):
+        graph.controller_spawner_nodes(["joint_state_broadcaster"], inactive=[name])

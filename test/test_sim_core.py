@@ -158,6 +158,37 @@ def test_direct_controller_moves_at_the_velocity_limit_and_rejects_nan():
     assert controller.clipped_count == 1
 
 
+def test_forward_commands_apply_at_once_and_the_newest_command_wins():
+    controller = TrajectoryArmController("left")
+    limits = robot.arm_limits("left")
+    start = np.array([0.0, 1.0, -1.0, 0.0, 0.0, 0.0, 0.02])
+    controller.hold(start, 0.0)
+    target = start + np.array([0.3, 0, 0, 0, 0, 0, 0.01])
+    assert controller.forward_command(target, 1.0).ok
+    q, v = controller.command(1.0)  # no interpolation: the target is the command at once
+    np.testing.assert_allclose(q, target)
+    np.testing.assert_allclose(v, 0.0)
+    # A trajectory replaces it and starts from it; a later forward command replaces the trajectory.
+    names = robot.arm_joint_names("left")
+    assert controller.accept(names, [TrajectoryPoint(list(start), 1.0)], 0.0, 2.0).ok
+    np.testing.assert_allclose(controller.command(2.5)[0][0], 0.15, atol=1e-9)  # half-way, from the target
+    assert controller.forward_command(start, 2.6).ok
+    np.testing.assert_allclose(controller.command(3.5)[0], start)
+    # Limits clip (counted); wrong length and NaN are rejected with a reason, the command stays.
+    beyond = start.copy()
+    beyond[6] = limits.upper[6] + 0.1
+    result = controller.forward_command(beyond, 4.0)
+    assert result.ok and result.clipped == ("left_joint7",) and controller.forward_clipped_count == 1
+    assert controller.command(4.0)[0][6] == pytest.approx(limits.upper[6])
+    short = controller.forward_command(start[:6], 4.1)
+    nan = controller.forward_command([float("nan")] + list(start[1:]), 4.1)
+    assert (short.ok, short.code, nan.ok, nan.code) == (False, "wrong_length", False, "non_finite")
+    assert "left_joint1" in nan.reason
+    assert dict(controller.forward_rejection_counts) == {"wrong_length": 1, "non_finite": 1}
+    assert controller.command(4.2)[0][6] == pytest.approx(limits.upper[6])
+    assert controller.forward_accepted_count == 3
+
+
 def test_gripper_can_grasp_and_lift_the_bottle(pour_sim):
     sim = pour_sim
     sim.reset(seed=3)

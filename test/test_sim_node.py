@@ -12,7 +12,7 @@ import pytest
 import rclpy
 from builtin_interfaces.msg import Duration
 from sensor_msgs.msg import CameraInfo, Image, JointState
-from std_msgs.msg import String
+from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -197,6 +197,63 @@ def test_malformed_trajectories_are_rejected_and_counted(probe, sim):
     wait_for(lambda: _latest_positions(probe)[1] > stamp + 0.5, 10.0, "joint states keep coming", processes=[sim])
     after, _ = _latest_positions(probe)
     assert max(abs(after[n] - before[n]) for n in names) < 0.01
+
+
+def test_stream_commands_are_applied_at_once_and_the_newest_command_wins(probe, sim):
+    """forward_command_controller semantics on /left_arm_position_controller/commands, next to the JTC topic."""
+    topic = "/left_arm_position_controller/commands"
+    stream = _publisher(probe, Float64MultiArray, topic, sim)
+    trajectory = _publisher(probe, JointTrajectory, "/left_arm_controller/joint_trajectory", sim)
+    names = robot.arm_joint_names("left")
+    limits = robot.arm_limits("left")
+    current, _ = _latest_positions(probe)
+    start = np.array([current[n] for n in names])
+    delta = np.array([0.2, -0.15, 0.15, 0.3, -0.2, 0.3, -0.01])
+
+    def at(target):
+        def reached():
+            positions, stamp = _latest_positions(probe)
+            error = max(abs(positions[n] - v) for n, v in zip(names, target))
+            return stamp if error < TOLERANCE_RAD else None
+        return reached
+
+    # One command moves the arm there with no trajectory in between (the PD servo's own
+    # response, far faster than the 1 s the same move took as a trajectory above).
+    first = limits.clip(start + delta)
+    sent_at = _latest_positions(probe)[1]
+    stream.publish(Float64MultiArray(data=first.tolist()))
+    reached_at = wait_for(at(first), 10.0, "the arm at the streamed position", processes=[sim])
+    assert reached_at - sent_at < 0.8, (sent_at, reached_at)
+
+    # A slow trajectory, then a stream command while it runs: the newest command wins.
+    slow_goal = limits.clip(start + 2 * delta)
+    trajectory.publish(_trajectory(names, slow_goal, 2.0))
+    sent_at = _latest_positions(probe)[1]
+    wait_for(lambda: _latest_positions(probe)[1] > sent_at + 0.3, 10.0, "0.3 s of the trajectory", processes=[sim])
+    stream.publish(Float64MultiArray(data=start.tolist()))
+    wait_for(at(start), 10.0, "the arm back at the streamed start position", processes=[sim])
+    wait_for(lambda: _latest_positions(probe)[1] > sent_at + 2.5, 10.0, "past the trajectory's end", processes=[sim])
+    assert at(start)(), "the replaced trajectory moved the arm after the stream command"
+
+    # The simulated hardware clips into the joint limits (counted); malformed commands are
+    # rejected with a counted reason and change nothing.
+    wide_open = start.copy()
+    wide_open[6] = limits.upper[6] + 0.02
+    stream.publish(Float64MultiArray(data=wide_open.tolist()))
+    stream.publish(Float64MultiArray(data=start[:6].tolist()))
+    stream.publish(Float64MultiArray(data=[float("nan")] + start[1:].tolist()))
+
+    def counted():
+        status = _latest_status(probe)
+        return status if status["counters"].get(f"rejected:{topic}", 0) >= 2 and \
+            status["counters"].get(f"clipped:{topic}", 0) >= 1 else None
+
+    status = wait_for(counted, 10.0, "clipped and rejected stream commands in /sim/task_status", processes=[sim])
+    assert status["stream_rejections_by_reason"]["left"] == {"wrong_length": 1, "non_finite": 1}
+    assert "wrong_length" in sim.output and "non_finite" in sim.output
+    clipped = start.copy()
+    clipped[6] = limits.upper[6]
+    wait_for(at(clipped), 10.0, "the gripper at its upper limit", processes=[sim])
 
 
 def test_vendor_interface_commands_and_reports_gripper_width(probe, shared_sim_stopped):

@@ -4,7 +4,10 @@ Two kinds, matching the two hardware interfaces the stack can drive:
 
 * :class:`TrajectoryArmController` - ros2_control's joint_trajectory_controller semantics
   (:class:`sim2real_vla_ros.core.trajectory.TrajectoryFollower`), fed from
-  ``/<side>_arm_controller/joint_trajectory``.
+  ``/<side>_arm_controller/joint_trajectory``, and forward_command_controller's
+  (:meth:`TrajectoryArmController.forward_command`, fed from
+  ``/<side>_arm_position_controller/commands``): on the robot only one of the two is
+  active per arm; the simulator takes both, and the newest command wins.
 * :class:`DirectArmController` - the AgileX vendor interface: a stream of 7-value targets
   (``/master/joint_<side>``, gripper as total width). The Piper firmware moves to a target
   at a bounded speed rather than jumping; here the setpoint approaches the latest target at
@@ -15,6 +18,8 @@ Both return ``(positions, velocities)`` desired at a time, in the arm's 7-joint 
 """
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -23,8 +28,22 @@ from sim2real_vla_ros.core import robot
 from sim2real_vla_ros.core.trajectory import Acceptance, TrajectoryFollower
 
 
+FORWARD_REJECT_REASONS = ("wrong_length", "non_finite")
+"""Why :meth:`TrajectoryArmController.forward_command` rejects a command."""
+
+
+@dataclass(frozen=True)
+class ForwardAcceptance:
+    """Outcome of one forward (stream) command: accepted (maybe clipped) or rejected with a reason."""
+
+    ok: bool
+    code: str = ""  # one of FORWARD_REJECT_REASONS when rejected
+    reason: str = ""
+    clipped: tuple = ()  # names of the joints clipped into their limits
+
+
 class TrajectoryArmController:
-    """JTC-like trajectory execution for one arm.
+    """JTC-like trajectory execution for one arm, plus forward position commands.
 
     Parameters
     ----------
@@ -37,8 +56,12 @@ class TrajectoryArmController:
     def __init__(self, side: str, interpolation: str = "linear") -> None:
         limits = robot.arm_limits(side)
         self.side = side
+        self.limits = limits
         self.joint_names = list(limits.names)
         self.follower = TrajectoryFollower(self.joint_names, limits.lower, limits.upper, interpolation)
+        self.forward_accepted_count = 0
+        self.forward_clipped_count = 0
+        self.forward_rejection_counts: Counter = Counter()
 
     def hold(self, positions: Sequence[float], now_s: float) -> None:
         """Drop any trajectory and hold ``positions`` (e.g. after a reset)."""
@@ -47,6 +70,34 @@ class TrajectoryArmController:
     def accept(self, names, points, stamp_s: float, now_s: float, current_positions=None) -> Acceptance:
         """Validate and splice a trajectory (never raises; see TrajectoryFollower.accept)."""
         return self.follower.accept(names, points, stamp_s, now_s, current_positions)
+
+    def forward_command(self, values: Sequence[float], now_s: float) -> ForwardAcceptance:
+        """Apply a forward_command_controller command: 7 positions in joint order, at once.
+
+        As forward_command_controller does, the values become the position command with no
+        interpolation (the arm's own dynamics limit how fast it gets there), replacing any
+        trajectory in progress; a later trajectory starts from them. Unlike it, the simulated
+        hardware clips values into the URDF limits (counted in :attr:`forward_clipped_count`).
+        A command with the wrong length or a NaN / Inf is rejected (never raises), counted
+        by reason in :attr:`forward_rejection_counts`, and the previous command stays.
+        """
+        q = np.asarray(values, dtype=float).reshape(-1)
+        if q.shape != (robot.ARM_DOF,):
+            joints = f"{self.joint_names[0]}..{self.joint_names[-1]}"
+            return self._forward_reject("wrong_length", f"expected {robot.ARM_DOF} values ({joints}), got {q.size}")
+        if not np.all(np.isfinite(q)):
+            bad = [name for name, value in zip(self.joint_names, q) if not np.isfinite(value)]
+            return self._forward_reject("non_finite", f"NaN or Inf for {bad}")
+        clipped = self.limits.violations(q)
+        if clipped:
+            self.forward_clipped_count += 1
+        self.follower.hold(self.limits.clip(q), now_s)
+        self.forward_accepted_count += 1
+        return ForwardAcceptance(ok=True, clipped=tuple(clipped))
+
+    def _forward_reject(self, code: str, reason: str) -> ForwardAcceptance:
+        self.forward_rejection_counts[code] += 1
+        return ForwardAcceptance(ok=False, code=code, reason=reason)
 
     def command(self, now_s: float) -> Tuple[np.ndarray, np.ndarray]:
         """Desired (positions, velocities) at ``now_s``."""

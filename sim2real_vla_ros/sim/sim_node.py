@@ -31,6 +31,16 @@ Subscribes
 /left_arm_controller/joint_trajectory,    trajectory_msgs/JointTrajectory  (``command_interface:=ros2_control``)
 /right_arm_controller/joint_trajectory    joint_trajectory_controller semantics (core.trajectory);
                                           a rejected message is logged with its reason and counted
+/left_arm_position_controller/commands,   std_msgs/Float64MultiArray  (``command_interface:=ros2_control``)
+/right_arm_position_controller/commands   forward_command_controller semantics: 7 positions
+                                          (joints 1-7 in order) become the position command at
+                                          once, no interpolation; clipped into the joint limits
+                                          (counted), wrong length / NaN rejected and counted.
+                                          On the robot only one of an arm's two controllers is
+                                          active (controllers.yaml); here both listen and the
+                                          newest command wins: a forward command replaces a
+                                          trajectory in progress, a trajectory starts from the
+                                          last forward command.
 /master/joint_left|right                  sensor_msgs/JointState  (``command_interface:=vendor``),
                                           7 positions (joint0..joint6, gripper width m), approached
                                           at the joint velocity limits
@@ -75,19 +85,19 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
-from std_msgs.msg import String
+from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from sim2real_vla_ros.core import robot, tasks
 from sim2real_vla_ros.core.trajectory import TrajectoryPoint
+from sim2real_vla_ros.core.vendor import urdf_to_vendor, vendor_to_arm
 from sim2real_vla_ros.nodes.common import (COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, json_message,
                                            numpy_to_image, run_node, seconds_to_stamp, stamp_to_seconds)
 from sim2real_vla_ros.sim.controllers import DirectArmController, TrajectoryArmController
 from sim2real_vla_ros.sim.simulator import Simulator
 
 COMMAND_INTERFACES = ("ros2_control", "vendor")
-VENDOR_JOINT_NAMES = tuple(f"joint{i}" for i in range(robot.ARM_DOF))
 MIN_PHYSICS_RATE_HZ = 500.0
 # Wall time the loop may fall behind a real-time schedule before it stops trying to catch up
 # (catching up would run a burst of physics faster than real time).
@@ -256,6 +266,10 @@ class SimNode(Node):
                 topic = self.resolve_topic_name(f"{side}_arm_controller/joint_trajectory")
                 self.create_subscription(JointTrajectory, topic,
                                          lambda msg, s=side, t=topic: self._on_trajectory(s, t, msg), COMMAND_QOS)
+                topic = self.resolve_topic_name(f"{side}_arm_position_controller/commands")
+                self.create_subscription(Float64MultiArray, topic,
+                                         lambda msg, s=side, t=topic: self._on_forward_command(s, t, msg),
+                                         COMMAND_QOS)
             else:
                 topic = self.resolve_topic_name(f"master/joint_{side}")
                 self.create_subscription(JointState, topic,
@@ -308,9 +322,24 @@ class SimNode(Node):
                 f"trajectory on {topic} starts {lead:.0f} s in the future (stamp {stamp_s:.3f} s, sim time "
                 f"{now:.3f} s): is the sender running with use_sim_time:=true?")
 
+    def _on_forward_command(self, side: str, topic: str, msg: Float64MultiArray) -> None:
+        try:
+            values = np.asarray(msg.data, dtype=float)
+        except Exception as exc:  # a callback must never raise: count and log instead
+            self._reject(topic, f"malformed message ({type(exc).__name__}: {exc})")
+            return
+        with self._lock:
+            result = self.controllers[side].forward_command(values, self.sim.sim_time)
+        if not result.ok:
+            self._reject(topic, f"{result.code}: {result.reason}")
+            return
+        self._count(f"accepted:{topic}")
+        if result.clipped:
+            self._count(f"clipped:{topic}")
+
     def _on_vendor_command(self, side: str, topic: str, msg: JointState) -> None:
         try:
-            positions = _vendor_positions(msg)
+            positions = vendor_to_arm(msg.name, msg.position)
         except ValueError as exc:
             self._reject(topic, str(exc))
             return
@@ -429,14 +458,11 @@ class SimNode(Node):
         msg.effort = self.sim.joint_efforts().tolist()
         self._pending.append((self.joint_state_pub, msg))
         for side, publisher in self.puppet_pubs.items():
-            q = self.sim.arm_positions(side)
             index = [robot.ALL_JOINT_NAMES.index(n) for n in robot.arm_joint_names(side)]
             puppet = JointState()
             puppet.header.stamp = stamp
-            puppet.name = list(VENDOR_JOINT_NAMES)
-            puppet.position = np.append(q[:6], robot.finger_to_gripper_width(q[6])).tolist()
-            velocity = np.asarray(msg.velocity)[index]
-            puppet.velocity = np.append(velocity[:6], robot.finger_to_gripper_width(velocity[6])).tolist()
+            puppet.name, puppet.position = urdf_to_vendor(side, self.sim.arm_positions(side))
+            _, puppet.velocity = urdf_to_vendor(side, np.asarray(msg.velocity)[index])
             puppet.effort = np.asarray(msg.effort)[index].tolist()
             self._pending.append((publisher, puppet))
 
@@ -469,6 +495,8 @@ class SimNode(Node):
             status["rejections_by_reason"] = {
                 side: {code.value: n for code, n in controller.rejection_counts.items()}
                 for side, controller in self.controllers.items()}
+            status["stream_rejections_by_reason"] = {
+                side: dict(controller.forward_rejection_counts) for side, controller in self.controllers.items()}
         status["real_time_factor_measured"] = None if math.isnan(self._measured_rtf) else round(self._measured_rtf, 3)
         return status
 
@@ -477,24 +505,6 @@ class SimNode(Node):
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout=5.0)
         return super().destroy_node()
-
-
-def _vendor_positions(msg: JointState) -> np.ndarray:
-    """7-vector (joints 1-6 rad + joint7 finger m) from a vendor JointState (gripper width m).
-
-    Names may be empty (positional) or exactly joint0..joint6 in any order.
-    """
-    values = np.asarray(list(msg.position), dtype=float)
-    if values.shape != (robot.ARM_DOF,):
-        raise ValueError(f"expected {robot.ARM_DOF} positions (joint0..joint6), got {values.size}")
-    names = list(msg.name)
-    if names:
-        if sorted(names) != sorted(VENDOR_JOINT_NAMES) or len(names) != robot.ARM_DOF:
-            raise ValueError(f"joint names must be {list(VENDOR_JOINT_NAMES)}, got {names}")
-        values = values[[names.index(n) for n in VENDOR_JOINT_NAMES]]
-    if not np.all(np.isfinite(values)):
-        raise ValueError(f"positions contain NaN or Inf: {values.tolist()}")
-    return np.append(values[:6], robot.gripper_width_to_finger(values[6]))
 
 
 def main(args=None) -> None:
