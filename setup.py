@@ -51,6 +51,7 @@ setup(
             "planner = sim2real_vla_ros.nodes.planner:main",
             "actor = sim2real_vla_ros.nodes.actor:main",
             "validator = sim2real_vla_ros.nodes.validator:main",
+            "vendor_bridge = sim2real_vla_ros.nodes.vendor_bridge:main",
             "build_engine = sim2real_vla_ros.tools.build_engine:main",
             "make_reference_bundle = sim2real_vla_ros.tools.make_reference_bundle:main",
             "dry_run = sim2real_vla_ros.tools.dry_run:main",

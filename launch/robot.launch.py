@@ -5,10 +5,11 @@ interface:=ros2_control  robot_state_publisher, ros2_control_node with the user'
                          and config/controllers.yaml, spawners for joint_state_broadcaster,
                          left_arm_controller and right_arm_controller.
 interface:=mock          the same with mock_components/GenericSystem (no robot needed).
-interface:=vendor        only robot_state_publisher: the AgileX driver takes /master/joint_* and
-                         publishes /puppet/joint_* (the actors use output_mode vendor). The VLA
-                         nodes read /joint_states, which the vendor driver does not publish under
-                         the URDF joint names: a relay must provide it (not part of this file).
+interface:=vendor        robot_state_publisher and vendor_bridge: the AgileX driver takes /master/joint_*
+                         and publishes /puppet/joint_* (the actors use output_mode vendor);
+                         vendor_bridge merges /puppet/joint_* into /joint_states with the URDF names.
+output_mode:=stream      (ros2_control) spawns the forward_command_controllers active and the
+                         joint_trajectory_controllers inactive.
 
 The cameras are the user's own drivers (e.g. AgileX's /camera_f|l|r/color/image_raw); the
 ``<camera>_topic`` arguments remap the VLA nodes onto them. The VLA nodes come from vla.launch.py.
@@ -74,15 +75,16 @@ def _robot_actions(context: LaunchContext) -> list:
         can_interface_left=value["can_interface_left"], can_interface_right=value["can_interface_right"],
         camera_width=int(value["camera_width"]), camera_height=int(value["camera_height"]),
         camera_rate=float(value["camera_rate_hz"]))
+    output_mode = value["output_mode"] or ("vendor" if interface == "vendor" else "trajectory")
     specs = graph.robot_nodes(urdf, interface=interface,
                               controllers_file=value["controllers_file"] or None,
                               use_sim_time=use_sim_time,
-                              humble=os.environ.get("ROS_DISTRO") == "humble")
+                              humble=os.environ.get("ROS_DISTRO") == "humble",
+                              output_mode=output_mode)
     actions: list = [Node(**graph.launch_node_kwargs(spec)) for spec in specs]
 
     use_rviz = graph.parse_bool(value["use_rviz"], "use_rviz")
     if graph.parse_bool(value["with_vla"], "with_vla"):
-        output_mode = value["output_mode"] or ("vendor" if interface == "vendor" else "trajectory")
         actions.append(_include("vla.launch.py", {
             "params_file": value["params_file"],
             "bundle_path": value["bundle_path"],

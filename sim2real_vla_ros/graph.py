@@ -629,14 +629,18 @@ def expected_connections(arms: Sequence[str] = ARMS, output_mode: str = "traject
     publish(PLANNER_NODE, *(f"/vla/affordance/{arm}" for arm in ARMS), "/vla/plan_state",
             "/vla/affordance_markers", "/vla/affordance_overlay", "/vla/estop")
 
+    # The actor also reads the latched plan_state: the instruction (only the planner knows it
+    # when a task is started by service) and the pixel frame of the affordance.
     for arm, actor in zip(arms, actors):
         subscribe(actor, "/vla/masked/cam_high", f"/vla/masked/{WRIST_CAMERA[arm]}", "/joint_states",
-                  f"/vla/affordance/{arm}", "/vla/estop")
+                  f"/vla/affordance/{arm}", "/vla/plan_state", "/vla/estop")
         publish(actor, arm_command_topic(arm, output_mode), f"/vla/actor_{arm}/chunk",
                 f"/vla/actor_{arm}/command")
 
+    # The validator takes its targets from plan_state (keypoints and index in one message), not
+    # from the affordance polygons, so phase, index and keypoints can never disagree.
     subscribe(VALIDATOR_NODE, *(f"/vla/masked/{camera}" for camera in CAMERA_NAMES), "/joint_states",
-              *(f"/vla/affordance/{arm}" for arm in ARMS), "/vla/plan_state")
+              "/vla/plan_state")
     publish(VALIDATOR_NODE, "/vla/validator/event", "/vla/task_state")
 
     for node in vla:

@@ -2,9 +2,11 @@
 import numpy as np
 import pytest
 
+from sim2real_vla_ros.core.vendor import VENDOR_JOINT_NAMES, urdf_to_vendor
+
 from sim2real_vla_ros.core.actor_io import (AffordanceError, InferenceRequest, UndecodableTokensDecoder,
                                             affordance_keypoints, arm_state_from_joint_state, inference_due,
-                                            inject_nan, safe_trajectory_tail, stop_steps_bound, vendor_positions)
+                                            inject_nan, safe_trajectory_tail, stop_steps_bound)
 from sim2real_vla_ros.core.robot import arm_limits
 from sim2real_vla_ros.core.safety import SafetyFilter, SafetyLimits
 
@@ -50,8 +52,10 @@ def test_affordance_keypoints_rejects_malformed_targets(points, match):
         affordance_keypoints(points, 320, 240, 3)
 
 
-def test_vendor_positions_sends_the_total_gripper_width():
-    assert vendor_positions(np.array([0.1, 0, 0, 0, 0, 0, 0.02])) == pytest.approx([0.1, 0, 0, 0, 0, 0, 0.04])
+def test_vendor_command_sends_the_total_gripper_width():
+    names, positions = urdf_to_vendor("left", np.array([0.1, 0, 0, 0, 0, 0, 0.02]))
+    assert names == list(VENDOR_JOINT_NAMES)
+    assert positions == pytest.approx([0.1, 0, 0, 0, 0, 0, 0.04])
 
 
 def _moving_filter():

@@ -51,6 +51,7 @@ def all_specs() -> list[graph.NodeSpec]:
         *graph.simulator_nodes("gazebo"),
         *graph.vla_nodes(),
         *graph.robot_nodes(hardware_urdf, interface="ros2_control"),
+        *graph.robot_nodes(robot.urdf_xml(ros2_control_plugin="none"), interface="vendor"),
         *graph.controller_spawner_nodes(),
         *graph.gazebo_object_spawn_nodes(),
         graph.rviz_node(),

@@ -8,7 +8,6 @@ lives here so it can be unit-tested without rclpy:
   7th value = total gripper width).
 * :func:`affordance_keypoints`: a PolygonStamped's pixel keypoints -> normalised (P, 2);
   an empty polygon means "arm idle".
-* :func:`vendor_positions`: command 7-vector -> the vendor layout (gripper as total width).
 * :func:`safe_trajectory_tail`: the points a ``trajectory``-mode message carries after this
   tick's command: the next safe setpoints, then a deceleration to rest, all through
   :meth:`SafetyFilter.preview` (so every point obeys the same limits as a streamed command).
@@ -26,10 +25,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from .robot import ARM_DOF, SIDES, arm_joint_names, finger_to_gripper_width
-
-VENDOR_JOINT_NAMES = tuple(f"joint{i}" for i in range(ARM_DOF))
-"""AgileX /master/joint_<arm> and /puppet/joint_<arm> names; joint6 is the total gripper width (m)."""
+from .robot import ARM_DOF, SIDES, arm_joint_names
+from .vendor import VENDOR_JOINT_NAMES
 
 FAULT_INJECTIONS = ("", "nan_chunk", "undecodable_tokens")
 """Values of the actor's ``fault_injection`` parameter ('' = off)."""
@@ -118,14 +115,6 @@ def affordance_keypoints(points_xy: Sequence[Sequence[float]], width: float, hei
 
 
 # ----------------------------------------------------------------------------- outputs
-def vendor_positions(command: np.ndarray) -> list[float]:
-    """Command 7-vector (joint7 = one finger, m) -> vendor layout (7th = total gripper width, m)."""
-    command = np.asarray(command, dtype=np.float64)
-    if command.shape != (ARM_DOF,):
-        raise ValueError(f"command must have {ARM_DOF} values, got shape {command.shape}")
-    return [float(v) for v in command[:-1]] + [float(finger_to_gripper_width(command[-1]))]
-
-
 def stop_steps_bound(velocity: Optional[np.ndarray], max_velocity: np.ndarray, max_acceleration: np.ndarray,
                      dt: float, horizon: int) -> int:
     """Ticks enough to decelerate to rest after ``horizon`` more ticks of motion.
@@ -309,4 +298,4 @@ class UndecodableTokensDecoder:
 
 __all__ = ["AffordanceError", "FAULT_INJECTIONS", "InferenceRequest", "UndecodableTokensDecoder",
            "VENDOR_JOINT_NAMES", "affordance_keypoints", "arm_state_from_joint_state", "inference_due",
-           "inject_nan", "safe_trajectory_tail", "stop_steps_bound", "vendor_positions"]
+           "inject_nan", "safe_trajectory_tail", "stop_steps_bound"]

@@ -93,10 +93,10 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from sim2real_vla_ros.core.actor_io import (FAULT_INJECTIONS, VENDOR_JOINT_NAMES, AffordanceError, InferenceRequest,
+from sim2real_vla_ros.core.actor_io import (FAULT_INJECTIONS, AffordanceError, InferenceRequest,
                                             UndecodableTokensDecoder, affordance_keypoints,
                                             arm_state_from_joint_state, inference_due, inject_nan,
-                                            safe_trajectory_tail, vendor_positions)
+                                            safe_trajectory_tail)
 from sim2real_vla_ros.core.actor_pipeline import ActorObservation, ActorPipeline
 from sim2real_vla_ros.core.bundle import UnknownInstructionError
 from sim2real_vla_ros.core.chunk_executor import BLEND_MODES, ChunkExecutor, TickStats
@@ -105,6 +105,7 @@ from sim2real_vla_ros.core.payloads import PLAN_STATE_SCHEMA
 from sim2real_vla_ros.core.robot import ARM_DOF, SIDES, WRIST_CAMERA, arm_joint_names, arm_limits
 from sim2real_vla_ros.core.safety import (DEFAULT_MAX_ACCELERATION, DEFAULT_MAX_DEVIATION, DEFAULT_RAMP_VELOCITY,
                                           SafetyEventKind, SafetyFilter, SafetyLimits, check_input_ages)
+from sim2real_vla_ros.core.vendor import urdf_to_vendor
 from sim2real_vla_ros.nodes import common
 from sim2real_vla_ros.nodes.node_support import FaultLog, LevelTracker, load_node_bundle
 
@@ -619,7 +620,8 @@ class ActorNode(Node):
         elif self.output_mode == "stream":
             self.command_pub.publish(Float64MultiArray(data=[float(v) for v in command]))
         else:
-            vendor = JointState(name=list(VENDOR_JOINT_NAMES), position=vendor_positions(command))
+            names, positions = urdf_to_vendor(self.arm, command)
+            vendor = JointState(name=names, position=positions)
             vendor.header.stamp = stamp
             self.command_pub.publish(vendor)
         sent = JointState(name=list(self.joint_names), position=[float(v) for v in command])
