@@ -1,9 +1,10 @@
 """core.observation: the masked-image convention, model inputs, joint extraction, back-projection."""
+import cv2
 import numpy as np
 import pytest
 
 from sim2real_vla_ros.core.bundle import ImagePreprocessor
-from sim2real_vla_ros.core.observation import (LatencyWindow, apply_mask, background_of, joint_vector,
+from sim2real_vla_ros.core.observation import (LatencyWindow, apply_mask, background_of, foreground_of, joint_vector,
                                                logits_to_mask, masked_model_input, pixels_to_optical_points)
 
 
@@ -50,6 +51,44 @@ def test_masked_model_input_resizes_the_background_with_nearest():
     masked[:2, :2] = 200  # top-left quadrant is an object
     tensor = masked_model_input(preprocess, masked)
     assert tensor[0, :, 0, 0].min() > 0 and np.all(tensor[0, :, 1, 1] == 0)
+
+
+def _masked_model_input_by_assignment(preprocessor, masked_rgb):
+    """The original implementation (boolean-index assignment), kept here as the reference."""
+    tensor = preprocessor(masked_rgb)
+    background = ~np.any(masked_rgb, axis=2)
+    height, width = tensor.shape[2], tensor.shape[3]
+    if background.shape != (height, width):
+        background = cv2.resize(background.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
+    tensor[:, :, background] = 0.0
+    return tensor
+
+
+@pytest.mark.parametrize("size", [(96, 128), (480, 640), (97, 131)])
+@pytest.mark.parametrize("preprocess", [
+    ImagePreprocessor(96, 128, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+    ImagePreprocessor(96, 128, "bgr", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
+], ids=["rgb", "bgr_imagenet"])
+def test_masked_model_input_has_the_same_bits_as_boolean_assignment(size, preprocess):
+    """The multiply-by-foreground version must not change a single bit (no -0.0 either)."""
+    rng = np.random.default_rng(sum(size))
+    rgb = rng.integers(0, 256, size=(*size, 3), dtype=np.uint8)
+    rgb[:5, :5] = 0  # pure-black object pixels, lifted by apply_mask
+    mask = (rng.random(size) < 0.4).astype(np.uint8) * rng.integers(1, 5, size=size, dtype=np.uint8)
+    masked = apply_mask(rgb, mask)
+    fast, reference = masked_model_input(preprocess, masked), _masked_model_input_by_assignment(preprocess, masked)
+    assert fast.dtype == reference.dtype == np.float32 and fast.shape == reference.shape == (1, 3, 96, 128)
+    assert fast.tobytes() == reference.tobytes()
+    assert not np.any(np.signbit(fast[fast == 0])), "background must be +0.0"
+
+
+def test_foreground_is_the_complement_of_background_for_any_image():
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 3, size=(20, 30, 3), dtype=np.uint8)  # many exactly-black and one-channel pixels
+    expected = np.any(image, axis=2)
+    np.testing.assert_array_equal(foreground_of(image), expected)
+    np.testing.assert_array_equal(background_of(image), ~expected)
+    np.testing.assert_array_equal(foreground_of(image.astype(np.float32)), expected)
 
 
 def test_joint_vector_picks_names_in_order_and_names_what_is_wrong():

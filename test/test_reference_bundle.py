@@ -14,11 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim2real_vla_ros.core.actor_pipeline import ActorPipeline
-from sim2real_vla_ros.core.bundle import load_bundle
+from sim2real_vla_ros.core.actor_pipeline import ActorObservation, ActorPipeline
+from sim2real_vla_ros.core.bundle import expected_profiles, load_bundle
+from sim2real_vla_ros.core.observation import apply_mask, masked_model_input
+from sim2real_vla_ros.core.runtime.engine_metadata import resolve_profiles
 from sim2real_vla_ros.core.robot import arm_limits
 from sim2real_vla_ros.core.tasks import load_tasks
 from sim2real_vla_ros.paths import share_path
+from sim2real_vla_ros.tools import build_engine
 from sim2real_vla_ros.tools import make_reference_bundle as generator
 
 MAX_BUNDLE_BYTES = 20 * 1024 * 1024
@@ -87,7 +90,7 @@ def test_planner_and_validator_outputs_are_in_range(bundle, world):
     points = bundle.manifest.keypoints_per_arm
     for index in range(10):
         scene = world.render(rng, int(rng.integers(0, 4)))
-        top = bundle.preprocess_image(scene.image) * (scene.labels > 0)
+        top = masked_model_input(bundle.image_preprocessor, apply_mask(scene.image, scene.labels))
         instruction = bundle.instruction_embedding(bundle.known_instructions[index % 6])[None]
         previous = rng.uniform(0, 1, size=(1, 1, 2, points, 2)).astype(np.float32)
         out = planner.run({"top_image": top, "instruction": instruction, "prev_affordance": previous,
@@ -109,6 +112,84 @@ def test_actor_decodes_on_random_synthetic_observations(bundle, world):
         result = ActorPipeline(bundle, arm).infer(observation)
         decoded += result.ok
     assert decoded / 20 >= 0.9, f"only {decoded}/20 actor outputs decoded"
+
+
+class _RecordingModel:
+    """Wraps a loaded model and keeps the last feed (to see exactly what the pipeline sends)."""
+
+    def __init__(self, model):
+        self.model, self.feeds = model, None
+
+    def run(self, feeds):
+        self.feeds = {name: value.copy() for name, value in feeds.items()}
+        return self.model.run(feeds)
+
+
+def _sample_scenes(world):
+    rng = np.random.default_rng(3)
+    top = world.render(rng, 3, robot=True)
+    wrist = world.render(rng, 2, size_scale=2.2, robot=True)
+    for scene in (top, wrist):  # a pure-black object pixel: apply_mask lifts it to (1, 1, 1)
+        rows, cols = np.nonzero(scene.labels)
+        scene.image[rows[0], cols[0]] = 0
+    return top, wrist
+
+
+def test_training_image_inputs_equal_the_deployed_graphs(bundle, world):
+    """The generator builds every model's image inputs exactly (bit for bit) as the running graph."""
+    top, wrist = _sample_scenes(world)
+    preprocess = generator.image_preprocessor()
+    assert preprocess(top.image).tobytes() == bundle.image_preprocessor(top.image).tobytes()
+    # mask model: the camera/mask node feeds bundle.preprocess_image of the camera frame
+    training_mask_input = generator.model_input_images(preprocess, top.image[None])
+    assert training_mask_input.tobytes() == bundle.preprocess_image(top.image).tobytes()
+    # actor: what ActorPipeline (images_masked=True, the actor node's path) sends to the encoder
+    training = generator.model_input_images(preprocess, np.stack([wrist.image, top.image]),
+                                            np.stack([wrist.labels, top.labels]))
+    pipeline = ActorPipeline(bundle, "left")
+    pipeline.encoder = recorder = _RecordingModel(pipeline.encoder)
+    observation = ActorObservation(
+        wrist_rgb=apply_mask(wrist.image, wrist.labels), top_rgb=apply_mask(top.image, top.labels),
+        affordance=np.full((3, 2), 0.5), joint_state=bundle.normalizer("left").unnormalize(np.zeros(7)),
+        instruction=bundle.known_instructions[0])
+    pipeline.infer(observation)
+    assert recorder.feeds["wrist_image"].tobytes() == training[0:1].tobytes()
+    assert recorder.feeds["top_image"].tobytes() == training[1:2].tobytes()
+    # planner and validator nodes: masked_model_input(bundle.image_preprocessor, masked image)
+    for index, scene in enumerate((wrist, top)):
+        deployed = masked_model_input(bundle.image_preprocessor, apply_mask(scene.image, scene.labels))
+        assert deployed.tobytes() == training[index:index + 1].tobytes()
+    assert np.all(training[1][:, top.labels == 0] == 0) and np.all(training[1][:, top.labels > 0] != 0)
+
+
+def test_training_pools_are_built_with_the_deployment_pipeline(bundle, world):
+    pytest.importorskip("torch", reason="the training module needs torch (optional: pip install torch==2.13.0)")
+    from sim2real_vla_ros.tools.reference_training import Pools
+
+    pools = Pools(world, np.random.default_rng(4), top_count=3, wrist_count=3)
+    for index in range(3):
+        for raw, labels, plain, masked in ((pools.top_raw, pools.top_labels, pools.top, pools.top_masked),
+                                           (pools.wrist_raw, pools.wrist_labels, pools.wrist, pools.wrist_masked)):
+            assert plain[index:index + 1].tobytes() == bundle.preprocess_image(raw[index]).tobytes()
+            deployed = masked_model_input(bundle.image_preprocessor, apply_mask(raw[index], labels[index]))
+            assert masked[index:index + 1].tobytes() == deployed.tobytes()
+
+
+def test_every_role_has_tensorrt_profile_ranges(folder, bundle):
+    """build_engine --bundle DIR --role ROLE needs no --axis flags, and the ranges cover what the stack feeds."""
+    for role in bundle.roles:
+        entry = bundle.model_entry(role)
+        args = build_engine.make_parser().parse_args(["--bundle", str(folder), "--role", role])
+        _onnx, _engine, shapes, ranges = build_engine._resolve_source(args)
+        profiles = resolve_profiles(shapes, ranges)
+        assert set(profiles) == set(entry.contract.inputs) and expected_profiles(entry) == profiles, role
+        assert entry.dynamic_axes["batch"] == ((1, 3, 3) if role == "mask" else (1, 1, 1)), role
+    plain, cached = bundle.model_entry("actor_decoder"), bundle.model_entry("actor_decoder_kv")
+    expert = bundle.model_entry("actor_decoder_expert")
+    assert plain.dynamic_axes["tokens"][2] == expert.dynamic_axes["tokens"][2] == plain.tokens.max_tokens
+    assert cached.dynamic_axes["tokens"] == (1, 1, 1)
+    assert cached.dynamic_axes["past"][0] == 0 and cached.dynamic_axes["past"][2] == cached.tokens.max_tokens - 1
+    assert expert.dynamic_axes["expert"][2] == expert.options["max_expert_tokens"]
 
 
 def test_instructions_match_tasks_yaml(bundle):

@@ -86,9 +86,17 @@ def apply_mask(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return masked
 
 
+def foreground_of(masked_rgb: np.ndarray) -> np.ndarray:
+    """Boolean (H, W): True where a masked image (see `apply_mask`) is an object pixel (not exactly black)."""
+    if masked_rgb.ndim == 3 and masked_rgb.shape[2] == 3 and np.issubdtype(masked_rgb.dtype, np.integer):
+        # OR of the three channel planes: ~15x faster than np.any(axis=2) on a 96x128 image.
+        return (masked_rgb[:, :, 0] | masked_rgb[:, :, 1] | masked_rgb[:, :, 2]) != 0
+    return np.any(masked_rgb, axis=2)
+
+
 def background_of(masked_rgb: np.ndarray) -> np.ndarray:
     """Boolean (H, W): True where a masked image (see `apply_mask`) is background."""
-    return ~np.any(masked_rgb, axis=2)
+    return ~foreground_of(masked_rgb)
 
 
 def masked_model_input(preprocessor, masked_rgb: np.ndarray) -> np.ndarray:
@@ -104,17 +112,24 @@ def masked_model_input(preprocessor, masked_rgb: np.ndarray) -> np.ndarray:
     Returns
     -------
     np.ndarray
-        float32 [1, 3, h, w].
+        float32 [1, 3, h, w]; background values are +0.0, object values are the
+        preprocessor's output unchanged. Training the reference bundle uses this very
+        function (``make_reference_bundle.model_input_images``), so models see the same bits.
     """
     import cv2
 
     tensor = preprocessor(masked_rgb)
-    background = background_of(masked_rgb)
+    foreground = foreground_of(masked_rgb).view(np.uint8)
     height, width = tensor.shape[2], tensor.shape[3]
-    if background.shape != (height, width):
+    if foreground.shape != (height, width):
         # Nearest keeps the background exact; area interpolation would blend it with objects.
-        background = cv2.resize(background.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
-    tensor[:, :, background] = 0.0
+        foreground = cv2.resize(foreground, (width, height), interpolation=cv2.INTER_NEAREST)
+    # Multiplying by the 0/1 foreground is ~15x cheaper than boolean-index assignment
+    # (tensor[:, :, background] = 0). A negative background value times 0 gives -0.0; adding
+    # +0.0 turns it into +0.0 and leaves every other value as it is, so the result has the
+    # same bits as the assignment (for the finite values a uint8 image preprocesses to).
+    tensor *= foreground.astype(np.float32)
+    tensor += np.float32(0.0)
     return tensor
 
 
@@ -185,5 +200,5 @@ class LatencyWindow:
                 "count": int(samples.size)}
 
 
-__all__ = ["logits_to_mask", "resize_rgb", "apply_mask", "background_of", "masked_model_input", "joint_vector",
-           "pixels_to_optical_points", "LatencyWindow", "BACKGROUND_CLASS", "MAX_MASK_CLASSES"]
+__all__ = ["logits_to_mask", "resize_rgb", "apply_mask", "foreground_of", "background_of", "masked_model_input",
+           "joint_vector", "pixels_to_optical_points", "LatencyWindow", "BACKGROUND_CLASS", "MAX_MASK_CLASSES"]

@@ -14,7 +14,10 @@ The synthetic world (all numpy, seeded):
 
 - Images: coloured ellipses/boxes (one hue per mask class) on a randomised low-saturation
   table, rendered at the bundle's 96x128; the per-pixel class is known, so the mask CNN
-  learns a colour segmentation and the planner sees correctly masked images.
+  learns a colour segmentation and the planner sees correctly masked images. Every image
+  input of every model is built by `model_input_images`, i.e. by the deployment code
+  (`ImagePreprocessor`, `observation.apply_mask`, `observation.masked_model_input`): the
+  mask model gets the plain camera image, all other models the masked one.
 - Planner: keypoints on the leftmost object for the left arm and the rightmost for the
   right arm, arm_active per side, done when the scene is empty.
 - Actor: a fixed random smooth map `g(affordance)` gives a normalised joint target; the
@@ -75,6 +78,8 @@ DENOISER_DCT_ROWS = 2       # the denoiser's clean-chunk estimate lives in these
 MAX_STEP_NORMALISED = 0.3   # largest per-chunk joint motion in the synthetic world
 MIN_STEP_NORMALISED = 0.04  # smallest (keeps the first DCT coefficient non-zero at scale 10)
 ACHIEVED_THRESHOLD = 0.1    # validator label: max |state - target| (normalised)
+TYPICAL_TOKENS = 16         # TensorRT "opt" length of token inputs (sequences are ~12-16 ids)
+MASK_BATCH = 3              # the camera/mask node runs its three cameras as one batch
 OPSET = 17
 DEFAULT_SEED = 1234
 DEFAULT_MIN_DECODE_RATE = 0.95
@@ -250,13 +255,6 @@ class SyntheticWorld:
         image[inside] = colour[None, :] * shade
         labels[inside] = klass
 
-    @staticmethod
-    def normalise_images(images_uint8: np.ndarray) -> np.ndarray:
-        """uint8 [N,H,W,3] -> float32 [N,3,H,W] with the bundle's scale/mean/std."""
-        x = images_uint8.astype(np.float32) / IMAGE_SCALE
-        x = (x - np.array(IMAGE_MEAN, np.float32)) / np.array(IMAGE_STD, np.float32)
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-
     # -- planner targets
     def planner_targets(self, scene: Scene) -> tuple[np.ndarray, np.ndarray, float]:
         """Keypoints [2,P,2], arm_active [2], done for a scene (see module docstring)."""
@@ -317,6 +315,57 @@ def random_actor_observation(world: SyntheticWorld, rng: np.random.Generator, no
         wrist_rgb=apply_mask(wrist.image, wrist.labels), top_rgb=apply_mask(top.image, top.labels),
         affordance=affordance[0], joint_state=normalizer.unnormalize(state[0]), instruction=instruction)
     return observation, normalizer.unnormalize(world.chunk(state[0], affordance[0]))
+
+
+# ----------------------------------------------------------------------------- model inputs
+def image_section() -> dict:
+    """The manifest's ``image`` section (preprocessing shared by every image input)."""
+    return {"height": IMAGE_HEIGHT, "width": IMAGE_WIDTH, "channel_order": "rgb", "layout": "nchw",
+            "scale": IMAGE_SCALE, "mean": list(IMAGE_MEAN), "std": list(IMAGE_STD)}
+
+
+def image_preprocessor():
+    """The deployment preprocessor of `image_section` (the one `load_bundle` builds from the manifest)."""
+    from sim2real_vla_ros.core.bundle import ImagePreprocessor
+
+    section = image_section()
+    return ImagePreprocessor(section["height"], section["width"], section["channel_order"], section["scale"],
+                             tuple(section["mean"]), tuple(section["std"]))
+
+
+def model_input_images(preprocessor, images: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+    """Model inputs of rendered images, built exactly as the running graph builds them.
+
+    Without `labels`: what the camera/mask node feeds the mask model (the bundle
+    preprocessor applied to the camera image). With `labels`: the camera/mask node's masked
+    image (`observation.apply_mask`: background exactly black, black object pixels lifted)
+    turned into a model input by `observation.masked_model_input`, as the planner,
+    validator and actor nodes (and `ActorPipeline` with ``images_masked=True``) do. Training
+    uses this function for every image input, so train and deploy see the same bits.
+
+    Parameters
+    ----------
+    preprocessor : callable
+        `image_preprocessor()` (or a loaded bundle's ``image_preprocessor``).
+    images : np.ndarray
+        uint8 [N, H, W, 3] RGB images.
+    labels : np.ndarray, optional
+        uint8 [N, H, W] class ids (0 = background).
+
+    Returns
+    -------
+    np.ndarray
+        float32 [N, 3, height, width].
+    """
+    from sim2real_vla_ros.core.observation import apply_mask, masked_model_input
+
+    if labels is None:
+        tensors = [preprocessor(image) for image in images]
+    else:
+        if len(labels) != len(images):
+            raise ValueError(f"model_input_images: {len(images)} images but {len(labels)} label maps")
+        tensors = [masked_model_input(preprocessor, apply_mask(image, label)) for image, label in zip(images, labels)]
+    return np.concatenate(tensors, axis=0)
 
 
 def _home_keypoints(x: float) -> list:
@@ -447,13 +496,33 @@ def model_contracts(num_classes: int, vocab: int) -> dict:
     }
 
 
+def dynamic_axis_ranges(role: str) -> dict:
+    """``dynamic_axes`` ([min, opt, max] per named input axis) of a role: TensorRT profiles.
+
+    The ranges are what the stack feeds: the camera/mask node batches 1 to 3 cameras
+    (usually 3); every other model gets batch 1. An autoregressive decoder without a cache
+    gets ``[BOS] + ids so far``, 1 to MAX_TOKENS tokens; the cache decoder gets one new token
+    and a cache of 0 (first step) to MAX_TOKENS - 1 entries; ``expert_tokens`` holds up to
+    MAX_EXPERT_TOKENS ids. ``present`` is an output axis and needs no range.
+    """
+    axes = {"batch": [1, MASK_BATCH, MASK_BATCH] if role == "mask" else [1, 1, 1]}
+    if role in ("actor_decoder", "actor_decoder_expert"):
+        axes["tokens"] = [1, TYPICAL_TOKENS, MAX_TOKENS]
+    if role == "actor_decoder_kv":
+        axes["tokens"] = [1, 1, 1]
+        axes["past"] = [0, TYPICAL_TOKENS - 1, MAX_TOKENS - 1]
+    if role == "actor_decoder_expert":
+        axes["expert"] = [1, TYPICAL_TOKENS, MAX_EXPERT_TOKENS]
+    return axes
+
+
 def build_manifest(mask_classes: Sequence[str], normalization: dict, vocab: int, alphas: np.ndarray) -> dict:
     """The bundle.yaml content (plain Python, deterministic)."""
     contracts = model_contracts(len(mask_classes), vocab)
     token_options = {"vocab_size": vocab + 2, "bos_id": vocab, "eos_id": vocab + 1, "max_tokens": MAX_TOKENS}
     models = {}
     for role, file in MODEL_FILES.items():
-        entry = {"file": file, **contracts[role]}
+        entry = {"file": file, **contracts[role], "dynamic_axes": dynamic_axis_ranges(role)}
         if role.startswith("actor_decoder"):
             entry.update({"mode": "autoregressive", **token_options})
             if role == "actor_decoder_expert":
@@ -479,10 +548,7 @@ def build_manifest(mask_classes: Sequence[str], normalization: dict, vocab: int,
         "name": "reference",
         "description": ("Tiny models trained briefly on synthetic data by "
                         "sim2real_vla_ros.tools.make_reference_bundle; well-formed outputs, NOT task-competent."),
-        "image": {
-            "height": IMAGE_HEIGHT, "width": IMAGE_WIDTH, "channel_order": "rgb", "layout": "nchw",
-            "scale": IMAGE_SCALE, "mean": list(IMAGE_MEAN), "std": list(IMAGE_STD),
-        },
+        "image": image_section(),
         "cameras": dict(CAMERAS),
         "mask_classes": list(mask_classes),
         "keypoints_per_arm": KEYPOINTS,
@@ -568,9 +634,9 @@ def environment_versions() -> dict:
 
 __all__ = [
     "BundleGenerationError", "SyntheticWorld", "build_manifest",
-    "bundle_file_hashes", "default_tasks_file", "random_actor_observation", "diffusion_alphas_cumprod", "main",
-    "model_contracts", "pseudo_instruction_embedding", "quantile_stats", "synthetic_trajectories",
-    "task_instructions_and_objects",
+    "bundle_file_hashes", "default_tasks_file", "random_actor_observation", "diffusion_alphas_cumprod",
+    "dynamic_axis_ranges", "image_preprocessor", "image_section", "main", "model_contracts", "model_input_images",
+    "pseudo_instruction_embedding", "quantile_stats", "synthetic_trajectories", "task_instructions_and_objects",
 ]
 
 if __name__ == "__main__":

@@ -43,20 +43,28 @@ def _log(message: str) -> None:
 
 # ----------------------------------------------------------------------------- data
 class Pools:
-    """Pre-rendered image pools shared by the planner, validator and actor data."""
+    """Pre-rendered image pools shared by the mask, planner, validator and actor data.
 
-    def __init__(self, world: SyntheticWorld, rng: np.random.Generator):
-        counts = rng.choice([0, 1, 2, 3], p=[0.1, 0.3, 0.3, 0.3], size=768)
+    Model inputs are built by the deployment code (`spec.model_input_images`): ``top`` and
+    ``wrist`` are what the camera/mask node feeds the mask model; ``top_masked`` and
+    ``wrist_masked`` what the planner, validator and actor nodes feed their models (the
+    node's masked image through `observation.masked_model_input`).
+    """
+
+    def __init__(self, world: SyntheticWorld, rng: np.random.Generator, top_count: int = 768,
+                 wrist_count: int = 256):
+        preprocessor = spec.image_preprocessor()
+        counts = rng.choice([0, 1, 2, 3], p=[0.1, 0.3, 0.3, 0.3], size=top_count)
         self.top_scenes = [world.render(rng, int(n), robot=bool(rng.random() < 0.5)) for n in counts]
         self.top_raw = np.stack([s.image for s in self.top_scenes])
         self.top_labels = np.stack([s.labels for s in self.top_scenes])
-        top = SyntheticWorld.normalise_images(self.top_raw)
-        # The planner (and actor) see masked images: class-0 pixels zeroed after normalisation.
-        self.top_masked = top * (self.top_labels[:, None] > 0)
-        wrist = [world.render(rng, int(rng.integers(0, 3)), size_scale=2.2, robot=True) for _ in range(256)]
+        self.top = spec.model_input_images(preprocessor, self.top_raw)
+        self.top_masked = spec.model_input_images(preprocessor, self.top_raw, self.top_labels)
+        wrist = [world.render(rng, int(rng.integers(0, 3)), size_scale=2.2, robot=True) for _ in range(wrist_count)]
         self.wrist_raw = np.stack([s.image for s in wrist])
         self.wrist_labels = np.stack([s.labels for s in wrist])
-        self.wrist = SyntheticWorld.normalise_images(self.wrist_raw) * (self.wrist_labels[:, None] > 0)
+        self.wrist = spec.model_input_images(preprocessor, self.wrist_raw)
+        self.wrist_masked = spec.model_input_images(preprocessor, self.wrist_raw, self.wrist_labels)
 
 
 def _tokens_batch(sequences: Sequence[Sequence[int]], bos: int, eos: int) -> tuple[np.ndarray, np.ndarray]:
@@ -111,7 +119,7 @@ def _fit(parameters, steps: int, lr: float, loss_of_step: Callable[[int], torch.
 
 
 def train_mask(world: SyntheticWorld, pools: Pools, rng: np.random.Generator) -> tuple:
-    images = SyntheticWorld.normalise_images(np.concatenate([pools.top_raw[:320], pools.wrist_raw[:160]]))
+    images = np.concatenate([pools.top[:320], pools.wrist[:160]])
     labels = np.concatenate([pools.top_labels[:320], pools.wrist_labels[:160]]).astype(np.int64)
     model = rm.MaskNet(len(world.mask_classes))
 
@@ -121,8 +129,7 @@ def train_mask(world: SyntheticWorld, pools: Pools, rng: np.random.Generator) ->
 
     stats = _fit(model.parameters(), STEPS["mask"], 1e-2, step)
     with torch.no_grad():
-        held = SyntheticWorld.normalise_images(pools.top_raw[-64:])
-        predicted = model(torch.from_numpy(held)).argmax(1).numpy()
+        predicted = model(torch.from_numpy(pools.top[-64:])).argmax(1).numpy()
     stats["pixel_accuracy_held_out"] = float(np.mean(predicted == pools.top_labels[-64:]))
     return model.eval(), stats
 
@@ -165,7 +172,7 @@ def _validator_batch(world: SyntheticWorld, pools: Pools, rng: np.random.Generat
     state[near] = target[near] + rng.normal(0, 0.06, size=(int(near.sum()), spec.ACTION_DIM))
     achieved = (np.max(np.abs(state - target), axis=1) < spec.ACHIEVED_THRESHOLD).astype(np.float32)
     tops = pools.top_masked[rng.integers(0, len(pools.top_masked), size=count)]
-    wrists = pools.wrist[rng.integers(0, len(pools.wrist), size=count)]
+    wrists = pools.wrist_masked[rng.integers(0, len(pools.wrist_masked), size=count)]
     inputs = [tops, wrists, affordance.astype(np.float32), state.astype(np.float32)]
     return [torch.from_numpy(x) for x in inputs], torch.from_numpy(achieved)
 
@@ -195,13 +202,13 @@ class ActorData:
         self.tokens = [fast.encode(c) for c in self.chunks]
         self.expert = [fast.encode(_perturbed_chunk(c, rng, world.profile)) for c in self.chunks]
         self.top_index = rng.integers(0, len(pools.top_masked), size=count)
-        self.wrist_index = rng.integers(0, len(pools.wrist), size=count)
+        self.wrist_index = rng.integers(0, len(pools.wrist_masked), size=count)
         self.instruction_index = rng.integers(0, len(instructions), size=count)
         self.pools = pools
         self.instructions = instructions
 
     def encoder_inputs(self, index) -> list:
-        arrays = [self.pools.wrist[self.wrist_index[index]], self.pools.top_masked[self.top_index[index]],
+        arrays = [self.pools.wrist_masked[self.wrist_index[index]], self.pools.top_masked[self.top_index[index]],
                   self.affordance[index].astype(np.float32), self.state[index].astype(np.float32),
                   self.instructions[self.instruction_index[index]]]
         return [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
@@ -220,7 +227,7 @@ def train_actor(data: ActorData, vocab: int, rng: np.random.Generator, steps: in
     for stem in (encoder.wrist_stem, encoder.top_stem):
         stem.requires_grad_(False)
     with torch.no_grad():
-        wrist_cells = encoder.cells(encoder.wrist_stem, torch.from_numpy(data.pools.wrist))
+        wrist_cells = encoder.cells(encoder.wrist_stem, torch.from_numpy(data.pools.wrist_masked))
         top_cells = torch.cat([encoder.cells(encoder.top_stem, torch.from_numpy(data.pools.top_masked[i:i + 256]))
                                for i in range(0, len(data.pools.top_masked), 256)])
     affordance = torch.from_numpy(data.affordance.astype(np.float32))
@@ -334,6 +341,35 @@ def check_cache_variant(plain: ort.InferenceSession, cached: ort.InferenceSessio
     return worst
 
 
+def check_dynamic_axis_ranges(bundle) -> dict:
+    """Every role's TensorRT profile resolves from the manifest, and the model runs at both ends.
+
+    `build_engine --bundle DIR --role ROLE` takes its profiles from ``dynamic_axes``; a
+    missing range would need ``--axis`` flags, a range the model cannot run would only show
+    on the robot. Returns ``{role: {axis: [min, opt, max]}}``.
+
+    Raises
+    ------
+    BundleGenerationError
+        A dynamic input axis without a range, or a model failing at a range end.
+    """
+    from sim2real_vla_ros.core.bundle import expected_profiles
+
+    ranges = {}
+    for role in bundle.roles:
+        entry = bundle.model_entry(role)
+        if expected_profiles(entry) is None:
+            raise BundleGenerationError(f"models.{role}: a dynamic input axis has no dynamic_axes range "
+                                        f"(has {dict(entry.dynamic_axes)})")
+        for end in (0, 2):
+            sizes = {axis: values[end] for axis, values in entry.dynamic_axes.items()}
+            outputs = bundle.model(role).run(entry.contract.example_inputs(sizes))
+            if not all(np.all(np.isfinite(value)) for value in outputs.values()):
+                raise BundleGenerationError(f"models.{role}: non-finite output at dynamic axis sizes {sizes}")
+        ranges[role] = {axis: list(values) for axis, values in entry.dynamic_axes.items()}
+    return ranges
+
+
 def held_out_observations(held: ActorData, normalizers: dict, instructions: Sequence[str]) -> list:
     """(arm, ActorObservation, target chunk in robot units) for the held-out samples.
 
@@ -408,6 +444,7 @@ def quality_checks(folder: Path, sessions: dict, held: ActorData, prepared: dict
                                     f"{metrics['kv_cache_max_logit_diff']:g}")
     bundle = load_bundle(str(folder), intra_op_threads=1, inter_op_threads=1)
     try:
+        check_dynamic_axis_ranges(bundle)
         normalizers = {arm: bundle.normalizer(arm) for arm in ("left", "right")}
         samples = held_out_observations(held, normalizers, list(prepared["embeddings"]))
         plain, plain_tokens = pipeline_quality(bundle, samples)
