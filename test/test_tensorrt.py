@@ -310,3 +310,22 @@ def test_reference_bundle_on_tensorrt(gpu, tmp_path):
         got, want = trt_bundle.model(role).run(feed), ort_bundle.model(role).run(feed)
         for name in want:
             np.testing.assert_allclose(got[name], want[name], rtol=2e-2, atol=2e-2, err_msg=f"{role}.{name}")
+
+
+def test_cli_checks_bundle_profiles_before_needing_tensorrt(tmp_path, capsys):
+    """A bundle role without a range for a dynamic axis is a usage error even without TensorRT."""
+    import shutil
+
+    import yaml
+
+    from sim2real_vla_ros.paths import share_path
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(share_path("models", "reference"), bundle)
+    manifest = yaml.safe_load((bundle / "bundle.yaml").read_text())
+    assert manifest["models"]["mask"]["dynamic_axes"].pop("batch")
+    (bundle / "bundle.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    code = build_engine_tool.main(["--bundle", str(bundle), "--role", "mask"])
+    err = capsys.readouterr().err
+    assert code == build_engine_tool.EXIT_USAGE
+    assert "batch" in err and "Traceback" not in err

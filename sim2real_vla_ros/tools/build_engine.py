@@ -260,14 +260,16 @@ def main(argv: Optional[list] = None) -> int:
     except ValueError as exc:  # BundleError is a ValueError too
         parser.error(str(exc))
     try:
-        # Fail on a missing tensorrt before the (possibly slow) ONNX read.
+        # Shapes from a bundle manifest are checked before anything else, so a missing axis
+        # range is reported even where TensorRT is absent; a bare ONNX file is only read
+        # (possibly slowly) once tensorrt is known to be importable.
+        profiles = resolve_profiles(shapes, axis_ranges, explicit) if shapes is not None else None
         from sim2real_vla_ros.core.runtime.tensorrt_backend import import_cudart, import_tensorrt
 
         import_tensorrt()
         import_cudart()
-        if shapes is None:
-            shapes = onnx_input_shapes(onnx_path)
-        profiles = resolve_profiles(shapes, axis_ranges, explicit)
+        if profiles is None:
+            profiles = resolve_profiles(onnx_input_shapes(onnx_path), axis_ranges, explicit)
         build_engine(onnx_path, engine_path, profiles=profiles, precision=args.precision,
                      timing_cache_path=args.timing_cache, workspace_mib=args.workspace_mib, device=args.device)
     except BackendUnavailableError as exc:
