@@ -138,8 +138,12 @@ class ImagePreprocessor:
             image = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_AREA)
         if self.channel_order == "bgr":
             image = image[:, :, ::-1]
-        out = image.astype(np.float32) * self._gain + self._bias
-        return np.ascontiguousarray(out.transpose(2, 0, 1))[None]
+        # Transpose the uint8 view first and write the multiply-add straight into the output:
+        # the same float32 arithmetic as (x * gain + bias), without two full-size temporaries.
+        out = np.empty((1, 3, self.height, self.width), dtype=np.float32)
+        np.multiply(image.transpose(2, 0, 1), self._gain[:, None, None], out=out[0])
+        out[0] += self._bias[:, None, None]
+        return out
 
 
 @dataclass(frozen=True)
