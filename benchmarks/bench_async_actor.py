@@ -64,6 +64,7 @@ from sim2real_vla_ros.core.observation import apply_mask
 from sim2real_vla_ros.core.robot import arm_limits
 from sim2real_vla_ros.core.safety import SafetyFilter, SafetyLimits
 from sim2real_vla_ros.paths import share_path
+from bench_common import cpu_model
 
 ARM = "left"
 REVOLUTE_JOINTS = tuple(range(6))  # joints 1-6 (rad); joint7 is the finger (m)
@@ -248,17 +249,6 @@ def aggregate(per_seed: list[dict]) -> dict:
 def ratios(async_summary: dict, sync_summary: dict) -> dict:
     """async / sync per metric (None where sync is 0)."""
     return {key: (async_summary[key] / sync_summary[key] if sync_summary[key] else None) for key in RATIO_KEYS}
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as stream:
-            for line in stream:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def parse_args(argv=None) -> argparse.Namespace:

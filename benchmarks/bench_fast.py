@@ -22,6 +22,7 @@ import scipy.fft
 import tokenizers
 
 from sim2real_vla_ros.core.fast import FastTokenizer
+from bench_common import cpu_model
 
 HORIZON, ACTION_DIM = 50, 7
 RESULTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_fast.json")
@@ -61,17 +62,6 @@ def time_calls(function, arguments: list, runs: int) -> dict[str, float]:
         "min_us": float(samples.min()),
         "runs": runs,
     }
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as stream:
-            for line in stream:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ from sim2real_vla_ros.core.actor_pipeline import ActorPipeline
 from sim2real_vla_ros.core.bundle import load_bundle
 from sim2real_vla_ros.paths import share_path
 from sim2real_vla_ros.tools.make_reference_bundle import SyntheticWorld, random_actor_observation
+from bench_common import cpu_model
 
 RESULTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_models.json")
 VARIANTS = {
@@ -39,17 +40,6 @@ VARIANTS = {
     "diffusion_expert": {"encoder": "actor_encoder", "decoder": "actor_decoder_expert", "denoiser": "denoiser"},
 }
 STAGES = ("preprocess", "encoder", "denoiser", "token_generation", "decode", "unnormalise", "total")
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as stream:
-            for line in stream:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def percentiles_ms(seconds) -> dict:

@@ -31,22 +31,12 @@ import numpy as np
 from sim2real_vla_ros.core import robot
 from sim2real_vla_ros.sim.controllers import TrajectoryArmController
 from sim2real_vla_ros.sim.simulator import Simulator
+from bench_common import cpu_model
 
 RESULTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_sim.json")
 TASK = "pour_water_single"
 CAMERA_RATE_HZ = 10.0
 WINDOW_SIM_S = 1.0
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as stream:
-            for line in stream:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def core_rtf(sim_seconds: float, cameras: bool) -> dict:
