@@ -1,44 +1,57 @@
-"""Build the reference model bundle: tiny models, trained briefly on synthetic data.
+"""Build the reference model bundle: tiny models, trained briefly on MuJoCo simulator data.
 
     python -m sim2real_vla_ros.tools.make_reference_bundle --out models/reference
 
 The bundle satisfies every contract of `BUNDLE_SCHEMA` / `models/README.md` so the whole
 stack (masks, planner, validator, per-arm actor with FAST tokens, optional diffusion
 expert) runs on a CPU without the paper's weights. The models are NOT task-competent:
-they are trained for about a minute on a synthetic world invented here, and say so in
-`models/reference/README.md`. What they do guarantee is well-formed output, so a dry run
-exercises the normal path: keypoints inside the image, probabilities in [0, 1], and actor
-token sequences that FAST-decode into small smooth joint motions.
+they are tiny and trained for a couple of minutes on a CPU, and say so in
+`models/reference/README.md`. What they do guarantee is well-formed output *on the
+simulator's images*, so the dry run exercises the normal path: masks of the task objects,
+keypoints inside the image for the arms the instruction uses, probabilities in [0, 1], and
+actor token sequences that FAST-decode into small smooth joint motions.
 
-The synthetic world (all numpy, seeded):
+Training data come from the simulator the dry run runs, as in the paper (sim-only data,
+section 4.3); `sim_data_engine` has the details:
 
-- Images: coloured ellipses/boxes (one hue per mask class) on a randomised low-saturation
-  table, rendered at the bundle's 96x128; the per-pixel class is known, so the mask CNN
-  learns a colour segmentation and the planner sees correctly masked images. Every image
-  input of every model is built by `model_input_images`, i.e. by the deployment code
+- Scenes: `Simulator.reset(seed)` of each of the six tasks (objects inside their Table 5
+  ranges), both arms at random configurations near the task's initial pose. The three
+  cameras are rendered at the dry run's 320x240 and resized to the bundle's 96x128 as the
+  camera/mask node resizes them; true masks come from MuJoCo segmentation rendering
+  (object geoms -> the object kind's class, robot/table/background -> 0). Every image input
+  of every model is built by `model_input_images`, i.e. by the deployment code
   (`ImagePreprocessor`, `observation.apply_mask`, `observation.masked_model_input`): the
   mask model gets the plain camera image, all other models the masked one.
-- Planner: keypoints on the leftmost object for the left arm and the rightmost for the
-  right arm, arm_active per side, done when the scene is empty.
-- Actor: a fixed random smooth map `g(affordance)` gives a normalised joint target; the
-  chunk moves from the current (normalised) joint state toward it with a half-cosine
-  ease-in/ease-out profile, by 0.04 to 0.3 normalised units per chunk. The decoder is
-  trained with teacher forcing on the FAST ids of these chunks (BOS ... EOS); generation
-  stops unless at least `--min-decode-rate` of held-out greedy outputs FAST-decode. The
-  validator learns `achieved = max |state - g(affordance)| < 0.1`.
-- Action statistics: quantiles of smooth random trajectories inside the Piper joint
-  limits read from the URDF (gripper finger 0 .. 0.035 m).
+- Planner: per arm the task uses (instruction -> task -> arms), a pre-grasp and a grasp key
+  pose at the arm's first object, turned into joint angles by IK and into P = 3 keypoints
+  (TCP and finger tips) projected into `cam_high`. The chain it learns: no previous
+  affordance -> pre-grasp; previous = pre-grasp -> grasp; previous = grasp -> done.
+  arm_active = the arms the task uses; unused arms get their initial pose's keypoints.
+- Actor: the target joint configuration q* of an affordance (a key pose's IK solution or a
+  random nearby configuration; the affordance is q*'s projected keypoints); each chunk
+  moves every joint from the current (normalised) state toward q* with a half-cosine
+  ease-in/ease-out profile, by 0.04 to 0.3 normalised units per chunk. The decoder is trained
+  with teacher forcing on the FAST ids of these chunks (BOS ... EOS); generation stops
+  unless at least `--min-decode-rate` of held-out greedy outputs FAST-decode.
+- Validator: `achieved` = the gripper keypoints of the current joint state lie within
+  `ACHIEVED_KEYPOINT_DISTANCE` (image fractions, mean over the P keypoints) of the affordance.
+- Action statistics: 1%/99% quantiles of the arm configurations of the training data
+  (states and targets), which stay inside the Piper joint limits read from the URDF.
 - Instructions: the six task instructions of `config/tasks.yaml`. The paper embeds them
   with T5-XXL, which cannot run here: each word gets a deterministic pseudo-embedding
   seeded by its SHA-256 (plus a small position code), L=16 words, E=32. They carry no
-  language meaning beyond word identity.
+  language meaning beyond word identity (enough to tell the six tasks apart).
+
+`SyntheticWorld` (coloured shapes, numpy only) is no longer training data: tests and
+benchmarks use it as a cheap source of well-formed actor inputs (`random_actor_observation`).
 
 torch is optional (`pip install .[export]`) and imported only by `main` (training and
 export live in `reference_training` / `reference_models`); everything else here is numpy
 and is reused by tests and benchmarks. The training is deterministic (fixed seeds,
-`torch.use_deterministic_algorithms`, fixed thread count): on the same machine with the
-same library versions every file reproduces byte for byte. `generation.json` records the
-versions, losses, timings, quality metrics and the SHA-256 of every file.
+`torch.use_deterministic_algorithms`, fixed thread count, MuJoCo rendering): on the same
+machine with the same library versions every file reproduces byte for byte.
+`generation.json` records the versions, losses, timings, quality metrics and the SHA-256 of
+every file.
 """
 from __future__ import annotations
 
@@ -65,7 +78,7 @@ ACTION_DIM = 7
 CHUNK_LENGTH = 25
 CONTROL_RATE_HZ = 25.0
 INSTRUCTION_TOKENS, INSTRUCTION_DIM = 16, 32
-CONTEXT_TOKENS = 11 + KEYPOINTS  # see reference_models.ActorEncoder
+CONTEXT_TOKENS = 23 + KEYPOINTS  # see reference_models.ActorEncoder
 CONTEXT_DIM = 64
 DECODER_LAYERS, DECODER_HEADS = 2, 4
 FAST_SCALE, FAST_VOCAB = 10, 300
@@ -75,9 +88,12 @@ MAX_EXPERT_TOKENS = 128
 DIFFUSION_TRAIN_STEPS = 100
 DIFFUSION_INFERENCE_TIMESTEPS = (99, 74, 49, 24)  # DDIM "trailing" spacing, K = 4
 DENOISER_DCT_ROWS = 2       # the denoiser's clean-chunk estimate lives in these DCT rows
-MAX_STEP_NORMALISED = 0.3   # largest per-chunk joint motion in the synthetic world
+MAX_STEP_NORMALISED = 0.3   # largest per-chunk joint motion of the actor's chunks
 MIN_STEP_NORMALISED = 0.04  # smallest (keeps the first DCT coefficient non-zero at scale 10)
-ACHIEVED_THRESHOLD = 0.1    # validator label: max |state - target| (normalised)
+FAST_FIT_RANGE = 1.25       # normalised values every FAST-encodable chunk stays within (coefficients stay ASCII)
+ACHIEVED_THRESHOLD = 0.1    # SyntheticWorld's achieved rule: max |state - target| (normalised)
+ACHIEVED_KEYPOINT_DISTANCE = 0.03  # validator label: mean keypoint distance (image fractions, ~8 px at 320x240)
+CAMERA_WIDTH, CAMERA_HEIGHT = 320, 240  # the dry run's simulator camera size (sim_node default)
 TYPICAL_TOKENS = 16         # TensorRT "opt" length of token inputs (sequences are ~12-16 ids)
 MASK_BATCH = 3              # the camera/mask node runs its three cameras as one batch
 OPSET = 17
@@ -187,6 +203,26 @@ def _palette(count: int) -> np.ndarray:
     return np.array(colours, dtype=np.uint8)
 
 
+#: Half-cosine ease-in/ease-out, 0 -> 1 over a chunk: exactly the first DCT-II basis vector
+#: plus a constant, so a chunk has only two non-zero DCT rows and every FAST text shares one
+#: layout (7 DC codes, 7 first-frequency codes, then a run of zeros). That regular layout is
+#: what lets a tiny decoder learn decodable sequences in a minute.
+CHUNK_PROFILE = 0.5 * (1 - np.cos(np.pi * (np.arange(CHUNK_LENGTH) + 0.5) / CHUNK_LENGTH))
+
+
+def half_cosine_chunk(state: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Normalised (T, 7) chunk from ``state`` toward ``target`` (both normalised 7-vectors).
+
+    Each joint moves by the remaining distance clipped to +-MAX_STEP_NORMALISED, and by at
+    least MIN_STEP_NORMALISED (in the target's direction): a smaller step would round its
+    first DCT coefficient to zero and change the token layout (see `CHUNK_PROFILE`).
+    """
+    state = np.asarray(state, dtype=float)
+    step = np.clip(np.asarray(target, dtype=float) - state, -MAX_STEP_NORMALISED, MAX_STEP_NORMALISED)
+    step = np.where(step < 0, -1.0, 1.0) * np.maximum(np.abs(step), MIN_STEP_NORMALISED)
+    return state[None, :] + step[None, :] * CHUNK_PROFILE[:, None]
+
+
 @dataclass
 class Scene:
     """One rendered synthetic image with per-pixel labels and its object boxes (normalised)."""
@@ -197,7 +233,10 @@ class Scene:
 
 
 class SyntheticWorld:
-    """Seeded generator of the synthetic images, affordances and joint chunks.
+    """Seeded generator of synthetic images, affordances and joint chunks (test inputs).
+
+    Not training data any more (the bundle is trained on simulator renders, see
+    `sim_data_engine`): tests and benchmarks use it for cheap, well-formed actor inputs.
 
     Parameters
     ----------
@@ -221,11 +260,7 @@ class SyntheticWorld:
         ys, xs = np.mgrid[0:IMAGE_HEIGHT, 0:IMAGE_WIDTH]
         self._grid_x = (xs + 0.5) / IMAGE_WIDTH
         self._grid_y = (ys + 0.5) / IMAGE_HEIGHT
-        # Half-cosine ease-in/ease-out, 0 -> 1: exactly the first DCT-II basis vector plus a
-        # constant, so a chunk has only two non-zero DCT rows and every FAST text shares one
-        # layout (7 DC codes, 7 first-frequency codes, then a run of zeros). That regular
-        # layout is what lets a tiny decoder learn decodable sequences in a minute.
-        self.profile = 0.5 * (1 - np.cos(np.pi * (np.arange(CHUNK_LENGTH) + 0.5) / CHUNK_LENGTH))
+        self.profile = CHUNK_PROFILE
 
     # -- images
     def render(self, rng: np.random.Generator, objects: int, size_scale: float = 1.0,
@@ -276,15 +311,8 @@ class SyntheticWorld:
         return 0.8 * np.tanh(flat @ self.target_weights.T + self.target_bias)
 
     def chunk(self, state: np.ndarray, affordance: np.ndarray) -> np.ndarray:
-        """Normalised (T, 7) chunk from `state` toward `joint_target(affordance)`.
-
-        Each joint moves by the remaining distance clipped to +-MAX_STEP_NORMALISED, and by
-        at least MIN_STEP_NORMALISED (in the target's direction): a smaller step would round
-        its first DCT coefficient to zero and change the token layout (see `profile`).
-        """
-        step = np.clip(self.joint_target(affordance) - state, -MAX_STEP_NORMALISED, MAX_STEP_NORMALISED)
-        step = np.where(step < 0, -1.0, 1.0) * np.maximum(np.abs(step), MIN_STEP_NORMALISED)
-        return state[None, :] + step[None, :] * self.profile[:, None]
+        """Normalised (T, 7) `half_cosine_chunk` from `state` toward `joint_target(affordance)`."""
+        return half_cosine_chunk(state, self.joint_target(affordance))
 
     def sample_actor_inputs(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
         """Random affordances [N,P,2] in [0.05, 0.95] and normalised states [N,7]."""
@@ -409,19 +437,19 @@ def quantile_stats(trajectory: np.ndarray) -> dict:
     }
 
 
-def fast_fitting_chunks(world: SyntheticWorld, normalised_trajectories: Sequence[np.ndarray],
+def fast_fitting_chunks(actor_chunks: Sequence[np.ndarray], normalised_trajectories: Sequence[np.ndarray],
                         rng: np.random.Generator) -> list:
     """Chunks the FAST tokenizer is fitted on (normalised units).
 
-    The actor's own chunk family, windows of the statistics trajectories, and constant
-    chunks at the normalised range ends (so any chunk inside [-1, 1] encodes).
+    The actor's own chunks, windows of smooth random trajectories, and constant chunks at
+    +-FAST_FIT_RANGE, so any chunk inside that range encodes (held-out and dry-run states can
+    lie a little outside the 1%..99% quantiles that map to [-1, 1]).
     """
-    affordance, state = world.sample_actor_inputs(rng, 3000)
-    chunks = [world.chunk(s, a) for s, a in zip(state, affordance)]
+    chunks = list(actor_chunks)
     for trajectory in normalised_trajectories:
         starts = rng.integers(0, trajectory.shape[0] - CHUNK_LENGTH, size=500)
         chunks.extend(np.clip(trajectory[i:i + CHUNK_LENGTH], -1.0, 1.0) for i in starts)
-    chunks.extend(np.full((CHUNK_LENGTH, ACTION_DIM), value) for value in (-1.0, 1.0))
+    chunks.extend(np.full((CHUNK_LENGTH, ACTION_DIM), value) for value in (-FAST_FIT_RANGE, FAST_FIT_RANGE))
     return chunks
 
 
@@ -546,7 +574,7 @@ def build_manifest(mask_classes: Sequence[str], normalization: dict, vocab: int,
     return {
         "format_version": 1,
         "name": "reference",
-        "description": ("Tiny models trained briefly on synthetic data by "
+        "description": ("Tiny models trained briefly on MuJoCo simulator renders by "
                         "sim2real_vla_ros.tools.make_reference_bundle; well-formed outputs, NOT task-competent."),
         "image": image_section(),
         "cameras": dict(CAMERAS),
@@ -624,16 +652,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def environment_versions() -> dict:
     """Library versions that determine the generated bytes."""
+    import cv2
+    import mujoco
     import onnx
     import tokenizers
     import torch
 
     return {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-            "onnx": onnx.__version__, "tokenizers": tokenizers.__version__}
+            "onnx": onnx.__version__, "tokenizers": tokenizers.__version__, "mujoco": mujoco.__version__,
+            "opencv": cv2.__version__}
 
 
 __all__ = [
-    "BundleGenerationError", "SyntheticWorld", "build_manifest",
+    "BundleGenerationError", "CHUNK_PROFILE", "SyntheticWorld", "build_manifest", "half_cosine_chunk",
     "bundle_file_hashes", "default_tasks_file", "random_actor_observation", "diffusion_alphas_cumprod",
     "dynamic_axis_ranges", "image_preprocessor", "image_section", "main", "model_contracts", "model_input_images",
     "pseudo_instruction_embedding", "quantile_stats", "synthetic_trajectories", "task_instructions_and_objects",
