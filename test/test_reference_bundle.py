@@ -214,7 +214,8 @@ def test_training_pools_are_built_with_the_deployment_pipeline(bundle, sim_engin
     samples = sim_engine.samples(3, np.random.default_rng(4), first_seed=900)
     pools = SimPools(samples, bundle.known_instructions)
     for index in range(3):
-        deployed = masked_model_input(bundle.image_preprocessor, apply_mask(pools.top_raw[index], pools.top_labels[index]))
+        masked = apply_mask(pools.top_raw[index], pools.top_labels[index])
+        deployed = masked_model_input(bundle.image_preprocessor, masked)
         assert pools.top_masked[index:index + 1].tobytes() == deployed.tobytes()
         assert pools.plain_inputs(pools.top_raw[index:index + 1]).tobytes() == \
             bundle.preprocess_image(pools.top_raw[index]).tobytes()

@@ -42,8 +42,9 @@ One sample (:class:`SimSample`) of a task is:
 
 The chain of affordances the planner is taught (kept short and explicit): step 0 (no
 previous affordance) -> pre-grasp (open fingers); step 1 (previous = the pre-grasp) ->
-grasp (closed fingers); step 2 (previous = the grasp) -> ``done``. Arms the task does not use are inactive; their keypoints
-are the gripper keypoints of the task's initial pose (a "stay" target).
+grasp (closed fingers); step 2 (previous = the grasp) -> ``done``. Arms the task does not
+use are inactive; their keypoints are the gripper keypoints of the task's initial pose (a
+"stay" target).
 """
 from __future__ import annotations
 
