@@ -16,7 +16,7 @@ from collections import defaultdict
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -97,7 +97,9 @@ class Probe:
         self.messages: Dict[str, List[Any]] = defaultdict(list)
         self.arrival: Dict[str, List[float]] = defaultdict(list)
         self._lock = threading.Lock()
-        self.executor = MultiThreadedExecutor(num_threads=2)
+        # Single-threaded, like the nodes: rclpy's MultiThreadedExecutor busy-waits holding the
+        # GIL (see node_support.BackgroundWorker) and would starve the test thread.
+        self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
@@ -118,14 +120,34 @@ class Probe:
             self.messages[topic].clear()
             self.arrival[topic].clear()
 
-    def call(self, srv_type, name: str, request, timeout: float = 10.0):
+    def call(self, srv_type, name: str, request, timeout: float = 10.0, resend_after: float = 3.0,
+             processes: Sequence["NodeProcess"] = ()):
+        """Call a service and return its response; resend the request if no reply came.
+
+        rmw_fastrtps's server waits only 100 ms for the client's response reader to be matched
+        before it drops the response (rclpy warns "failed to send response (timeout)"); on a
+        loaded machine discovery can take longer even though wait_for_service() already saw the
+        server. So an unanswered request is sent again every ``resend_after`` seconds until
+        ``timeout``: only for requests that are safe to repeat (every service the tests call is).
+        """
         client = self.node.create_client(srv_type, name)
         try:
             if not client.wait_for_service(timeout_sec=timeout):
                 raise TimeoutError(f"service {name} not available within {timeout} s")
-            future = client.call_async(request)
-            wait_for(future.done, timeout, f"reply from {name}")
-            return future.result()
+            deadline = time.monotonic() + timeout
+            futures = []
+            while True:
+                futures.append(client.call_async(request))
+                resend_at = min(time.monotonic() + resend_after, deadline)
+                replied = wait_for(lambda: next((f for f in futures if f.done()), None)
+                                   or time.monotonic() >= resend_at, timeout,
+                                   f"reply from {name}", processes=processes)
+                if replied is not True:
+                    return replied.result()
+                if time.monotonic() >= deadline:
+                    details = "".join(f"\n--- {p.name} output ---\n{p.output[-3000:]}" for p in processes)
+                    raise AssertionError(f"timed out after {timeout} s waiting for a reply from {name} "
+                                         f"({len(futures)} requests sent){details}")
         finally:
             self.node.destroy_client(client)
 

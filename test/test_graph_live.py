@@ -21,7 +21,7 @@ from rclpy.parameter import parameter_value_to_python
 from rclpy.qos import QoSCompatibility, qos_check_compatible
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
-from std_srvs.srv import SetBool
+from std_srvs.srv import SetBool, Trigger
 
 from ros_harness import Probe, ros_env, wait_for
 from sim2real_vla_ros import graph
@@ -227,6 +227,10 @@ def test_estop_holds_the_actor_commands_within_one_control_tick(live):
         recent = [m.position for m in live.commands(moving_arm)[-10:]]
         return len(recent) == 10 and np.ptp(np.asarray(recent), axis=0).max() > 1e-6
 
+    # The earlier tests may have let the planner finish the task (the arms then hold still):
+    # restart it so a chunk is executing when the e-stop arrives.
+    restart = live.probe.call(Trigger, "/vla/start", Trigger.Request(), timeout=20.0)
+    assert restart.success, restart.message
     wait_for(moving, 60.0, f"actor_{moving_arm}'s commands to move (a chunk executing)")
     requested_at = live.sim_now()
     reply = live.probe.call(SetBool, "/vla/set_estop", SetBool.Request(data=True), timeout=20.0)

@@ -262,6 +262,21 @@ class TestClosedLoop:
         assert not undeclared, f"config/vla.yaml actor_left sets undeclared parameters {undeclared}"
 
     def test_estop_holds_the_command_within_one_tick(self, actor, probe):
+        # The e-stop must land while a chunk executes. On a loaded machine the arm can already be
+        # holding when it arrives (a stale-input hold after the fake world was descheduled): then
+        # the premise is missing, not the hold, so release and try again (at most three times).
+        for attempt in range(3):
+            moving_before = self._estop_while_moving(actor, probe)
+            if moving_before:
+                break
+            safety = {k: v for k, v in (diagnostics(probe, "actor_left") or {}).items() if k.startswith("safety.")}
+            print(f"attempt {attempt + 1}: the arm was already holding when the e-stop arrived ({safety})")
+        assert moving_before, "the arm was never moving when the e-stop arrived (3 attempts)"
+
+    @staticmethod
+    def _estop_while_moving(actor, probe) -> bool:
+        """Engage the e-stop while moving; assert nothing moves after it. Returns whether the arm
+        was moving in the 0.5 s before the actor received it."""
         wait_moving(probe, "left", actor)
         requested = probe.world.now()
         probe.world.set_estop(True)
@@ -275,16 +290,17 @@ class TestClosedLoop:
             received = received_at()
             wait_for(lambda: commands(probe, "left", received + 0.5)[0].size >= 5, 10.0,
                      "0.5 s of commands after the e-stop", processes=[actor])
-            _, before = commands(probe, "left", received - 0.5)
+            stamps, positions = commands(probe, "left", received - 0.5)
+            before = positions[stamps <= received]
             _, after = commands(probe, "left", received + TICK_S)
-            assert np.ptp(before[:, :6], axis=0).max() > 0, "the arm was not moving before the e-stop"
             assert np.ptp(after, axis=0).max() == 0.0, f"moved after the e-stop ({len(after)} ticks)"
             latency = diagnostics(probe, "actor_left")["estop_hold_latency_ms"]
             print(f"e-stop hold latency {latency} ms (tick {TICK_S * 1e3:.0f} ms)")
             assert float(latency) < 0.5e3, "the e-stop waited behind something (inference?)"
+            return len(before) > 1 and np.ptp(before[:, :6], axis=0).max() > 0
         finally:
             probe.world.set_estop(False)
-        wait_moving(probe, "left", actor)  # released: a fresh chunk, and the arm moves again
+            wait_moving(probe, "left", actor)  # released: a fresh chunk, and the arm moves again
 
     def test_a_silent_camera_makes_the_actor_hold_within_the_staleness_limit(self, actor, probe):
         wait_moving(probe, "left", actor)

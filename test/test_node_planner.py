@@ -107,7 +107,7 @@ def polygon(probe, arm):
 
 def call(probe, srv, name, request, node):
     assert node.proc.poll() is None, node.output
-    return probe.call(srv, name, request, timeout=20.0)
+    return probe.call(srv, name, request, timeout=20.0, processes=[node])
 
 
 def start(probe, node):

@@ -157,7 +157,9 @@ def test_scripted_negative_validator_replans_then_aborts_and_the_planner_holds(b
         state = wait_for(lambda: (s := last_json(probe, "/vla/plan_state")) and s["phase"] == "aborted" and s, 10.0,
                          "planner aborted", processes=nodes)
         assert state["affordance"] is None and state["total_retries"] == 1
-        assert probe.received("/vla/affordance/left")[-1].polygon.points == [], "hold: empty affordance"
+        # plan_state is published just before the affordances: wait for the empty polygon.
+        wait_for(lambda: probe.received("/vla/affordance/left")[-1].polygon.points == [], 10.0,
+                 "hold: an empty left affordance", processes=nodes)
         task = wait_for(lambda: (t := last_json(probe, "/vla/task_state")) and t["phase"] == "aborted" and t, 10.0,
                         "task_state aborted", processes=nodes)
         assert task["last_event"] == "abort" and not task["arms"]["left"]["achieved"]

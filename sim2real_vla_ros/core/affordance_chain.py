@@ -21,7 +21,7 @@ Planner node loop (sketch)::
 
     if chain.needs_prediction(now):               # also applies request / step timeouts
         request = chain.request_prediction(now)   # prev_affordance [K,2,P,2], prev_valid [K]
-        ... run the planner model (maybe in another callback group) ...
+        ... run the planner model (maybe in another thread) ...
         chain.on_prediction(request.request_id, denormalise_keypoints(kp, size), arm_active,
                             done, obs_stamp, now)
     # validator event topic callback:

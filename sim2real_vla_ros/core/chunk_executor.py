@@ -49,8 +49,8 @@ arrival must not replace a newer plan) or stamped further in the future than ``m
 If the clock goes back (``now_s`` more than one step before the executing chunk's arrival, as
 after a simulator reset), the old plan is forgotten (counted) and the new chunk starts afresh.
 
-Threads: one lock guards the plan; ``submit`` (inference callback) and ``setpoint`` (control
-timer) may run concurrently under a MultiThreadedExecutor. Plans are immutable, so a setpoint
+Threads: one lock guards the plan; ``submit`` (inference thread) and ``setpoint`` (control
+timer) may run concurrently. Plans are immutable, so a setpoint
 is computed outside the lock from a consistent snapshot.
 """
 from __future__ import annotations

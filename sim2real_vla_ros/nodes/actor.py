@@ -22,8 +22,8 @@ Subscriptions
     parameter is set) and ``image_size`` (the planner's pixel frame; unless
     ``top_image_width`` / ``top_image_height`` are set).
 /vla/estop : std_msgs/Bool (latched)
-    True: hold the last sent setpoint from the next control tick on (own callback group, so
-    it never waits behind inference); false: resume with a fresh chunk.
+    True: hold the last sent setpoint from the next control tick on (inference runs in another
+    thread, so it never waits behind it); false: resume with a fresh chunk.
 
 Publications
 ------------
@@ -70,9 +70,10 @@ fault_injection ('') and fault_injection_period (1): TEST / DRY-RUN ONLY. 'nan_c
 inference_delay_s (0.0): artificial latency added to each inference (async-vs-sync benchmark).
 diagnostics_rate_hz (1.0).
 
-Threads: the control timer, inference, e-stop, inputs and diagnostics are five mutually
-exclusive callback groups under a MultiThreadedExecutor, so a slow inference never delays a
-control tick or the e-stop.
+Threads: inference runs in its own thread (node_support.BackgroundWorker), woken by the
+control tick; the control timer, e-stop, inputs and diagnostics are short callbacks on a
+SingleThreadedExecutor, so a slow inference never delays a control tick or the e-stop (and
+rclpy's MultiThreadedExecutor, which busy-waits holding the GIL, is not used).
 """
 from __future__ import annotations
 
@@ -86,8 +87,6 @@ import numpy as np
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PolygonStamped
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, String
@@ -107,7 +106,7 @@ from sim2real_vla_ros.core.safety import (DEFAULT_MAX_ACCELERATION, DEFAULT_MAX_
                                           SafetyEventKind, SafetyFilter, SafetyLimits, check_input_ages)
 from sim2real_vla_ros.core.vendor import urdf_to_vendor
 from sim2real_vla_ros.nodes import common
-from sim2real_vla_ros.nodes.node_support import FaultLog, LevelTracker, load_node_bundle
+from sim2real_vla_ros.nodes.node_support import BackgroundWorker, FaultLog, LevelTracker, load_node_bundle
 
 OUTPUT_MODES = ("trajectory", "stream", "vendor")
 INPUT_NAMES = ("cam_high", "wrist", "joint_state", "affordance")
@@ -308,30 +307,25 @@ class ActorNode(Node):
 
     def _create_interfaces(self) -> None:
         guard = self.faults.guard
-        inputs = MutuallyExclusiveCallbackGroup()
-        estop_group = MutuallyExclusiveCallbackGroup()
-        control_group = MutuallyExclusiveCallbackGroup()
-        inference_group = MutuallyExclusiveCallbackGroup()
-        diagnostics_group = MutuallyExclusiveCallbackGroup()
-        # Inference runs in its own group, woken by a guard condition the control tick triggers:
-        # it may take hundreds of ms and must never delay a tick or the e-stop.
-        self._wake_inference = self.create_guard_condition(guard(self._run_inference, "inference_callback_error"),
-                                                           inference_group)
+        # Inference runs in its own thread, woken by the control tick: it may take hundreds of
+        # ms and must never delay a tick or the e-stop.
+        self._inference_worker = BackgroundWorker(
+            f"{self.get_name()}_inference", self._run_inference,
+            lambda exc: self.faults.fault("inference_callback_error", f"{type(exc).__name__}: {exc}"))
         self.create_subscription(Image, "/vla/masked/cam_high",
                                  guard(lambda m: self._on_image("cam_high", m), "image_callback_error"),
-                                 common.SENSOR_QOS, callback_group=inputs)
+                                 common.SENSOR_QOS)
         self.create_subscription(Image, f"/vla/masked/{self.wrist_camera}",
                                  guard(lambda m: self._on_image("wrist", m), "image_callback_error"),
-                                 common.SENSOR_QOS, callback_group=inputs)
+                                 common.SENSOR_QOS)
         self.create_subscription(JointState, "/joint_states", guard(self._on_joint_state, "joint_state_callback_error"),
-                                 common.SENSOR_QOS, callback_group=inputs)
+                                 common.SENSOR_QOS)
         self.create_subscription(PolygonStamped, f"/vla/affordance/{self.arm}",
-                                 guard(self._on_affordance, "affordance_callback_error"), common.LATCHED_QOS,
-                                 callback_group=inputs)
+                                 guard(self._on_affordance, "affordance_callback_error"), common.LATCHED_QOS)
         self.create_subscription(String, "/vla/plan_state", guard(self._on_plan_state, "plan_state_callback_error"),
-                                 common.LATCHED_QOS, callback_group=inputs)
+                                 common.LATCHED_QOS)
         self.create_subscription(Bool, "/vla/estop", guard(self._on_estop, "estop_callback_error"),
-                                 common.LATCHED_QOS, callback_group=estop_group)
+                                 common.LATCHED_QOS)
         if self.output_mode == "trajectory":
             self.command_pub = self.create_publisher(JointTrajectory, f"/{self.arm}_arm_controller/joint_trajectory",
                                                      common.COMMAND_QOS)
@@ -344,9 +338,8 @@ class ActorNode(Node):
         self.chunk_pub = self.create_publisher(JointTrajectory, f"/vla/actor_{self.arm}/chunk", common.COMMAND_QOS)
         self.sent_pub = self.create_publisher(JointState, f"/vla/actor_{self.arm}/command", common.COMMAND_QOS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", common.COMMAND_QOS)
-        self.create_timer(self.dt, guard(self._control_tick, "control_tick_error"), callback_group=control_group)
-        self.create_timer(1.0 / self.diagnostics_rate_hz, guard(self._publish_diagnostics, "diagnostics_error"),
-                          callback_group=diagnostics_group)
+        self.create_timer(self.dt, guard(self._control_tick, "control_tick_error"))
+        self.create_timer(1.0 / self.diagnostics_rate_hz, guard(self._publish_diagnostics, "diagnostics_error"))
 
     def _warm_up(self) -> None:
         # The first ONNX Runtime run allocates; doing it now keeps it out of the first chunk's latency.
@@ -355,6 +348,7 @@ class ActorNode(Node):
 
     def destroy_node(self) -> None:
         self._stop.set()
+        self._inference_worker.stop()
         super().destroy_node()
 
     # ------------------------------------------------------------------ inputs
@@ -506,7 +500,7 @@ class ActorNode(Node):
             if due:
                 self._in_flight = True
         if due:
-            self._wake_inference.trigger()
+            self._inference_worker.wake()
 
     # ------------------------------------------------------------------ inference
     def _take_snapshot(self) -> Optional[_Snapshot]:
@@ -707,7 +701,7 @@ def _none(value):
 
 def main(args=None) -> int:
     # Five groups (control, inference, e-stop, inputs, diagnostics): one thread each, so none waits on another.
-    return common.run_node(ActorNode, lambda: MultiThreadedExecutor(num_threads=5))
+    return common.run_node(ActorNode)
 
 
 if __name__ == "__main__":

@@ -37,8 +37,6 @@ import threading
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
@@ -46,7 +44,7 @@ from sim2real_vla_ros.core.camera_pairing import FramePairer, RateMeter
 from sim2real_vla_ros.core.observation import LatencyWindow, apply_mask, logits_to_mask, resize_rgb
 from sim2real_vla_ros.core.robot import CAMERA_NAMES
 from sim2real_vla_ros.nodes import common
-from sim2real_vla_ros.nodes.node_support import FaultLog, LevelTracker, load_node_bundle
+from sim2real_vla_ros.nodes.node_support import BackgroundWorker, FaultLog, LevelTracker, load_node_bundle
 
 
 class CameraMaskNode(Node):
@@ -80,28 +78,27 @@ class CameraMaskNode(Node):
         self._sets_published = 0
         self._levels = LevelTracker()
 
-        # Image callbacks only convert and store (fast); the model runs in its own mutually
-        # exclusive group so a slow inference never delays frame intake, and frames that
+        # Image callbacks only convert and store (fast); the model runs in its own thread
+        # (BackgroundWorker) so a slow inference never delays frame intake, and frames that
         # arrive meanwhile simply replace older ones in the pairer.
-        diagnostics_group = MutuallyExclusiveCallbackGroup()
-        inference_group = MutuallyExclusiveCallbackGroup()
-        self._wake_inference = self.create_guard_condition(
-            self.faults.guard(self._process_newest_set, "inference_callback_error"), inference_group)
+        self._inference_worker = BackgroundWorker(
+            f"{self.get_name()}_inference", self._process_newest_set,
+            lambda exc: self.faults.fault("inference_callback_error", f"{type(exc).__name__}: {exc}"))
         for name in CAMERA_NAMES:
-            # One group per camera: a frame of one camera never waits for another camera's
-            # callback (they only share the pairer, guarded by the lock).
             on_image = self.faults.guard(lambda msg, n=name: self._on_image(n, msg), "image_callback_error")
-            self.create_subscription(Image, f"/{name}/image_raw", on_image, common.SENSOR_QOS,
-                                     callback_group=MutuallyExclusiveCallbackGroup())
+            self.create_subscription(Image, f"/{name}/image_raw", on_image, common.SENSOR_QOS)
         self.mask_pubs = {n: self.create_publisher(Image, f"/vla/mask/{n}", common.SENSOR_QOS) for n in CAMERA_NAMES}
         self.masked_pubs = {n: self.create_publisher(Image, f"/vla/masked/{n}", common.SENSOR_QOS)
                             for n in CAMERA_NAMES}
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", common.COMMAND_QOS)
-        self.create_timer(1.0 / diagnostics_rate, self.faults.guard(self._publish_diagnostics, "diagnostics_error"),
-                          callback_group=diagnostics_group)
+        self.create_timer(1.0 / diagnostics_rate, self.faults.guard(self._publish_diagnostics, "diagnostics_error"))
         self.get_logger().info(f"camera_mask ready: {self.n_classes} classes at {self.model_size[0]}x"
                                f"{self.model_size[1]}, {'batched' if self.batched else 'per-camera'} inference, "
                                f"max_skew_s={self.max_skew_s}")
+
+    def destroy_node(self) -> None:
+        self._inference_worker.stop()
+        super().destroy_node()
 
     def _check_bundle_cameras(self) -> None:
         cameras = self.bundle.manifest.cameras
@@ -122,7 +119,7 @@ class CameraMaskNode(Node):
             self.rates[camera].add(stamp_s)
             kept = self.pairer.add(camera, stamp_s, (msg.header, rgb))
         if kept:
-            self._wake_inference.trigger()
+            self._inference_worker.wake()
 
     # ------------------------------------------------------------------ inference
     def _process_newest_set(self) -> None:
@@ -187,8 +184,8 @@ class CameraMaskNode(Node):
 
 
 def main(args=None) -> int:
-    # Three threads: frame intake, mask inference and diagnostics do not wait on each other.
-    return common.run_node(CameraMaskNode, lambda: MultiThreadedExecutor(num_threads=3))
+    # Frame intake and diagnostics on the executor's thread, mask inference in its own.
+    return common.run_node(CameraMaskNode)
 
 
 if __name__ == "__main__":

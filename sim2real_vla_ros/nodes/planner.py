@@ -65,8 +65,6 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point, Point32, PolygonStamped
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Bool, ColorRGBA, String
@@ -81,7 +79,7 @@ from sim2real_vla_ros.core.observation import masked_model_input, pixels_to_opti
 from sim2real_vla_ros.core.overlay import ARM_COLORS, draw_affordances
 from sim2real_vla_ros.core.payloads import EVENT_WIRE_NAMES, parse_validator_event, plan_state_payload
 from sim2real_vla_ros.nodes import common
-from sim2real_vla_ros.nodes.node_support import FaultLog, LevelTracker, load_node_bundle
+from sim2real_vla_ros.nodes.node_support import BackgroundWorker, FaultLog, LevelTracker, load_node_bundle
 
 FRAME_ID = "cam_high_optical_frame"
 OVERLAY_SOURCES = ("masked", "raw")
@@ -178,27 +176,30 @@ class PlannerNode(Node):
             raise ValueError(f"parameter 'chain_length' = {self.chain_length}, but the bundle's planner model takes "
                              f"K = {shape[1]} previous affordances (prev_affordance {list(shape)})")
 
+    def destroy_node(self) -> None:
+        self._tick_worker.stop()
+        super().destroy_node()
+
     def _create_interfaces(self) -> None:
-        # The planner model runs in its own mutually exclusive group: services, validator
-        # events and e-stop (io group) stay responsive while it computes, and two ticks
+        # The planning tick (the model) runs in its own thread, woken by the timer: services,
+        # validator events and the e-stop stay responsive while it computes, and two ticks
         # never overlap.
-        inference_group = MutuallyExclusiveCallbackGroup()
-        io_group = MutuallyExclusiveCallbackGroup()
-        visuals_group = MutuallyExclusiveCallbackGroup()
         guard = self.faults.guard
+        self._tick_worker = BackgroundWorker(
+            f"{self.get_name()}_tick", self._on_tick,
+            lambda exc: self.faults.fault("tick_error", f"{type(exc).__name__}: {exc}"))
         self.create_subscription(Image, "/vla/masked/cam_high", guard(self._on_masked, "callback_error"),
-                                 common.SENSOR_QOS, callback_group=io_group)
+                                 common.SENSOR_QOS)
         if self.overlay_source == "raw":
             self.create_subscription(Image, "/cam_high/image_raw", guard(self._on_raw, "callback_error"),
-                                     common.SENSOR_QOS, callback_group=io_group)
+                                     common.SENSOR_QOS)
         self.create_subscription(CameraInfo, "/cam_high/camera_info", guard(self._on_camera_info, "callback_error"),
-                                 common.SENSOR_QOS, callback_group=io_group)
+                                 common.SENSOR_QOS)
         self.create_subscription(String, "/vla/validator/event", guard(self._on_validator_event, "callback_error"),
-                                 common.COMMAND_QOS, callback_group=io_group)
+                                 common.COMMAND_QOS)
         self.create_subscription(String, "/vla/instruction", guard(self._on_instruction, "callback_error"),
-                                 common.LATCHED_QOS, callback_group=io_group)
-        self.create_subscription(Bool, "/vla/estop", guard(self._on_estop, "callback_error"), common.LATCHED_QOS,
-                                 callback_group=io_group)
+                                 common.LATCHED_QOS)
+        self.create_subscription(Bool, "/vla/estop", guard(self._on_estop, "callback_error"), common.LATCHED_QOS)
         self.affordance_pubs = {arm: self.create_publisher(PolygonStamped, f"/vla/affordance/{arm}", common.LATCHED_QOS)
                                 for arm in ARM_NAMES}
         self.state_pub = self.create_publisher(String, "/vla/plan_state", common.LATCHED_QOS)
@@ -206,14 +207,12 @@ class PlannerNode(Node):
         self.overlay_pub = self.create_publisher(Image, "/vla/affordance_overlay", common.SENSOR_QOS)
         self.estop_pub = self.create_publisher(Bool, "/vla/estop", common.LATCHED_QOS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", common.COMMAND_QOS)
-        self.create_service(Trigger, "/vla/start", self._handle_start, callback_group=io_group)
-        self.create_service(Trigger, "/vla/stop", self._handle_stop, callback_group=io_group)
-        self.create_service(SetBool, "/vla/set_estop", self._handle_set_estop, callback_group=io_group)
-        self.create_timer(1.0 / self.rate_hz, guard(self._on_tick, "tick_error"), callback_group=inference_group)
-        self.create_timer(1.0 / self.overlay_rate_hz, guard(self._publish_visuals, "visuals_error"),
-                          callback_group=visuals_group)
-        self.create_timer(1.0 / self.diagnostics_rate_hz, guard(self._publish_diagnostics, "diagnostics_error"),
-                          callback_group=visuals_group)
+        self.create_service(Trigger, "/vla/start", self._handle_start)
+        self.create_service(Trigger, "/vla/stop", self._handle_stop)
+        self.create_service(SetBool, "/vla/set_estop", self._handle_set_estop)
+        self.create_timer(1.0 / self.rate_hz, self._tick_worker.wake)
+        self.create_timer(1.0 / self.overlay_rate_hz, guard(self._publish_visuals, "visuals_error"))
+        self.create_timer(1.0 / self.diagnostics_rate_hz, guard(self._publish_diagnostics, "diagnostics_error"))
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         for param in params:
@@ -540,9 +539,8 @@ def _task_name(instruction: str) -> Optional[str]:
 
 
 def main(args=None) -> int:
-    # Three threads: the planner model (inference group), services/events (io group) and
-    # visuals/diagnostics each get one, so none waits on another.
-    return common.run_node(PlannerNode, lambda: MultiThreadedExecutor(num_threads=3))
+    # Services, events, visuals and diagnostics on the executor's thread, planning in its own.
+    return common.run_node(PlannerNode)
 
 
 if __name__ == "__main__":

@@ -47,8 +47,6 @@ from typing import Dict, Optional
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
@@ -60,7 +58,7 @@ from sim2real_vla_ros.core.payloads import (EVENT_WIRE_NAMES, PlanView, parse_pl
 from sim2real_vla_ros.core.robot import WRIST_CAMERA, arm_joint_names
 from sim2real_vla_ros.core.validator_gate import GateEvent, ValidatorGate
 from sim2real_vla_ros.nodes import common
-from sim2real_vla_ros.nodes.node_support import FaultLog, LevelTracker, load_node_bundle
+from sim2real_vla_ros.nodes.node_support import BackgroundWorker, FaultLog, LevelTracker, load_node_bundle
 
 TOP_CAMERA = "cam_high"
 MODEL_SOURCE = "model"
@@ -145,26 +143,30 @@ class ValidatorNode(Node):
         self.diagnostics_rate_hz = declare(self, "diagnostics_rate_hz", 1.0, "/diagnostics rate (Hz)",
                                            lambda v: 0.0 < v <= 50.0, "in (0, 50]")
 
+    def destroy_node(self) -> None:
+        self._decision_worker.stop()
+        super().destroy_node()
+
     def _create_interfaces(self) -> None:
-        # The model runs in its own mutually exclusive group (the decision tick): input
-        # callbacks keep storing the newest messages while it computes, and ticks never overlap.
-        decision_group = MutuallyExclusiveCallbackGroup()
-        io_group = MutuallyExclusiveCallbackGroup()
+        # The decision (the model) runs in its own thread, woken by the timer: input callbacks
+        # keep storing the newest messages while it computes, and decisions never overlap.
         guard = self.faults.guard
+        self._decision_worker = BackgroundWorker(
+            f"{self.get_name()}_decision", self._on_tick,
+            lambda exc: self.faults.fault("tick_error", f"{type(exc).__name__}: {exc}"))
         for camera in (TOP_CAMERA, *WRIST_CAMERA.values()):
             self.create_subscription(Image, f"/vla/masked/{camera}",
                                      guard(lambda msg, c=camera: self._on_image(c, msg), "callback_error"),
-                                     common.SENSOR_QOS, callback_group=io_group)
+                                     common.SENSOR_QOS)
         self.create_subscription(JointState, "/joint_states", guard(self._on_joint_states, "callback_error"),
-                                 common.SENSOR_QOS, callback_group=io_group)
+                                 common.SENSOR_QOS)
         self.create_subscription(String, "/vla/plan_state", guard(self._on_plan_state, "callback_error"),
-                                 common.LATCHED_QOS, callback_group=io_group)
+                                 common.LATCHED_QOS)
         self.event_pub = self.create_publisher(String, "/vla/validator/event", common.COMMAND_QOS)
         self.state_pub = self.create_publisher(String, "/vla/task_state", common.LATCHED_QOS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", common.COMMAND_QOS)
-        self.create_timer(1.0 / self.rate_hz, guard(self._on_tick, "tick_error"), callback_group=decision_group)
-        self.create_timer(1.0 / self.diagnostics_rate_hz, guard(self._publish_diagnostics, "diagnostics_error"),
-                          callback_group=io_group)
+        self.create_timer(1.0 / self.rate_hz, self._decision_worker.wake)
+        self.create_timer(1.0 / self.diagnostics_rate_hz, guard(self._publish_diagnostics, "diagnostics_error"))
 
     # ------------------------------------------------------------------ inputs
     def _on_image(self, camera: str, msg: Image) -> None:
@@ -322,8 +324,8 @@ class ValidatorNode(Node):
 
 
 def main(args=None) -> int:
-    # Two threads: the decision tick (model) and the input/diagnostics callbacks.
-    return common.run_node(ValidatorNode, lambda: MultiThreadedExecutor(num_threads=2))
+    # Inputs and diagnostics on the executor's thread, decisions (the model) in their own.
+    return common.run_node(ValidatorNode)
 
 
 if __name__ == "__main__":
