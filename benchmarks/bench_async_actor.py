@@ -48,8 +48,6 @@ import argparse
 import json
 import math
 import os
-import platform
-import sys
 import time
 from dataclasses import dataclass
 
@@ -64,7 +62,7 @@ from sim2real_vla_ros.core.observation import apply_mask
 from sim2real_vla_ros.core.robot import arm_limits
 from sim2real_vla_ros.core.safety import SafetyFilter, SafetyLimits
 from sim2real_vla_ros.paths import share_path
-from bench_common import cpu_model
+from bench_common import machine
 
 ARM = "left"
 REVOLUTE_JOINTS = tuple(range(6))  # joints 1-6 (rad); joint7 is the finger (m)
@@ -371,11 +369,9 @@ def main(argv=None) -> None:
         "model_compute": {"calibration": calibration, "during_run": summarize_times(all_measured),
                           "failures": failures},
         "results": results,
-        "machine": {
-            "cpu_count": os.cpu_count(), "cpu_model": cpu_model(), "platform": platform.platform(),
-            "python": sys.version.split()[0], "numpy": np.__version__, "onnxruntime": onnxruntime.__version__,
-            "note": "shared 2-core CPU; simulated time, so only the model compute time depends on the machine",
-        },
+        "machine": machine(numpy=np.__version__, onnxruntime=onnxruntime.__version__,
+                           note="shared 2-core CPU; simulated time, so only the model compute time depends on "
+                                "the machine"),
         "wall_time_s": None,
     }
     bundle.close()

@@ -1,5 +1,7 @@
 """Helpers shared by the benchmark scripts (run as `python benchmarks/bench_*.py`)."""
+import os
 import platform
+import sys
 
 
 def cpu_model() -> str:
@@ -12,3 +14,10 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def machine(**extra) -> dict:
+    """The results files' machine section: CPU, platform, Python, plus ``extra`` (library
+    versions, load averages, notes) given by each benchmark."""
+    return {"cpu_count": os.cpu_count(), "cpu_model": cpu_model(), "platform": platform.platform(),
+            "python": sys.version.split()[0], **extra}

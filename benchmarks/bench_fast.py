@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import time
 
 import numpy as np
@@ -22,7 +20,7 @@ import scipy.fft
 import tokenizers
 
 from sim2real_vla_ros.core.fast import FastTokenizer
-from bench_common import cpu_model
+from bench_common import machine
 
 HORIZON, ACTION_DIM = 50, 7
 RESULTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_fast.json")
@@ -110,15 +108,7 @@ def main() -> None:
         "round_trip_max_abs_error": max_error,
         "timings": timings,
         "target": "decode median well under 1000 us",
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "cpu_model": cpu_model(),
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-            "tokenizers": tokenizers.__version__,
-        },
+        "machine": machine(numpy=np.__version__, scipy=scipy.__version__, tokenizers=tokenizers.__version__),
         "note": "shared machine: other processes may inflate p99",
     }
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import time
 
 import numpy as np
@@ -31,7 +29,7 @@ from sim2real_vla_ros.core.actor_pipeline import ActorPipeline
 from sim2real_vla_ros.core.bundle import load_bundle
 from sim2real_vla_ros.paths import share_path
 from sim2real_vla_ros.tools.make_reference_bundle import SyntheticWorld, random_actor_observation
-from bench_common import cpu_model
+from bench_common import cpu_model, machine
 
 RESULTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_models.json")
 VARIANTS = {
@@ -160,16 +158,9 @@ def main() -> None:
         "fast_decode": fast_decode,
         "actor_cycle": cycles,
         "settings": {"runs": args.runs, "cycles": args.cycles, "intra_op_threads": args.threads},
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "cpu_model": cpu_model(),
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "numpy": np.__version__,
-            "onnxruntime": onnxruntime.__version__,
-            "load_average_1_5_15min_at_end": [round(v, 2) for v in os.getloadavg()],
-            "note": "shared 2-core development machine: other processes may run concurrently",
-        },
+        "machine": machine(numpy=np.__version__, onnxruntime=onnxruntime.__version__,
+                           load_average_1_5_15min_at_end=[round(v, 2) for v in os.getloadavg()],
+                           note="shared 2-core development machine: other processes may run concurrently"),
     }
     os.makedirs(os.path.dirname(RESULTS_FILE), exist_ok=True)
     with open(RESULTS_FILE, "w", encoding="utf-8") as stream:

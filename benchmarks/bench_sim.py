@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -31,7 +30,7 @@ import numpy as np
 from sim2real_vla_ros.core import robot
 from sim2real_vla_ros.sim.controllers import TrajectoryArmController
 from sim2real_vla_ros.sim.simulator import Simulator
-from bench_common import cpu_model
+from bench_common import machine
 
 RESULTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_sim.json")
 TASK = "pour_water_single"
@@ -158,14 +157,8 @@ def main() -> int:
         "settings": {"physics_rate_hz": 500, "camera_rate_hz": CAMERA_RATE_HZ, "image": "320x240 rgb8",
                      "shadows": False, "multisamples": 0, "cameras": list(robot.CAMERA_NAMES)},
         "results": results,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "cpu_model": cpu_model(),
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "mujoco_gl": os.environ.get("MUJOCO_GL"),
-            "load_average_before": [round(v, 2) for v in load_before],
-        },
+        "machine": machine(mujoco_gl=os.environ.get("MUJOCO_GL"),
+                           load_average_before=[round(v, 2) for v in load_before]),
         "note": "shared 2-core machine: other processes lower the RTF; the node runs as a separate process",
     }
     os.makedirs(os.path.dirname(RESULTS_FILE), exist_ok=True)

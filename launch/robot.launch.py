@@ -20,8 +20,7 @@ The cameras are the user's own drivers (e.g. AgileX's /camera_f|l|r/color/image_
 import os
 
 from launch import LaunchContext, LaunchDescription
-from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, OpaqueFunction
-from launch.launch_description_sources import PythonLaunchDescriptionSource
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -57,12 +56,6 @@ ARGUMENTS = (
 )
 
 
-def _include(file_name: str, arguments: dict) -> IncludeLaunchDescription:
-    return IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(os.path.join(graph.share_file("launch"), file_name)),
-        launch_arguments=arguments.items())
-
-
 def _robot_actions(context: LaunchContext) -> list:
     """Resolve the arguments; the robot-side nodes and the includes."""
     value = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
@@ -85,7 +78,7 @@ def _robot_actions(context: LaunchContext) -> list:
 
     use_rviz = graph.parse_bool(value["use_rviz"], "use_rviz")
     if graph.parse_bool(value["with_vla"], "with_vla"):
-        actions.append(_include("vla.launch.py", {
+        actions.append(graph.include_launch("vla.launch.py", {
             "params_file": value["params_file"],
             "bundle_path": value["bundle_path"],
             "use_sim_time": str(use_sim_time).lower(),
@@ -95,7 +88,7 @@ def _robot_actions(context: LaunchContext) -> list:
             **{f"{camera}_topic": value[f"{camera}_topic"] for camera in graph.CAMERA_NAMES},
         }))
     elif use_rviz:
-        actions.append(_include("rviz.launch.py", {"use_sim_time": str(use_sim_time).lower()}))
+        actions.append(graph.include_launch("rviz.launch.py", {"use_sim_time": str(use_sim_time).lower()}))
     return actions
 
 

@@ -7,11 +7,9 @@ topics), so the VLA nodes run unchanged. The same nodes run without ``ros2 launc
 
     ros2 launch sim2real_vla_ros sim_mujoco.launch.py task:=pour_water_single use_rviz:=true
 """
-import os
 
 from launch import LaunchContext, LaunchDescription
-from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, OpaqueFunction
-from launch.launch_description_sources import PythonLaunchDescriptionSource
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -39,12 +37,6 @@ def _optional(text: str, kind: type):
     return kind(text) if text.strip() else None
 
 
-def _include(file_name: str, arguments: dict) -> IncludeLaunchDescription:
-    return IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(os.path.join(graph.share_file("launch"), file_name)),
-        launch_arguments=arguments.items())
-
-
 def _sim_actions(context: LaunchContext) -> list:
     """Resolve the arguments; the simulator, robot_state_publisher and the includes."""
     value = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
@@ -63,7 +55,7 @@ def _sim_actions(context: LaunchContext) -> list:
 
     use_rviz = graph.parse_bool(value["use_rviz"], "use_rviz")
     if graph.parse_bool(value["with_vla"], "with_vla"):
-        actions.append(_include("vla.launch.py", {
+        actions.append(graph.include_launch("vla.launch.py", {
             "params_file": value["params_file"],
             "bundle_path": value["bundle_path"],
             "use_sim_time": "true",
@@ -72,7 +64,7 @@ def _sim_actions(context: LaunchContext) -> list:
             "use_rviz": str(use_rviz).lower(),
         }))
     elif use_rviz:
-        actions.append(_include("rviz.launch.py", {"use_sim_time": "true"}))
+        actions.append(graph.include_launch("rviz.launch.py", {"use_sim_time": "true"}))
     return actions
 
 

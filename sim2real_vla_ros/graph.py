@@ -829,6 +829,14 @@ def launch_node_kwargs(spec: NodeSpec, output: str = "screen") -> dict[str, Any]
     return kwargs
 
 
+def include_launch(file_name: str, arguments: Mapping[str, str]):
+    """``IncludeLaunchDescription`` of one of this package's launch files (imports launch lazily)."""
+    from launch.actions import IncludeLaunchDescription
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+    return IncludeLaunchDescription(PythonLaunchDescriptionSource(os.path.join(share_file("launch"), file_name)),
+                                    launch_arguments=dict(arguments).items())
+
+
 def _launch_parameter_values(parameters: Mapping[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in parameters.items():

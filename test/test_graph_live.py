@@ -185,17 +185,20 @@ def test_every_configured_parameter_is_declared_with_its_value(live):
 
 def test_planner_rate_holds_in_sim_time(live):
     rate = graph.expected_parameters(live.specs[graph.PLANNER_NODE])["planner_rate_hz"]
+    # Tick counts are sampled by the diagnostics timer, so a count is uncertain by one tick:
+    # the window holds enough ticks (8) for that to stay well inside the tolerance.
+    window_s = max(RATE_WINDOW_SIM_S, 8.0 / rate)
 
     def measured():
         live.check_alive()
         reports = [(stamp, float(values["ticks"])) for stamp, values in live.diagnostics_of(graph.PLANNER_NODE)
                    if "ticks" in values]
-        if len(reports) < 2 or reports[-1][0] - reports[0][0] < RATE_WINDOW_SIM_S:
+        if len(reports) < 2 or reports[-1][0] - reports[0][0] < window_s:
             return None
         (t0, n0), (t1, n1) = reports[0], reports[-1]
         return (n1 - n0) / (t1 - t0)
 
-    value = wait_for(measured, 60.0, f"{RATE_WINDOW_SIM_S} s of sim time of planner diagnostics")
+    value = wait_for(measured, 90.0, f"{window_s} s of sim time of planner diagnostics")
     print(f"planner ticks: {value:.3f} Hz in sim time (configured {rate} Hz)")
     assert value == pytest.approx(rate, rel=PLANNER_RATE_TOLERANCE)
 
@@ -245,8 +248,9 @@ def test_estop_holds_the_actor_commands_within_one_control_tick(live):
                     return float(value)
             return None
 
+        actors = [c for c in live.children if c.name in {graph.actor_node_name(arm) for arm in arms}]
         wait_for(lambda: live.check_alive() or all(received_at(arm) is not None for arm in arms), 30.0,
-                 "every actor to report the e-stop in /diagnostics")
+                 "every actor to report the e-stop in /diagnostics", processes=actors)
         wait_for(lambda: live.check_alive() or all(
             sum(common.stamp_to_seconds(m.header.stamp) > received_at(arm) + 0.5 for m in live.commands(arm)) >= 5
             for arm in arms), 30.0, "0.5 s of sim time of commands after the e-stop")

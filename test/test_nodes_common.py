@@ -6,7 +6,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from sim2real_vla_ros.nodes import common
-from ros_harness import NodeProcess, Probe, param_arg, wait_for
+from ros_harness import param_arg
 
 
 def test_image_round_trip_and_channel_swap():

@@ -25,7 +25,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from .robot import ARM_DOF, SIDES, arm_joint_names
+from .robot import SIDES, arm_joint_names
 from .vendor import VENDOR_JOINT_NAMES
 
 FAULT_INJECTIONS = ("", "nan_chunk", "undecodable_tokens")

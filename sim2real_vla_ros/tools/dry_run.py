@@ -43,7 +43,7 @@ from typing import Dict, List, Optional, Sequence
 from sim2real_vla_ros import graph
 from sim2real_vla_ros.core import run_report
 from sim2real_vla_ros.core.robot import CAMERA_NAMES
-from sim2real_vla_ros.core.run_report import Episode, JointLimitTable, NodeRun, RunData
+from sim2real_vla_ros.core.run_report import JointLimitTable, NodeRun, RunData
 
 RECORDER_NODE = "dry_run_recorder"
 # On this 2-core machine the simulator reaches a real-time factor of about 0.75 with the whole
@@ -181,10 +181,15 @@ class ChildProcess:
     def close(self) -> None:
         self._log.close()
 
-    def tail(self, lines: int = 15) -> str:
+    @property
+    def output(self) -> str:
+        """Everything the child wrote so far (its log file)."""
+        return self.tail(lines=None)
+
+    def tail(self, lines: Optional[int] = 15) -> str:
         try:
             with open(self.log_path, "r", encoding="utf-8", errors="replace") as stream:
-                return "".join(stream.readlines()[-lines:])
+                return "".join(stream.readlines()[-lines:] if lines else stream.readlines())
         except OSError:
             return ""
 
