@@ -99,8 +99,21 @@ def _acceleration_note(data):
     return []
 
 
+def actor_node_section(data):
+    settings = data["settings"]
+    rows = [f"| {name} ({settings['configurations'][name].split(' (')[0]}) | {r['rate_hz']:.1f} | "
+            f"{r['gap_p99_ms']:.0f} | {r['gap_max_ms']:.0f} | {r['cpu_cores']:.2f} | "
+            f"{r['inference_p50_ms']:.1f} / {r['inference_p99_ms']:.0f} |" for name, r in data["summary"].items()]
+    return "\n".join([
+        f"**Actor node control loop on wall time** (`bench_actor_node.py`, {settings['control_rate_hz']:.0f} Hz, "
+        f"medians of {settings['rounds']} rounds x {settings['seconds']:.0f} s per executor, alternating, "
+        f"{_machine(data)}):", "",
+        "| executor | command rate (Hz) | gap p99 (ms) | gap max (ms) | CPU (cores) | inference p50 / p99 (ms) |",
+        "|---|---|---|---|---|---|", *rows])
+
+
 SECTIONS = (("bench_sim", sim_section), ("bench_fast", fast_section), ("bench_models", models_section),
-            ("bench_async_actor", async_section))
+            ("bench_async_actor", async_section), ("bench_actor_node", actor_node_section))
 
 
 def render() -> str:

@@ -1,10 +1,8 @@
 """actor node as a real process with the reference bundle: rate and limits, e-stop, stale camera,
 fault injection (NaN chunks, undecodable tokens), start-up errors.
 
-The probe stands in for camera_mask (masked images at the model resolution), the planner (an
-affordance that switches target every ``TARGET_PERIOD_S``) and the arm (``/joint_states`` echoes
-the actor's own commands: perfect tracking), so the actor runs closed loop on wall time
-(``use_sim_time`` false).
+The probe's FakeWorld (actor_world.py) stands in for camera_mask, the planner and the arm, so
+the actor runs closed loop on wall time (``use_sim_time`` false).
 """
 import os
 
@@ -12,107 +10,18 @@ import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import Point32, PolygonStamped
 from rcl_interfaces.srv import ListParameters
-from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool, Float64MultiArray
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
-from ros_harness import REPO, NodeProcess, Probe, wait_for
+from actor_world import BUNDLE, MODULE, RATE_HZ, TICK_S, VLA_YAML, FakeWorld, start_actor
+from ros_harness import NodeProcess, Probe, wait_for
 from sim2real_vla_ros import graph
-from sim2real_vla_ros.core.bundle import load_instruction_embeddings, read_manifest
-from sim2real_vla_ros.core.robot import ALL_JOINT_NAMES, WRIST_CAMERA, arm_joint_names, arm_limits
+from sim2real_vla_ros.core.robot import arm_joint_names, arm_limits
 from sim2real_vla_ros.nodes import common
-from sim2real_vla_ros.paths import share_path
 
 pytestmark = pytest.mark.integration
-MODULE = "sim2real_vla_ros.nodes.actor"
-VLA_YAML = f"{REPO}/config/vla.yaml"
-BUNDLE = share_path("models", "reference")
-TOP_W, TOP_H = 320, 240  # cam_high native size the affordance pixels refer to
-RATE_HZ = 50.0
-TICK_S = 1.0 / RATE_HZ
-TARGET_PERIOD_S = 1.5
-START = {"left": [0.0, 1.0, -1.0, 0.0, 0.3, 0.0, 0.02], "right": [0.0, 1.0, -1.0, 0.0, -0.3, 0.0, 0.02]}
-# Two targets in the cam_high image, alternated so the policy keeps the arm moving.
-TARGETS = [[(90.0, 120.0), (110.0, 120.0), (90.0, 140.0)], [(230.0, 110.0), (250.0, 110.0), (230.0, 130.0)]]
-
-
-def instruction():
-    manifest = read_manifest(BUNDLE)
-    return sorted(load_instruction_embeddings(manifest))[0]
-
-
-class FakeWorld:
-    """Masked images, an alternating affordance and joint states that follow the actor's commands."""
-
-    def __init__(self, probe, arms=("left", "right")):
-        self.node = probe.node
-        manifest = read_manifest(BUNDLE)
-        height, width = manifest.image.height, manifest.image.width
-        self.image = np.zeros((height, width, 3), np.uint8)  # background exactly black (masked convention)
-        self.image[height // 3: height // 2, width // 3: width // 2] = (200, 60, 40)
-        cameras = ["cam_high"] + [WRIST_CAMERA[arm] for arm in arms]
-        self.image_pubs = {c: self.node.create_publisher(Image, f"/vla/masked/{c}", common.SENSOR_QOS) for c in cameras}
-        self.silenced = set()
-        self.last_image_s = {}
-        self.positions = {arm: np.array(START[arm]) for arm in ("left", "right")}
-        self.joint_pub = self.node.create_publisher(JointState, "/joint_states", common.COMMAND_QOS)
-        self.affordance_pubs = {arm: self.node.create_publisher(PolygonStamped, f"/vla/affordance/{arm}",
-                                                                common.LATCHED_QOS) for arm in arms}
-        self.estop_pub = self.node.create_publisher(Bool, "/vla/estop", common.LATCHED_QOS)
-        for arm in arms:
-            self.node.create_subscription(JointState, f"/vla/actor_{arm}/command",
-                                          lambda msg, arm=arm: self._follow(arm, msg), common.COMMAND_QOS)
-        self.index = 0
-        self._publish_affordances()
-        self.timers = [self.node.create_timer(0.05, self._publish_images),
-                       self.node.create_timer(0.01, self._publish_joint_states),
-                       self.node.create_timer(TARGET_PERIOD_S, self._next_target)]
-
-    def now(self):
-        return common.now_seconds(self.node)
-
-    def _follow(self, arm, msg):
-        self.positions[arm] = np.asarray(msg.position, dtype=float)
-
-    def _publish_images(self):
-        stamp_s = self.now()
-        for camera, publisher in self.image_pubs.items():
-            if camera not in self.silenced:
-                publisher.publish(common.numpy_to_image(self.image, "rgb8", common.seconds_to_stamp(stamp_s),
-                                                        f"{camera}_optical_frame"))
-                self.last_image_s[camera] = stamp_s
-
-    def _publish_joint_states(self):
-        message = JointState(name=list(ALL_JOINT_NAMES))
-        values = []
-        for arm in ("left", "right"):
-            seven = self.positions[arm]
-            values += [float(v) for v in seven] + [-float(seven[6])]  # joint8 mimics joint7
-        message.position = values
-        message.header.stamp = self.node.get_clock().now().to_msg()
-        self.joint_pub.publish(message)
-
-    def _publish_affordances(self):
-        for publisher in self.affordance_pubs.values():
-            message = PolygonStamped()
-            message.header.stamp = self.node.get_clock().now().to_msg()
-            message.header.frame_id = "cam_high_optical_frame"
-            message.polygon.points = [Point32(x=x, y=y, z=float(self.index))
-                                      for x, y in TARGETS[self.index % len(TARGETS)]]
-            publisher.publish(message)
-
-    def _next_target(self):
-        self.index += 1
-        self._publish_affordances()
-
-    def set_estop(self, engaged):
-        self.estop_pub.publish(Bool(data=engaged))
-
-    def close(self):
-        for timer in self.timers:
-            self.node.destroy_timer(timer)
 
 
 @pytest.fixture(scope="module")
@@ -133,12 +42,6 @@ def probe():
     probe.world.close()
     probe.shutdown()
     rclpy.shutdown()
-
-
-def start_actor(arm, **params):
-    values = {"arm": arm, "bundle_path": BUNDLE, "instruction": instruction(), "top_image_width": TOP_W,
-              "top_image_height": TOP_H, "control_rate_hz": RATE_HZ, "diagnostics_rate_hz": 5.0, **params}
-    return NodeProcess(MODULE, f"actor_{arm}", params_file=VLA_YAML, params=values)
 
 
 def stop(process):

@@ -46,9 +46,10 @@ from sim2real_vla_ros.core.robot import CAMERA_NAMES
 from sim2real_vla_ros.core.run_report import JointLimitTable, NodeRun, RunData
 
 RECORDER_NODE = "dry_run_recorder"
-# On this 2-core machine the simulator reaches a real-time factor of about 0.75 with the whole
-# graph running, and the actors then miss control ticks; at 0.5 every node keeps up better and
-# 45 s of sim time take about 90 s of wall time (about 2 minutes with start-up and shutdown).
+# Measured on this 2-core machine with the whole graph running: at a real-time factor of 1.0 the
+# simulator keeps up but the actors reach about 47 of their 50 Hz in sim time (p99 tick jitter
+# 30 ms); at 0.5 they hold 50.0 Hz (p99 jitter 10 ms), and an episode of the default task takes
+# about 50 s of wall time. ``--real-time-factor 1`` is fine on a machine with more cores.
 DEFAULT_DURATION_S = 45.0
 DEFAULT_REAL_TIME_FACTOR = 0.5
 IMAGE_RECORD_RATE_HZ = 2.0
