@@ -30,10 +30,8 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py package.xml
 	touch $(VENV)/share/ament_index/resource_index/packages/sim2real_vla_ros
 	touch $(STAMP)
 
-# Integration tests time real processes on a shared 2-core machine: a failure is re-run once
-# and reported as a rerun; a test that fails twice fails the run.
 test: setup
-	$(PY) -m pytest test --reruns 1
+	$(PY) -m pytest test
 
 dry-run: setup
 	$(PY) -m sim2real_vla_ros.tools.dry_run

@@ -235,18 +235,23 @@ def test_estop_holds_the_actor_commands_within_one_control_tick(live):
     restart = live.probe.call(Trigger, "/vla/start", Trigger.Request(), timeout=20.0)
     assert restart.success, restart.message
     wait_for(moving, 60.0, f"actor_{moving_arm}'s commands to move (a chunk executing)")
-    requested_at = live.sim_now()
+
+    def newest_receipt(arm):
+        diagnostics = live.diagnostics_of(graph.actor_node_name(arm))
+        return diagnostics[-1][1].get("estop_received_at_s", "none") if diagnostics else "none"
+
+    # Each actor's own report of when it received the e-stop, in its own sim time: compared with
+    # the value before the request (not with the probe's clock, which may run a little ahead of
+    # an actor's under load).
+    before = {arm: newest_receipt(arm) for arm in arms}
     reply = live.probe.call(SetBool, "/vla/set_estop", SetBool.Request(data=True), timeout=20.0)
     try:
         assert reply.success, reply.message
 
         def received_at(arm):
             """Sim time at which the actor says it received the e-stop (its /diagnostics)."""
-            for _, values in reversed(live.diagnostics_of(graph.actor_node_name(arm))):
-                value = values.get("estop_received_at_s", "none")
-                if value != "none" and float(value) >= requested_at:
-                    return float(value)
-            return None
+            value = newest_receipt(arm)
+            return float(value) if value not in ("none", before[arm]) else None
 
         actors = [c for c in live.children if c.name in {graph.actor_node_name(arm) for arm in arms}]
         wait_for(lambda: live.check_alive() or all(received_at(arm) is not None for arm in arms), 30.0,
