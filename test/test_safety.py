@@ -391,3 +391,89 @@ def test_counters_snapshot_and_reset():
     assert safety.last_command is None
     restarted = safety.filter(None, HOME + 0.01, 0.04, fresh_stamps(0.04), False, DT)
     np.testing.assert_allclose(restarted.command, np.clip(HOME + 0.01, LOWER, UPPER))
+
+
+def run_against(safety, candidates, measured_of, stamps_of=fresh_stamps):
+    """Feed candidates tick by tick; ``measured_of(tick, last_command)`` gives the reading."""
+    decisions, last = [], safety.last_command
+    for tick, candidate in enumerate(candidates, start=1):
+        now = tick * DT
+        decision = safety.filter(candidate, measured_of(tick, last), now, stamps_of(now), False, DT)
+        decisions.append(decision)
+        last = decision.command
+    return decisions
+
+
+def test_a_blocked_arm_is_held_at_its_measured_position():
+    limits = make_limits()
+    safety = started_filter(limits)
+    # The policy drives joint 1 at 1 rad/s toward 1.5 rad away; the arm is stuck at HOME.
+    candidates = [HOME + np.array([min(1.0 * tick * DT, 1.5), 0, 0, 0, 0, 0, 0]) for tick in range(1, 200)]
+    decisions = run_against(safety, candidates, lambda tick, last: HOME)
+    stops = [i for i, d in enumerate(decisions) if d.has(SafetyEventKind.TRACKING_ERROR)]
+    assert stops, "the blocked arm was never detected"
+    for index in stops:
+        decision = decisions[index]
+        np.testing.assert_array_equal(decision.command, HOME)  # back to where the arm is, at rest
+        assert decision.held and np.all(decision.velocity == 0.0)
+        assert [e.joints for e in decision.reasons if e.kind is SafetyEventKind.TRACKING_ERROR] == [(0,)]
+    lead = np.array([d.command[0] - HOME[0] for d in decisions])
+    # Never further ahead of the arm than the allowance (0.35 rad + v * 0.1 s) plus one tick.
+    assert lead.max() <= 0.35 + VMAX[0] * AGES["joint_state"] + VMAX[0] * DT
+    assert lead.max() < 0.5, "pushed well into the obstacle"
+    assert safety.counters["tracking_error"] == len(stops)
+
+
+def test_an_arm_that_follows_with_a_tick_of_lag_is_never_held_for_tracking():
+    limits = make_limits(max_deviation=100.0)
+    safety = started_filter(limits)
+    times = np.arange(1, 200) * DT
+    candidates = [HOME + np.array([1.0, 0.6, -0.5, 0.4, 0.4, 0.8, 0.01]) * (1.0 - np.cos(2.0 * t)) for t in times]
+    decisions = run_against(safety, candidates, lambda tick, last: last)  # reads the previous command
+    assert not any(d.has(SafetyEventKind.TRACKING_ERROR) for d in decisions)
+    assert max(np.abs(d.velocity[0]) for d in decisions) > 1.5  # it did move fast
+
+
+def test_a_stale_joint_reading_never_triggers_a_tracking_jump():
+    limits = make_limits(max_deviation=100.0)
+    safety = started_filter(limits)
+    candidates = [HOME + np.array([min(1.0 * tick * DT, 1.5), 0, 0, 0, 0, 0, 0]) for tick in range(1, 100)]
+
+    def stale_after_half_a_second(now):
+        stamps = fresh_stamps(now)
+        stamps["joint_state"] = min(now, 0.5)  # the reading stops updating at 0.5 s
+        return stamps
+
+    frozen = {}
+
+    def reading(tick, last):
+        # Follows the commands until 0.5 s, then keeps reporting the value it had then.
+        return frozen.setdefault("value", last) if tick * DT > 0.5 else last
+
+    decisions = run_against(safety, candidates, reading, stale_after_half_a_second)
+    assert not any(d.has(SafetyEventKind.TRACKING_ERROR) for d in decisions)
+    assert any(d.has(SafetyEventKind.STALE_INPUT) for d in decisions)
+    assert_within_limits(np.array([HOME] + [d.command for d in decisions]), limits)  # decelerates, no jump
+
+
+def test_a_grasp_blocking_the_fingers_is_not_a_tracking_error():
+    safety = started_filter(make_limits())
+    closing = [HOME.copy() for _ in range(100)]
+    for candidate in closing:
+        candidate[6] = 0.0  # close the fingers fully
+    grasped = HOME.copy()
+    grasped[6] = 0.008  # the object keeps them open
+    decisions = run_against(safety, closing, lambda tick, last: grasped)
+    assert not any(d.has(SafetyEventKind.TRACKING_ERROR) for d in decisions)
+    assert decisions[-1].command[6] == pytest.approx(0.0)
+
+
+def test_tracking_error_limit_is_configurable_and_required_for_other_limbs():
+    robot = SimpleNamespace(names=(), lower=LOWER, upper=UPPER, velocity=VMAX)
+    np.testing.assert_allclose(SafetyLimits.from_config(robot).max_tracking_error, [0.35] * 6 + [1.0])
+    np.testing.assert_allclose(SafetyLimits.from_config(robot, {"max_tracking_error": 0.1}).max_tracking_error,
+                               [0.1] * 7)
+    with pytest.raises(ValueError, match="max_tracking_error must be > 0"):
+        SafetyLimits.from_config(robot, {"max_tracking_error": 0.0})
+    with pytest.raises(ValueError, match="max_tracking_error is required for a 2-joint limb"):
+        SafetyLimits([0.0, 0.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [0.5, 0.5], [0.1, 0.1])

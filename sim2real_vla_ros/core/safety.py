@@ -20,15 +20,24 @@ Rules, in the order they are applied each tick
    issue requires the hold *within one control tick*, while braking at ``max_acceleration``
    would take ``v / a`` seconds (0.25 s from 5 rad/s at 20 rad/s^2). Positions and
    velocities stay within limits, and the arm's own controller absorbs the step.
-4. **Every other hold decelerates** at ``max_acceleration`` from the last command to a stop
+4. **Tracking error holds at the measured state**: when the last command is further from a
+   fresh measured state than ``max_tracking_error`` plus the distance the commanded velocity
+   covers within the joint state's maximum age (a joint: the arm is blocked, collided or not
+   following), the command becomes the measured state (clipped into the limits) at rest, as
+   joint_trajectory_controller does when a path tolerance is violated: a blocked arm stops
+   pushing instead of being driven further into the obstacle. Like the e-stop, this tick may
+   step the *command* (back to where the arm already is) beyond the velocity/acceleration
+   limits; the arm itself does not move. The gripper finger's default is larger than its
+   travel: a grasped object blocks the fingers by design.
+5. **Every other hold decelerates** at ``max_acceleration`` from the last command to a stop
    (closest admissible velocity to zero each tick), so a stale camera never jerks the arm.
    While at rest this is exactly "hold the last sent setpoint".
-5. **Position limits**: the candidate is clipped into ``[lower, upper]`` (counted, joints named).
-6. **Deviation from the measured state**: if any joint of the (clipped) candidate is further
+6. **Position limits**: the candidate is clipped into ``[lower, upper]`` (counted, joints named).
+7. **Deviation from the measured state**: if any joint of the (clipped) candidate is further
    than ``max_deviation_from_measured`` from the measured state, the filter does not jump:
    it moves the last command toward the candidate along a straight line in joint space at
    ``ramp_velocity`` (the slowest joint sets the pace, so the direction is kept).
-7. **Velocity and acceleration limits** per joint, relative to the last two sent commands:
+8. **Velocity and acceleration limits** per joint, relative to the last two sent commands:
    ``|q[k] - q[k-1]| / dt <= max_velocity`` and ``|q[k] - 2 q[k-1] + q[k-2]| / dt^2 <=
    max_acceleration``. The admissible velocity interval also brakes for the position limits
    (``v <= -a dt + sqrt((a dt)^2 + 2 a (upper - q))``), so a joint moving toward a limit can
@@ -39,7 +48,8 @@ Rules, in the order they are applied each tick
 
 Guarantee: every command returned is finite and inside ``[lower, upper]``; between
 consecutive commands velocity never exceeds ``max_velocity``, and acceleration never
-exceeds ``max_acceleration`` except in the single tick an e-stop engages. ``dt`` should be
+exceeds ``max_acceleration``, except in the single tick an e-stop engages and in a tick that
+returns the command to the measured state on a tracking error. ``dt`` should be
 the *nominal* control period: passing a late tick's measured period would let one command
 step further than the arm can follow between two ticks.
 """
@@ -73,6 +83,9 @@ DEFAULT_MAX_DEVIATION = (0.5,) * 6 + (0.02,)
 """rad / m. 0.5 rad is the jump above which AgileX's own deployment ramps slowly."""
 DEFAULT_RAMP_VELOCITY = (0.25,) * 6 + (0.01,)
 """rad/s / m/s: the slow approach used for large deviations."""
+DEFAULT_MAX_TRACKING_ERROR = (0.35,) * 6 + (1.0,)
+"""rad / m: command - measured beyond this (plus velocity x joint-state age) holds at the
+measured state. The finger's 1 m exceeds its travel: grasping blocks the fingers by design."""
 
 _LIMIT_TOLERANCE = 1e-12  # floating-point slack when comparing velocity bounds
 
@@ -96,6 +109,8 @@ class SafetyEventKind(str, Enum):
     ACCELERATION_LIMITED = "acceleration_limited"
     LIMIT_BRAKING = "limit_braking"
     """Slowed down to be able to stop before a position limit."""
+    TRACKING_ERROR = "tracking_error"
+    """The arm is not following the commands (blocked, collided): held at the measured state."""
 
 
 HOLD_KINDS = frozenset(
@@ -107,6 +122,7 @@ HOLD_KINDS = frozenset(
         SafetyEventKind.NON_FINITE_CANDIDATE,
         SafetyEventKind.BAD_CANDIDATE_SHAPE,
         SafetyEventKind.STALE_INPUT,
+        SafetyEventKind.TRACKING_ERROR,
     }
 )
 """Event kinds that make the filter hold (or decelerate to a hold) instead of tracking."""
@@ -217,6 +233,10 @@ class SafetyLimits:
         treated as never received (stale).
     joint_names : sequence of str, optional
         For messages only; defaults to ``joint1..joint<n>``.
+    max_tracking_error : array_like, optional
+        Last command - measured state beyond this (plus ``|velocity| *
+        max_input_age_s['joint_state']``) holds at the measured state. Default
+        :data:`DEFAULT_MAX_TRACKING_ERROR` for a 7-joint arm; required for other sizes.
     """
 
     lower: np.ndarray
@@ -227,6 +247,7 @@ class SafetyLimits:
     ramp_velocity: np.ndarray
     max_input_age_s: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_MAX_INPUT_AGE_S))
     joint_names: tuple[str, ...] = ()
+    max_tracking_error: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         size = np.asarray(self.lower, dtype=float).size
@@ -238,7 +259,12 @@ class SafetyLimits:
         if not np.all(self.lower < self.upper):
             bad = np.flatnonzero(self.lower >= self.upper).tolist()
             raise ValueError(f"SafetyLimits: lower must be < upper; not so for joints {bad}")
-        for name in ("max_velocity", "max_acceleration", "max_deviation_from_measured", "ramp_velocity"):
+        if self.max_tracking_error is None:
+            if size != len(DEFAULT_MAX_TRACKING_ERROR):
+                raise ValueError(f"SafetyLimits: max_tracking_error is required for a {size}-joint limb")
+            set_(self, "max_tracking_error", DEFAULT_MAX_TRACKING_ERROR)
+        for name in ("max_velocity", "max_acceleration", "max_deviation_from_measured", "ramp_velocity",
+                     "max_tracking_error"):
             set_(self, name, _per_joint(name, getattr(self, name), size, positive=True))
         if np.any(self.ramp_velocity > self.max_velocity):
             raise ValueError(
@@ -274,8 +300,8 @@ class SafetyLimits:
             Keys (all optional; scalars broadcast, sequences are per joint):
             ``velocity_scale`` (0 < s <= 1, default 1: fraction of the URDF velocity used),
             ``position_margin`` (>= 0, default 0: shrinks ``[lower, upper]`` on both sides),
-            ``max_acceleration``, ``max_deviation_from_measured``, ``ramp_velocity``
-            (defaults: the module's ``DEFAULT_*`` for a 7-joint arm), and
+            ``max_acceleration``, ``max_deviation_from_measured``, ``ramp_velocity``,
+            ``max_tracking_error`` (defaults: the module's ``DEFAULT_*`` for a 7-joint arm), and
             ``max_input_age_s`` (mapping; default :data:`DEFAULT_MAX_INPUT_AGE_S`).
 
         Raises
@@ -290,6 +316,7 @@ class SafetyLimits:
             "max_acceleration",
             "max_deviation_from_measured",
             "ramp_velocity",
+            "max_tracking_error",
             "max_input_age_s",
         }
         unknown = sorted(set(config) - known)
@@ -316,6 +343,7 @@ class SafetyLimits:
             ("max_acceleration", DEFAULT_MAX_ACCELERATION),
             ("max_deviation_from_measured", DEFAULT_MAX_DEVIATION),
             ("ramp_velocity", DEFAULT_RAMP_VELOCITY),
+            ("max_tracking_error", DEFAULT_MAX_TRACKING_ERROR),
         ):
             value = config.get(key, default(fallback))
             if value is None:
@@ -611,6 +639,19 @@ def hold_reasons(
     return tuple(events)
 
 
+def tracking_error_joints(
+    command: np.ndarray, velocity: np.ndarray, measured: np.ndarray, limits: SafetyLimits
+) -> tuple[int, ...]:
+    """Joints whose last command is further from the measured state than the arm's lag explains.
+
+    The allowance is ``max_tracking_error`` plus the distance the commanded velocity covers
+    within the joint state's maximum age (a moving arm's reading trails its command by that).
+    """
+    reading_age = limits.max_input_age_s.get("joint_state", 0.0)
+    allowed = limits.max_tracking_error + np.abs(velocity) * reading_age
+    return tuple(np.flatnonzero(np.abs(command - measured) > allowed).tolist())
+
+
 def _describe_bad_candidate(candidate: object, size: int) -> SafetyEvent:
     try:
         array = np.asarray(candidate, dtype=float).reshape(-1)
@@ -743,6 +784,18 @@ class SafetyFilter:
             self._last_velocity = np.zeros(limits.num_joints)
         position, velocity = self._last_command, self._last_velocity
 
+        # Judged only on a fresh reading: a stale one trails a moving arm by more than the allowance.
+        reading_unusable = any(event.kind is SafetyEventKind.ESTOP or
+                               (event.kind is SafetyEventKind.STALE_INPUT and event.detail == "joint_state")
+                               for event in holds)
+        if measured is not None and not reading_unusable:
+            lagging = tracking_error_joints(position, velocity, measured, limits)
+            if lagging:
+                self._last_target = None
+                at_rest, _ = clip_to_limits(measured, limits.lower, limits.upper)
+                event = SafetyEvent(SafetyEventKind.TRACKING_ERROR, joints=lagging)
+                return self._commit_at_rest(at_rest, True, first_tick_events + holds + (event,))
+
         if holds:
             self._last_target = None  # after a hold the target's motion is unknown again
             if any(event.kind is SafetyEventKind.ESTOP for event in holds):
@@ -763,6 +816,12 @@ class SafetyFilter:
         command, _, rate_events = rate_limited_step(position, velocity, target, limits, dt, target_velocity)
         events.extend(rate_events)
         return self._commit(command, dt, False, tuple(events), clipped)
+
+    def _commit_at_rest(self, command: np.ndarray, held: bool, events: tuple[SafetyEvent, ...]) -> SafetyDecision:
+        """Send ``command`` and treat it as a standstill (velocity zero from here on)."""
+        self._last_command = command
+        self._last_velocity = np.zeros_like(command)
+        return SafetyDecision(command.copy(), held, events, (), np.zeros_like(command))
 
     def _commit(
         self, command: np.ndarray, dt: float, held: bool, events: tuple[SafetyEvent, ...], clipped: tuple[int, ...]

@@ -59,7 +59,8 @@ request_threshold_s (0.5): ask for the next chunk when at most this much of the 
 trajectory_horizon_steps (5): safe future setpoints per trajectory message (plus the stop tail).
 max_input_age_s.{cam_high,wrist,joint_state,affordance} (0.5, 0.5, 0.1, 30.0): older input -> hold.
 velocity_scale (1.0), position_margin (0.0), max_acceleration, max_deviation_from_measured,
-ramp_velocity: safety limits (7 values each for the per-joint ones; URDF limits are read).
+ramp_velocity, max_tracking_error: safety limits (7 values each for the per-joint ones; URDF
+limits are read).
 top_image_width / top_image_height (0 = plan_state's image_size): affordance pixel frame.
 instruction (''): fixed instruction; '' = take it from /vla/plan_state.
 relaxed_decode (false): FAST relaxed decoding (truncate/pad; counted when used).
@@ -102,8 +103,9 @@ from sim2real_vla_ros.core.chunk_executor import BLEND_MODES, ChunkExecutor, Tic
 from sim2real_vla_ros.core.observation import LatencyWindow
 from sim2real_vla_ros.core.payloads import PLAN_STATE_SCHEMA
 from sim2real_vla_ros.core.robot import ARM_DOF, SIDES, WRIST_CAMERA, arm_joint_names, arm_limits
-from sim2real_vla_ros.core.safety import (DEFAULT_MAX_ACCELERATION, DEFAULT_MAX_DEVIATION, DEFAULT_RAMP_VELOCITY,
-                                          SafetyEventKind, SafetyFilter, SafetyLimits, check_input_ages)
+from sim2real_vla_ros.core.safety import (DEFAULT_MAX_ACCELERATION, DEFAULT_MAX_DEVIATION,
+                                          DEFAULT_MAX_TRACKING_ERROR, DEFAULT_RAMP_VELOCITY, SafetyEventKind,
+                                          SafetyFilter, SafetyLimits, check_input_ages)
 from sim2real_vla_ros.core.vendor import urdf_to_vendor
 from sim2real_vla_ros.nodes import common
 from sim2real_vla_ros.nodes.node_support import BackgroundWorker, FaultLog, LevelTracker, load_node_bundle
@@ -223,6 +225,11 @@ class ActorNode(Node):
             "ramp_velocity": declare(self, "ramp_velocity", list(DEFAULT_RAMP_VELOCITY),
                                      "Speed of that slow approach (rad/s / m/s)", _per_joint_ok,
                                      f"{ARM_DOF} positive values"),
+            "max_tracking_error": declare(
+                self, "max_tracking_error", list(DEFAULT_MAX_TRACKING_ERROR),
+                "Last command - measured state beyond this (plus velocity x joint-state age) holds at the "
+                "measured state: the arm is blocked or not following (rad / m)", _per_joint_ok,
+                f"{ARM_DOF} positive values"),
         }
         self.top_size = (declare(self, "top_image_width", 0,
                                  "cam_high native width (px) of the affordance pixels; 0 = the planner's "

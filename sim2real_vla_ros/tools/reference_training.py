@@ -368,7 +368,6 @@ def planner_batch(pools: SimPools, rows: np.ndarray, stages: np.ndarray, instruc
     affordance gets Gaussian noise (the planner's own imperfect keypoints come back) unless
     ``rng`` is None.
     """
-    count = len(rows)
     pre, grasp = pools.pre_grasp_keypoints[rows], pools.grasp_keypoints[rows]
     previous = np.where((stages == 1)[:, None, None, None], pre, grasp)
     if rng is not None:
