@@ -2,7 +2,7 @@
 
 Masked images at the model resolution, an affordance that switches target every
 ``TARGET_PERIOD_S`` (so the policy keeps the arm moving), and ``/joint_states`` that echo the
-actor's own commands (perfect tracking). Used by test_node_actor.py and
+actor's own commands (perfect tracking) unless the arm is in ``blocked`` (it stays put). Used by test_node_actor.py and
 benchmarks/bench_actor_node.py.
 """
 import numpy as np
@@ -46,6 +46,7 @@ class FakeWorld:
         cameras = ["cam_high"] + [WRIST_CAMERA[arm] for arm in arms]
         self.image_pubs = {c: self.node.create_publisher(Image, f"/vla/masked/{c}", common.SENSOR_QOS) for c in cameras}
         self.silenced = set()
+        self.blocked = set()  # arms that stop following their commands (an obstacle, a collision)
         self.last_image_s = {}
         self.positions = {arm: np.array(START[arm]) for arm in ("left", "right")}
         self.joint_pub = self.node.create_publisher(JointState, "/joint_states", common.COMMAND_QOS)
@@ -65,7 +66,8 @@ class FakeWorld:
         return common.now_seconds(self.node)
 
     def _follow(self, arm, msg):
-        self.positions[arm] = np.asarray(msg.position, dtype=float)
+        if arm not in self.blocked:
+            self.positions[arm] = np.asarray(msg.position, dtype=float)
 
     def _publish_images(self):
         stamp_s = self.now()

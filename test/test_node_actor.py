@@ -227,6 +227,52 @@ class TestClosedLoop:
         wait_moving(probe, "left", actor)  # the camera is back: the actor resumes
 
 
+TIGHT_TRACKING_ERROR = 0.05  # rad: small, so the policy's own motion exceeds it within seconds
+
+
+@pytest.fixture(scope="class")
+def tight_actor(probe):
+    """actor_right (trajectory mode) with a small max_tracking_error for the arm joints."""
+    process = start_actor("right", max_tracking_error=[TIGHT_TRACKING_ERROR] * 6 + [1.0])
+    wait_for(lambda: probe.received("/vla/actor_right/chunk"), 60.0, "a first chunk from actor_right",
+             processes=[process])
+    yield process
+    probe.world.blocked.discard("right")
+    stop(process)
+
+
+class TestBlockedArm:
+    """The fake right arm stops following its commands (an obstacle): the actor stops pushing."""
+
+    def test_an_arm_that_stops_following_is_held_at_its_measured_position(self, tight_actor, probe):
+        wait_moving(probe, "right", tight_actor)
+        blocked_at = probe.world.now()
+        probe.world.blocked.add("right")
+        wait_for(lambda: counter(probe, "actor_right", "safety.tracking_error") > 0, 30.0,
+                 "a tracking_error hold in /diagnostics", processes=[tight_actor])
+        held_seen = probe.world.now()
+        wait_for(lambda: commands(probe, "right", held_seen)[0].size >= 5, 10.0,
+                 "commands after the hold", processes=[tight_actor])
+        stuck = probe.world.positions["right"].copy()
+        _, after = commands(probe, "right", blocked_at + 0.1)  # the arm's last echo may trail the block
+        assert_within_limits(after, "right", "commands while blocked")
+        at_stuck = np.all(np.abs(after - stuck) < 1e-12, axis=1)
+        assert at_stuck.any(), "never commanded back to the measured position"
+        # Without the rule the command keeps ramping toward the policy's target, however far it is.
+        # The commanded speed, leaving out the steps back to the measured state (a hold may step).
+        # Measured from just before the block: the arm may have been faster then than since.
+        _, around = commands(probe, "right", blocked_at - 0.2)
+        returns = np.all(np.abs(around[1:] - stuck) < 1e-12, axis=1)
+        speed = np.abs(np.diff(around, axis=0))[~returns].max(axis=0, initial=0.0) / TICK_S
+        # The rule's allowance (+ velocity x joint-state age 0.1 s) and one step; a tick whose reading
+        # is stale (a loaded machine) is not judged but brakes at max_acceleration (8 rad/s^2).
+        allowance = TIGHT_TRACKING_ERROR + speed[:6] * (0.1 + TICK_S) + speed[:6] ** 2 / (2 * 8.0)
+        deviation = np.abs(after[:, :6] - stuck[:6]).max(axis=0)
+        print(f"blocked: max deviation {np.round(deviation, 4)} rad, allowance {np.round(allowance, 4)}, "
+              f"holds {counter(probe, 'actor_right', 'safety.tracking_error'):.0f}")
+        assert np.all(deviation <= allowance + 1e-9), "the command drifted away from the blocked arm"
+
+
 class TestFaultInjection:
     """actor_left (stream mode) gets NaN chunks, actor_right (vendor mode) undecodable tokens,
     in every second inference: each bad output is counted and never executed."""
