@@ -316,3 +316,13 @@ def test_missing_model_file_and_bad_arm_fail_at_startup_with_a_clear_message(tmp
     assert "[FATAL] BundleError" in missing.output and "actor_decoder.onnx" in missing.output, missing.output
     assert bad_arm.wait_exit(60.0) == 1, bad_arm.output
     assert "[FATAL] ValueError: parameter 'arm' = 'middle'" in bad_arm.output, bad_arm.output
+
+
+def test_a_request_threshold_shorter_than_the_crossfade_is_warned_at_startup():
+    process = NodeProcess(MODULE, "actor_left", params={"arm": "left", "bundle_path": BUNDLE, "crossfade_s": 0.4,
+                                                        "request_threshold_s": 0.2})
+    try:
+        wait_for(lambda: "ready:" in process.output, 60.0, "actor_left to start", processes=[process])
+    finally:
+        stop(process)
+    assert "request_threshold_s 0.2 < crossfade_s 0.4" in process.output, process.output

@@ -55,7 +55,8 @@ bundle_path, inference_backend, intra_op_threads: the model bundle and runtime (
 control_rate_hz (50.0): control tick rate (node clock: sim time under use_sim_time).
 output_mode (trajectory): trajectory | stream | vendor.
 blend (crossfade): none | crossfade | ensemble seam blending; crossfade_s (0.2), ensemble_decay (0.01).
-request_threshold_s (0.5): ask for the next chunk when at most this much of the current one is left.
+request_threshold_s (0.5): ask for the next chunk when at most this much of the current one is left
+    (warned at start-up when below crossfade_s with blend crossfade).
 trajectory_horizon_steps (5): safe future setpoints per trajectory message (plus the stop tail).
 max_input_age_s.{cam_high,wrist,joint_state,affordance} (0.5, 0.5, 0.1, 30.0): older input -> hold.
 velocity_scale (1.0), position_margin (0.0), max_acceleration, max_deviation_from_measured,
@@ -275,6 +276,13 @@ class ActorNode(Node):
             ensemble_decay=self.ensemble_decay, max_velocity=self.limits.max_velocity,
             max_acceleration=self.limits.max_acceleration, num_joints=ARM_DOF)
         self.threshold_steps = int(math.ceil(self.request_threshold_s / self.chunk_dt - 1e-9))
+        if self.blend == "crossfade" and self.request_threshold_s < self.crossfade_s:
+            # The blend mixes in the old chunk for crossfade_s after the new one arrives: if the old
+            # one ends first, its last step is held and the arm's velocity dips mid-blend.
+            self.get_logger().warning(
+                f"request_threshold_s {self.request_threshold_s:g} < crossfade_s {self.crossfade_s:g}: the current "
+                "chunk can end during a crossfade (velocity dips); choose request_threshold_s >= crossfade_s + the "
+                "expected inference latency")
         self.joint_names = arm_joint_names(self.arm)
         self.wrist_camera = WRIST_CAMERA[self.arm]
 
