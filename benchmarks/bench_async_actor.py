@@ -13,7 +13,9 @@ a deterministic discrete-event simulation, no sleeps):
 * ``async/<blend>``: the actor node's schedule: ask for the next chunk when at most
   ``--request-threshold-s`` of the current one is left (the node's ``request_threshold_s``),
   splice the result in with the measured time since its observation, blend the seam with
-  ``none``, ``crossfade`` (``--crossfade-s``, the node's ``crossfade_s``) or ``ensemble``;
+  ``none``, ``crossfade`` (``--crossfade-s``, the node's ``crossfade_s``) or ``ensemble``, with
+  the chunk's steps interpolated linearly; ``async/crossfade+pchip`` interpolates them with
+  monotone cubics instead (the node's ``chunk_interpolation``);
 * robot: perfect tracking with a one-tick delay (the measured state at a tick is the command
   sent at the tick before), or a first-order lag with ``--tracking-tau``;
 * observations: per seed, a masked ``cam_high`` and wrist image rendered once with the
@@ -35,7 +37,9 @@ Metrics (medians over seeds; each seed is one episode per mode and delay):
 * seam velocity / acceleration: the largest ``|v|`` (rad/s) and ``|a|`` (rad/s^2) over
   joints 1-6 of the commands actually sent, within the seam windows of
   :mod:`sim2real_vla_ros.core.actor_loop` (the finger, in metres, is left out); the largest over
-  all seams of the episode. The same over the whole episode for context.
+  all seams of the episode. The same over the whole episode for context, and the whole
+  episode's RMS and 95th-percentile ``|a|`` (the maximum is the safety filter's limit in
+  every mode; these show how hard the motion is in between).
 
 Ratios are async / sync of the medians. Prints a table and writes
 benchmarks/results/bench_async_actor.json with the machine description.
@@ -67,6 +71,7 @@ from bench_common import machine
 ARM = "left"
 REVOLUTE_JOINTS = tuple(range(6))  # joints 1-6 (rad); joint7 is the finger (m)
 BLENDS = ("none", "crossfade", "ensemble")
+MODES = ("sync", *(f"async/{blend}" for blend in BLENDS), "async/crossfade+pchip")
 RESULTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_async_actor.json")
 _EPS = 1e-9
 
@@ -174,12 +179,14 @@ def fresh_ticks_per_chunk(steps: int, chunk_dt: float, control_dt: float) -> int
 
 def run_mode(mode: str, scenario: Scenario, pipeline: ActorPipeline, limits: SafetyLimits, args,
              delay_s: float, chunk_dt: float, compute_s: float | None) -> tuple[LoopResult, ModelPolicy]:
-    """One episode of ``sync`` or ``async/<blend>``."""
+    """One episode of ``sync`` or ``async/<blend>[+<interpolation>]``."""
     schedule, _, blend = mode.partition("/")
+    blend, _, interpolation = blend.partition("+")
     executor = ChunkExecutor(
         chunk_dt, blend=blend or "none", crossfade_steps=int(math.ceil(args.crossfade_s / chunk_dt - _EPS)),
         ensemble_decay=args.ensemble_decay, max_velocity=limits.max_velocity,
-        max_acceleration=limits.max_acceleration, num_joints=limits.num_joints)
+        max_acceleration=limits.max_acceleration, num_joints=limits.num_joints,
+        interpolation=interpolation or "linear")
     config = LoopConfig(
         schedule, extra_delay_s=delay_s, motion_s=args.motion_s, control_dt=1.0 / args.control_rate_hz,
         threshold_steps=int(math.ceil(args.request_threshold_s / chunk_dt - _EPS)),
@@ -205,6 +212,7 @@ def episode_metrics(result: LoopResult) -> dict:
         "seam_median_acceleration": float(np.median(result.seam_acceleration)) if result.seam_acceleration else 0.0,
         "episode_max_velocity": result.episode_max_velocity,
         "episode_max_acceleration": result.episode_max_acceleration,
+        **_acceleration_spread(result),
         "rate_limited_ticks": result.rate_limited_ticks,
         "seam_rate_limited_ticks": result.seam_rate_limited_ticks,
         "executor_seam_max_jump": _executor_seam_max(result, "seam_jump"),
@@ -218,6 +226,19 @@ def episode_metrics(result: LoopResult) -> dict:
     }
 
 
+def _acceleration_spread(result: LoopResult) -> dict:
+    """RMS and p95 of |a| (rad/s^2, joints 1-6) of the sent commands after the first chunk."""
+    after = result.times >= result.first_chunk_s
+    commands, times = result.commands[after][:, list(REVOLUTE_JOINTS)], result.times[after]
+    if len(times) < 3:
+        return {"episode_rms_acceleration": 0.0, "episode_p95_acceleration": 0.0}
+    dt = np.diff(times)
+    velocity = np.diff(commands, axis=0) / dt[:, None]
+    acceleration = np.abs(np.diff(velocity, axis=0) / dt[1:, None])
+    return {"episode_rms_acceleration": float(np.sqrt(np.mean(acceleration ** 2))),
+            "episode_p95_acceleration": float(np.percentile(acceleration, 95))}
+
+
 def _executor_seam_max(result: LoopResult, field: str) -> float:
     """Largest pre-safety seam value over joints 1-6 the executor reported (its own blended output)."""
     values = [float(np.max(getattr(report, field)[list(REVOLUTE_JOINTS)])) for report in result.splices
@@ -227,14 +248,17 @@ def _executor_seam_max(result: LoopResult, field: str) -> float:
 
 AGGREGATED = ("stale_ticks", "stale_fraction", "longest_stale_streak", "episode_time_s", "seam_max_velocity",
               "seam_max_acceleration", "seam_median_velocity", "seam_median_acceleration", "episode_max_velocity",
-              "episode_max_acceleration", "rate_limited_ticks", "seam_rate_limited_ticks", "executor_seam_max_jump",
+              "episode_max_acceleration", "episode_rms_acceleration", "episode_p95_acceleration",
+              "rate_limited_ticks", "seam_rate_limited_ticks", "executor_seam_max_jump",
               "executor_seam_max_velocity", "executor_seam_max_acceleration", "seams", "inferences",
               "failed_inferences", "path_length_rad", "chunks_dropped")
 RATIO_KEYS = ("stale_ticks", "stale_fraction", "episode_time_s", "seam_max_velocity", "seam_max_acceleration",
               "seam_rate_limited_ticks", "executor_seam_max_jump", "executor_seam_max_velocity",
-              "executor_seam_max_acceleration", "episode_max_velocity", "episode_max_acceleration")
+              "executor_seam_max_acceleration", "episode_max_velocity", "episode_max_acceleration",
+              "episode_rms_acceleration", "episode_p95_acceleration", "rate_limited_ticks")
 TABLE_RATIOS = ("stale_ticks", "episode_time_s", "seam_max_velocity", "seam_max_acceleration",
-                "seam_rate_limited_ticks", "executor_seam_max_velocity", "executor_seam_max_acceleration")
+                "seam_rate_limited_ticks", "executor_seam_max_velocity", "executor_seam_max_acceleration",
+                "episode_rms_acceleration", "rate_limited_ticks")
 
 
 def aggregate(per_seed: list[dict]) -> dict:
@@ -273,31 +297,36 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def print_table(report: dict) -> None:
-    print(f"{'delay':>6} {'mode':<16}{'stale n':>8}{'stale %':>8}{'episode s':>10}{'seam v':>8}{'seam a':>8}"
-          f"{'lim n':>6}{'ex.jump':>8}{'ex.v':>7}{'ex.a':>7}{'ep. v':>7}{'ep. a':>7}{'infer':>6}")
+    print(f"{'delay':>6} {'mode':<22}{'stale n':>8}{'stale %':>8}{'episode s':>10}{'seam v':>8}{'seam a':>8}"
+          f"{'lim n':>6}{'ex.jump':>8}{'ex.v':>7}{'ex.a':>7}{'ep. v':>7}{'ep. a':>7}{'a rms':>7}{'a p95':>7}"
+          f"{'ep.lim':>7}{'infer':>6}")
     for delay in report["results"]:
         for mode, entry in delay["modes"].items():
             s = entry["median"]
-            print(f"{delay['delay_ms']:>5.0f}ms {mode:<16}{s['stale_ticks']:>8.0f}{100 * s['stale_fraction']:>8.1f}"
+            print(f"{delay['delay_ms']:>5.0f}ms {mode:<22}{s['stale_ticks']:>8.0f}{100 * s['stale_fraction']:>8.1f}"
                   f"{s['episode_time_s']:>10.2f}{s['seam_max_velocity']:>8.3f}{s['seam_max_acceleration']:>8.2f}"
                   f"{s['seam_rate_limited_ticks']:>6.0f}{s['executor_seam_max_jump']:>8.3f}"
                   f"{s['executor_seam_max_velocity']:>7.2f}{s['executor_seam_max_acceleration']:>7.1f}"
-                  f"{s['episode_max_velocity']:>7.3f}{s['episode_max_acceleration']:>7.2f}{s['inferences']:>6.0f}")
+                  f"{s['episode_max_velocity']:>7.3f}{s['episode_max_acceleration']:>7.2f}"
+                  f"{s['episode_rms_acceleration']:>7.2f}{s['episode_p95_acceleration']:>7.2f}"
+                  f"{s['rate_limited_ticks']:>7.0f}{s['inferences']:>6.0f}")
     print("ratios async / sync (of the medians):")
-    print(f"{'delay':>6} {'mode':<16}" + "".join(f"{_short(key):>9}" for key in TABLE_RATIOS))
+    print(f"{'delay':>6} {'mode':<22}" + "".join(f"{_short(key):>9}" for key in TABLE_RATIOS))
     for delay in report["results"]:
         for mode, ratio in delay["ratios_async_over_sync"].items():
             cells = "".join(f"{ratio[key]:>9.3f}" if ratio[key] is not None else f"{'n/a':>9}" for key in TABLE_RATIOS)
-            print(f"{delay['delay_ms']:>5.0f}ms {mode:<16}{cells}")
+            print(f"{delay['delay_ms']:>5.0f}ms {mode:<22}{cells}")
     print("stale: ticks without a fresh setpoint; seam v / a: largest |v| rad/s, |a| rad/s^2 of the sent commands "
           "(joints 1-6) at seams; lim n: seam ticks the safety filter rate-limited; ex.*: ChunkExecutor's own seam "
-          "(before the safety filter: jump rad, v, a); ep.: whole episode; medians over seeds")
+          "(before the safety filter: jump rad, v, a); ep.: whole episode (a rms / p95: of |a|; ep.lim: ticks "
+          "rate-limited); medians over seeds")
 
 
 def _short(key: str) -> str:
     return {"stale_ticks": "stale", "episode_time_s": "episode", "seam_max_velocity": "seam v",
             "seam_max_acceleration": "seam a", "seam_rate_limited_ticks": "lim n",
-            "executor_seam_max_velocity": "ex.v", "executor_seam_max_acceleration": "ex.a"}[key]
+            "executor_seam_max_velocity": "ex.v", "executor_seam_max_acceleration": "ex.a",
+            "episode_rms_acceleration": "a rms", "rate_limited_ticks": "ep.lim"}[key]
 
 
 def main(argv=None) -> None:
@@ -314,7 +343,7 @@ def main(argv=None) -> None:
     scenarios = make_scenarios(bundle, limits, range(args.seeds))
     calibration = calibrate(pipeline, scenarios, args.calibration_calls)
     compute_s = calibration["median_ms"] / 1e3 if args.compute_time == "median" else None
-    modes = ["sync"] + [f"async/{blend}" for blend in BLENDS]
+    modes = list(MODES)
     results, all_measured, failures = [], [], {}
     for delay_ms in args.delays_ms:
         per_mode = {mode: [] for mode in modes}
@@ -338,7 +367,8 @@ def main(argv=None) -> None:
             "sync": "openpi ActionChunkBroker: infer when the chunk has run out, hold while inferring, "
                     "execute the result from step 0 (no latency compensation)",
             "async": "actor node schedule: request at <= request_threshold_s left, splice with the measured "
-                     "elapsed time, blend the seam (none / crossfade / ensemble)",
+                     "elapsed time, blend the seam (none / crossfade / ensemble); chunk steps interpolated "
+                     "linearly, or with monotone cubics (+pchip)",
             "stale_ticks": "control ticks without a fresh setpoint, from the first chunk's arrival to the end",
             "episode_time_s": f"simulated time until {args.chunks} chunks' worth of fresh setpoints "
                               f"({args.chunks} x {ticks_per_chunk} ticks = {args.motion_s:.2f} s) were executed",
@@ -352,6 +382,8 @@ def main(argv=None) -> None:
                                    "and its blended output's |v|, |a| around the splice on the chunk grid, before the "
                                    "safety filter",
             "episode_max_*": "largest |v|, |a| of the sent commands over the whole episode after the first chunk",
+            "episode_rms_acceleration / episode_p95_acceleration": "RMS / 95th percentile of |a| (rad/s^2) over "
+                                                                  "joints 1-6 and ticks, same span",
             "robot": "perfect tracking, one-tick delay" if args.tracking_tau == 0 else
                      f"first-order lag, tau {args.tracking_tau} s",
             "aggregation": "median over seeds; ratios are async / sync of the medians",

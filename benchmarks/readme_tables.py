@@ -69,7 +69,7 @@ def async_section(data):
     rows = []
     for result in data["results"]:
         sync = result["modes"]["sync"]["median"]
-        for mode in ("async/crossfade", "async/none", "async/ensemble"):
+        for mode in ("async/crossfade", "async/crossfade+pchip", "async/none", "async/ensemble"):
             med = result["modes"][mode]["median"]
             ratio = result["ratios_async_over_sync"][mode]
             rows.append(
@@ -77,14 +77,17 @@ def async_section(data):
                 f"{sync['episode_time_s']:.2f} → {med['episode_time_s']:.2f} ({ratio['episode_time_s']:.2f}) | "
                 f"{sync['seam_max_velocity']:.2f} → {med['seam_max_velocity']:.2f} "
                 f"({ratio['seam_max_velocity']:.2f}) | "
-                f"{sync['seam_max_acceleration']:.1f} → {med['seam_max_acceleration']:.1f} |")
+                f"{sync['seam_max_acceleration']:.1f} → {med['seam_max_acceleration']:.1f} | "
+                f"{sync['episode_rms_acceleration']:.2f} → {med['episode_rms_acceleration']:.2f} |")
     return "\n".join([
         f"**Async actor vs synchronous chunk broker** (`bench_async_actor.py`, {data['config']['seeds']} seeds, "
         f"medians, simulated time with the real model, {_machine(data)}). "
         "Columns read sync → async (ratio async/sync):", "",
         "| delay (ms) | async mode | ticks without fresh setpoint | episode time (s) | "
-        "seam max velocity (rad/s) | seam max acceleration (rad/s²) |",
-        "|---|---|---|---|---|---|", *rows, *_acceleration_note(data)])
+        "seam max velocity (rad/s) | seam max acceleration (rad/s²) | RMS acceleration (rad/s²) |",
+        "|---|---|---|---|---|---|---|", *rows, *_acceleration_note(data),
+        "", "`+pchip`: chunk steps interpolated with monotone cubics (the actor's default "
+        "`chunk_interpolation`) instead of linearly; RMS acceleration is over the whole episode."])
 
 
 def _acceleration_note(data):

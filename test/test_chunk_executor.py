@@ -59,6 +59,40 @@ def test_setpoint_interpolates_in_time_between_steps():
     assert executor.setpoint(5.5 * DT).step_index == 5
 
 
+def zigzag_chunk(steps: int) -> np.ndarray:
+    """Smooth-ish motion with turning points, like a policy's chunk (joint j: a sine at its own rate)."""
+    k = np.arange(steps, dtype=float)[:, None]
+    return 0.3 * np.sin(0.25 * k * (1 + np.arange(7)) / 4.0)
+
+
+def test_pchip_passes_through_the_steps_and_stays_between_neighbours():
+    chunk = zigzag_chunk(12)
+    executor = ChunkExecutor(DT, blend="none", interpolation="pchip")
+    executor.submit(chunk, 0.0, 0.0)
+    for k in range(11):
+        np.testing.assert_allclose(executor.setpoint(k * DT).positions, chunk[k], atol=1e-12)
+        between = executor.setpoint((k + 0.5) * DT).positions
+        low, high = np.minimum(chunk[k], chunk[k + 1]), np.maximum(chunk[k], chunk[k + 1])
+        assert np.all(between >= low - 1e-12) and np.all(between <= high + 1e-12), f"overshoot in step {k}"
+    np.testing.assert_allclose(executor.setpoint(20 * DT).positions, chunk[-1])  # clamped after the end
+
+
+def test_pchip_velocity_is_continuous_where_linear_steps():
+    """A coarse chunk (25 Hz) sampled finely: linear's velocity jumps at each step, pchip's does not."""
+    chunk = zigzag_chunk(12)
+    fine = 0.0002  # s: much finer than the steps, so a C1 curve changes velocity little per sample
+    jumps = {}
+    for interpolation in ("linear", "pchip"):
+        executor = ChunkExecutor(DT, blend="none", interpolation=interpolation)
+        executor.submit(chunk, 0.0, 0.0)
+        times = np.arange(1 * DT, 10 * DT, fine)
+        velocity = np.diff(np.array([executor.setpoint(t).positions for t in times]), axis=0) / fine
+        jumps[interpolation] = np.abs(np.diff(velocity, axis=0)).max()
+    step_velocity_change = np.abs(np.diff(np.diff(chunk[1:11], axis=0), axis=0)).max() / DT
+    assert jumps["linear"] == pytest.approx(step_velocity_change, rel=0.05)
+    assert jumps["pchip"] < 0.1 * jumps["linear"]
+
+
 def test_none_switches_at_once():
     executor = ChunkExecutor(DT, blend="none")
     executor.submit(constant_chunk(50, 0.0), 0.0, 0.0)
@@ -241,6 +275,7 @@ def test_invalid_parameters_raise_clear_errors():
         ({"dt": DT, "crossfade_steps": -1}, "crossfade_steps"),
         ({"dt": DT, "max_velocity": [1.0, -1.0, 1, 1, 1, 1, 1]}, "max_velocity"),
         ({"dt": DT, "crossfade_shape": "cubic"}, "crossfade_shape"),
+        ({"dt": DT, "interpolation": "spline"}, "interpolation"),
     ]:
         with pytest.raises(ValueError, match=message):
             ChunkExecutor(**kwargs)

@@ -322,7 +322,7 @@ def test_a_request_threshold_shorter_than_the_crossfade_is_warned_at_startup():
     process = NodeProcess(MODULE, "actor_left", params={"arm": "left", "bundle_path": BUNDLE, "crossfade_s": 0.4,
                                                         "request_threshold_s": 0.2})
     try:
-        wait_for(lambda: "ready:" in process.output, 60.0, "actor_left to start", processes=[process])
+        wait_for(lambda: "request_threshold_s 0.2 < crossfade_s 0.4" in process.output, 60.0,
+                 "actor_left's start-up warning", processes=[process])
     finally:
         stop(process)
-    assert "request_threshold_s 0.2 < crossfade_s 0.4" in process.output, process.output

@@ -15,10 +15,18 @@ Time convention
 A chunk is ``(T, n)`` joint positions at ``dt = 1 / control_rate`` spacing, and **step k is
 meant for time ``obs_stamp_s + k * dt``**: step 0 is the action for the instant of the
 observation, as in ALOHA/ACT data where action[t] is recorded with observation[t]. Between
-steps the chunk is interpolated linearly in time, so a timer tick that comes a little early
-or late gets the matching point instead of repeating or skipping a whole step (the jerk a
-sample-and-hold would add under jitter). Before step 0 a chunk gives step 0, after its last
-step it gives the last step.
+steps the chunk is interpolated in time, so a timer tick that comes a little early or late
+gets the matching point instead of repeating or skipping a whole step (the jerk a
+sample-and-hold would add under jitter). ``interpolation`` chooses how:
+
+* ``'linear'``: straight segments; the velocity changes at every step, so when the chunk is
+  coarser than the control loop (25 Hz chunks on a 50 Hz loop) each step is an acceleration
+  spike of ``delta v / control dt``;
+* ``'pchip'``: SciPy's monotone piecewise cubic Hermite interpolation: the velocity is
+  continuous, and between two steps the value stays between them (no overshoot, so a chunk
+  inside the joint limits stays inside them).
+
+Before step 0 a chunk gives step 0, after its last step it gives the last step.
 
 Splicing
 --------
@@ -55,6 +63,7 @@ is computed outside the lock from a consistent snapshot.
 """
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections import deque
@@ -62,8 +71,10 @@ from dataclasses import dataclass
 from typing import Union
 
 import numpy as np
+from scipy.interpolate import PchipInterpolator
 
 BLEND_MODES = ("none", "crossfade", "ensemble")
+INTERPOLATIONS = ("linear", "pchip")
 CROSSFADE_SHAPES = ("cosine", "linear")
 
 DROP_BAD_SHAPE = "bad_shape"
@@ -89,6 +100,7 @@ class Chunk:
     obs_stamp_s: float
     dt: float
     received_s: float
+    interpolation: str = "linear"
 
     @property
     def num_steps(self) -> int:
@@ -110,13 +122,20 @@ class Chunk:
         return -_STEP_EPS <= position <= self.num_steps - 1 + _STEP_EPS
 
     def sample(self, time_s: float) -> np.ndarray:
-        """Position at ``time_s``: linear in time between steps, clamped to the first/last step."""
+        """Position at ``time_s``: interpolated between steps, clamped to the first/last step."""
         position = min(max(self.step_position(time_s), 0.0), self.num_steps - 1.0)
         lower = min(int(math.floor(position + _STEP_EPS)), self.num_steps - 1)
         fraction = position - lower
         if fraction <= _STEP_EPS or lower == self.num_steps - 1:
             return self.positions[lower].copy()
+        if self.interpolation == "pchip":
+            return np.asarray(self._pchip(position), dtype=float)
         return (1.0 - fraction) * self.positions[lower] + fraction * self.positions[lower + 1]
+
+    @functools.cached_property
+    def _pchip(self) -> PchipInterpolator:
+        """The chunk as a function of the fractional step index (built once, on first use)."""
+        return PchipInterpolator(np.arange(self.num_steps, dtype=float), self.positions, axis=0)
 
 
 def crossfade_weight(progress: float, shape: str) -> float:
@@ -306,6 +325,8 @@ class ChunkExecutor:
     num_joints : int
         Columns of a chunk (7 for one arm).
     crossfade_shape : {'cosine', 'linear'}
+    interpolation : {'linear', 'pchip'}
+        Between a chunk's steps (see the module docstring).
     max_stamp_lead_s : float
         How far an observation stamp may lie ahead of ``now_s`` (clock skew) before the
         chunk is dropped.
@@ -328,6 +349,7 @@ class ChunkExecutor:
         max_acceleration: float | np.ndarray | None = None,
         num_joints: int = 7,
         crossfade_shape: str = "cosine",
+        interpolation: str = "linear",
         max_stamp_lead_s: float = 0.05,
         history: int = 1000,
     ) -> None:
@@ -339,6 +361,8 @@ class ChunkExecutor:
             raise ValueError(
                 f"ChunkExecutor: crossfade_shape must be one of {CROSSFADE_SHAPES}, got {crossfade_shape!r}"
             )
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"ChunkExecutor: interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
         if int(crossfade_steps) != crossfade_steps or crossfade_steps < 0:
             raise ValueError(f"ChunkExecutor: crossfade_steps must be an integer >= 0, got {crossfade_steps!r}")
         if not math.isfinite(ensemble_decay):
@@ -351,6 +375,7 @@ class ChunkExecutor:
         self.blend = blend
         self.crossfade_steps = int(crossfade_steps)
         self.crossfade_shape = crossfade_shape
+        self.interpolation = interpolation
         self.ensemble_decay = float(ensemble_decay)
         self.num_joints = int(num_joints)
         self.max_stamp_lead_s = float(max_stamp_lead_s)
@@ -413,7 +438,7 @@ class ChunkExecutor:
                     f"{newest.obs_stamp_s:.6f} s"
                 )
                 return self._count(SpliceReport(True, DROP_NOT_NEWER, detail, elapsed_s=elapsed))
-            chunk_obj = Chunk(self._next_id, positions, float(obs_stamp_s), self.dt, float(now_s))
+            chunk_obj = Chunk(self._next_id, positions, float(obs_stamp_s), self.dt, float(now_s), self.interpolation)
             remaining = _remaining_after(chunk_obj, now_s)
             if remaining == 0:
                 duration = (chunk_obj.num_steps - 1) * self.dt

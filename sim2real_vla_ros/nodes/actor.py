@@ -55,6 +55,7 @@ bundle_path, inference_backend, intra_op_threads: the model bundle and runtime (
 control_rate_hz (50.0): control tick rate (node clock: sim time under use_sim_time).
 output_mode (trajectory): trajectory | stream | vendor.
 blend (crossfade): none | crossfade | ensemble seam blending; crossfade_s (0.2), ensemble_decay (0.01).
+chunk_interpolation (pchip): linear | pchip between a chunk's steps (pchip: velocity continuous, no overshoot).
 request_threshold_s (0.5): ask for the next chunk when at most this much of the current one is left
     (warned at start-up when below crossfade_s with blend crossfade).
 trajectory_horizon_steps (5): safe future setpoints per trajectory message (plus the stop tail).
@@ -100,7 +101,7 @@ from sim2real_vla_ros.core.actor_io import (FAULT_INJECTIONS, AffordanceError, I
                                             safe_trajectory_tail)
 from sim2real_vla_ros.core.actor_pipeline import ActorObservation, ActorPipeline
 from sim2real_vla_ros.core.bundle import UnknownInstructionError
-from sim2real_vla_ros.core.chunk_executor import BLEND_MODES, ChunkExecutor, TickStats
+from sim2real_vla_ros.core.chunk_executor import BLEND_MODES, INTERPOLATIONS, ChunkExecutor, TickStats
 from sim2real_vla_ros.core.observation import LatencyWindow
 from sim2real_vla_ros.core.payloads import PLAN_STATE_SCHEMA
 from sim2real_vla_ros.core.robot import ARM_DOF, SIDES, WRIST_CAMERA, arm_joint_names, arm_limits
@@ -195,6 +196,10 @@ class ActorNode(Node):
         self.crossfade_s = declare(self, "crossfade_s", 0.2,
                                    "Minimum crossfade length at a seam (s; lengthened to respect the "
                                    "velocity/acceleration limits)", lambda v: 0.0 <= v <= 5.0, "in [0, 5]")
+        self.chunk_interpolation = declare(
+            self, "chunk_interpolation", "pchip",
+            "Between a chunk's steps: linear, or pchip (monotone cubic: continuous velocity, no overshoot)",
+            lambda v: v in INTERPOLATIONS, f"one of {list(INTERPOLATIONS)}")
         self.ensemble_decay = declare(self, "ensemble_decay", 0.01,
                                       "Temporal ensembling weight decay m in exp(-m i), i = 0 the oldest chunk (ACT)",
                                       lambda v: math.isfinite(v) and abs(v) <= 10.0, "finite, |m| <= 10")
@@ -274,7 +279,8 @@ class ActorNode(Node):
         self.chunks = ChunkExecutor(
             self.chunk_dt, blend=self.blend, crossfade_steps=int(math.ceil(self.crossfade_s / self.chunk_dt - 1e-9)),
             ensemble_decay=self.ensemble_decay, max_velocity=self.limits.max_velocity,
-            max_acceleration=self.limits.max_acceleration, num_joints=ARM_DOF)
+            max_acceleration=self.limits.max_acceleration, num_joints=ARM_DOF,
+            interpolation=self.chunk_interpolation)
         self.threshold_steps = int(math.ceil(self.request_threshold_s / self.chunk_dt - 1e-9))
         if self.blend == "crossfade" and self.request_threshold_s < self.crossfade_s:
             # The blend mixes in the old chunk for crossfade_s after the new one arrives: if the old
