@@ -81,8 +81,15 @@ class NodeProcess:
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGUSR1)  # nodes dump their threads' stacks on SIGUSR1
+                try:
+                    self.proc.wait(timeout=1.0)
+                except subprocess.TimeoutExpired:
+                    pass
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=5.0)
+                self._reader.join(timeout=2.0)
+                print(f"{self.name} did not stop within {timeout} s on SIGINT; killed. Output:\n{self.output[-6000:]}")
         self._reader.join(timeout=2.0)
         return self.proc.returncode
 

@@ -4,6 +4,8 @@ A probe in this process stands in for the AgileX driver (it publishes the two ve
 topics) and records /joint_states and /diagnostics. Every wait has a deadline.
 """
 import math
+import os
+import signal
 
 import pytest
 import rclpy
@@ -149,3 +151,12 @@ def test_a_bad_parameter_stops_the_node_with_a_clear_error():
     assert code != 0
     assert "parameter 'max_age_s' = -1.0: must be in (0, 10]" in process.output
     assert "Traceback" not in process.output
+
+
+def test_sigusr1_dumps_the_threads_and_sigint_stops_the_node_cleanly(bridge):
+    """Every node's main (common.run_node): a stack dump on demand, and Ctrl-C ends it with exit 0."""
+    os.kill(bridge.proc.pid, signal.SIGUSR1)
+    wait_for(lambda: "in run_node" in bridge.output, 10.0, "the stack dump in the node's output", processes=[bridge])
+    assert bridge.proc.poll() is None, "SIGUSR1 must not stop the node"
+    assert bridge.stop(timeout=5.0) == 0, bridge.output[-3000:]
+    assert "Traceback" not in bridge.output and "KeyboardInterrupt" not in bridge.output

@@ -9,7 +9,9 @@ one ``ImageMessageError`` instead of a crash in a callback.
 """
 from __future__ import annotations
 
+import faulthandler
 import json
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
@@ -223,13 +225,23 @@ def run_node(node_factory: Callable[[], Node], executor_factory=None) -> int:
 
     Returns the process exit code. A node that raises during construction (bad parameter,
     missing model file) logs one clear error line and exits 1 instead of printing a traceback.
+
+    SIGINT (Ctrl-C, a launcher stopping the node): rclpy's own signal handler shuts the
+    context down, spin() ends, and the node is destroyed in order (its worker thread first).
+    Python's KeyboardInterrupt is not raised on top of that: raised asynchronously in the main
+    thread, it can land between a lock's acquire and its release inside rclpy's executor,
+    and the clean-up then waits on that lock until the process is killed. SIGUSR1 prints
+    every thread's stack to stderr (faulthandler), for a node that does not stop.
     """
-    exit_code = 0
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    signal.signal(signal.SIGINT, _leave_interrupt_to_rclpy)  # before init: rclpy's handler chains to it
     try:
         with rclpy.init():
             try:
                 node = node_factory()
             except Exception as exc:  # start-up failure: one clear message, non-zero exit
+                if not rclpy.ok():
+                    return 0  # interrupted while starting: nothing failed
                 print(f"[FATAL] {type(exc).__name__}: {exc}", flush=True)
                 return 1
             executor = executor_factory() if executor_factory else rclpy.executors.SingleThreadedExecutor()
@@ -241,7 +253,11 @@ def run_node(node_factory: Callable[[], Node], executor_factory=None) -> int:
                 node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    return exit_code
+    return 0
+
+
+def _leave_interrupt_to_rclpy(signum, frame) -> None:
+    """SIGINT at the Python level: nothing to do, rclpy's handler has shut the context down."""
 
 
 def monotonic() -> float:

@@ -54,6 +54,7 @@ DEFAULT_DURATION_S = 45.0
 DEFAULT_REAL_TIME_FACTOR = 0.5
 IMAGE_RECORD_RATE_HZ = 2.0
 STOP_TIMEOUT_S = 10.0
+STACK_DUMP_WAIT_S = 1.0  # for a node that did not stop to write its threads' stacks to its log
 SUBSCRIBER_GRACE_S = 10.0
 STALL_TIMEOUT_S = 30.0
 POLL_S = 0.1
@@ -175,6 +176,13 @@ class ChildProcess:
             os.killpg(self.proc.pid, signal.SIGINT)
 
     def kill(self) -> None:
+        """SIGKILL, after asking for a stack dump into the log (nodes register SIGUSR1 for it)."""
+        if self.alive():
+            os.kill(self.proc.pid, signal.SIGUSR1)
+            try:
+                self.proc.wait(timeout=STACK_DUMP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                pass
         if self.alive():
             self.killed = True
             os.killpg(self.proc.pid, signal.SIGKILL)
