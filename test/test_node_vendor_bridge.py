@@ -160,3 +160,17 @@ def test_sigusr1_dumps_the_threads_and_sigint_stops_the_node_cleanly(bridge):
     assert bridge.proc.poll() is None, "SIGUSR1 must not stop the node"
     assert bridge.stop(timeout=5.0) == 0, bridge.output[-3000:]
     assert "Traceback" not in bridge.output and "KeyboardInterrupt" not in bridge.output
+
+
+def test_sigint_stops_an_idle_node_every_time():
+    """Nothing wakes this node's executor (sim time without /clock, no input): only the SIGINT
+    handling can end its spin. rclpy's own handling left such a node waiting about 1 stop in 3."""
+    for attempt in range(4):
+        process = NodeProcess(MODULE, f"vendor_bridge_idle_{attempt}", {"use_sim_time": True})
+        try:
+            wait_for(lambda: "relaying" in process.output, STARTUP_TIMEOUT_S, "the bridge to start",
+                     processes=[process])
+        finally:
+            code = process.stop(timeout=5.0)
+        assert code == 0, f"attempt {attempt}: exit {code}\n{process.output[-3000:]}"
+

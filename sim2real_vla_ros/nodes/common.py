@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import rclpy
+import rclpy.signals
 from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
@@ -220,44 +221,63 @@ def diagnostic_array(node: Node, statuses: Sequence[DiagnosticStatus]) -> Diagno
 
 
 # --- entry point -------------------------------------------------------------------
+SPIN_POLL_S = 0.1
+"""Longest the main loop waits before it looks at a SIGINT request again (s)."""
+
+
 def run_node(node_factory: Callable[[], Node], executor_factory=None) -> int:
     """Standard main(): init, build the node (start-up errors exit 1 with one message), spin.
 
     Returns the process exit code. A node that raises during construction (bad parameter,
     missing model file) logs one clear error line and exits 1 instead of printing a traceback.
 
-    SIGINT (Ctrl-C, a launcher stopping the node): rclpy's own signal handler shuts the
-    context down, spin() ends, and the node is destroyed in order (its worker thread first).
-    Python's KeyboardInterrupt is not raised on top of that: raised asynchronously in the main
-    thread, it can land between a lock's acquire and its release inside rclpy's executor,
-    and the clean-up then waits on that lock until the process is killed. SIGUSR1 prints
-    every thread's stack to stderr (faulthandler), for a node that does not stop.
+    SIGINT (Ctrl-C, a launcher stopping the node) and SIGTERM only set a flag that the spin
+    loop reads at least every ``SPIN_POLL_S``; then the node is destroyed in order (its worker
+    thread first), the context is shut down and the process exits 0. rclpy's signal handlers
+    are not installed, because each of its stop paths failed here at the end of dry runs (every
+    process stops at once, and no message or sim-time timer wakes an executor again): Python's
+    KeyboardInterrupt, raised at an arbitrary point of the main thread, landed inside rclpy (a
+    RuntimeError from ``take_message``, exit 1); without it, the executor sometimes slept on
+    forever (1 stop in 3 for a minimal node); and rclpy's handler thread shutting the context
+    down while the executor built its wait set raised RCLError (2 dry runs in 16).
+    SIGUSR1 prints every thread's stack to stderr (faulthandler), for a node that does not stop.
     """
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    signal.signal(signal.SIGINT, _leave_interrupt_to_rclpy)  # before init: rclpy's handler chains to it
+    interrupted = _InterruptFlag()
+    signal.signal(signal.SIGINT, interrupted.set)
+    signal.signal(signal.SIGTERM, interrupted.set)
     try:
-        with rclpy.init():
+        with rclpy.init(signal_handler_options=rclpy.signals.SignalHandlerOptions.NO) as initialised:
+            context = initialised.context
             try:
                 node = node_factory()
             except Exception as exc:  # start-up failure: one clear message, non-zero exit
-                if not rclpy.ok():
-                    return 0  # interrupted while starting: nothing failed
+                if interrupted.raised or not context.ok():
+                    return 0  # stopped while starting: nothing failed
                 print(f"[FATAL] {type(exc).__name__}: {exc}", flush=True)
                 return 1
             executor = executor_factory() if executor_factory else rclpy.executors.SingleThreadedExecutor()
             executor.add_node(node)
             try:
-                executor.spin()
+                while not interrupted.raised and context.ok():
+                    executor.spin_once(timeout_sec=SPIN_POLL_S)
             finally:
                 executor.remove_node(node)
                 node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except ExternalShutdownException:
         pass
     return 0
 
 
-def _leave_interrupt_to_rclpy(signum, frame) -> None:
-    """SIGINT at the Python level: nothing to do, rclpy's handler has shut the context down."""
+class _InterruptFlag:
+    """Set from the SIGINT / SIGTERM handler. A plain attribute: a handler that took a lock
+    could deadlock against the code it interrupted."""
+
+    def __init__(self) -> None:
+        self.raised = False
+
+    def set(self, signum=None, frame=None) -> None:
+        self.raised = True
 
 
 def monotonic() -> float:
