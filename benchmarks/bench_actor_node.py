@@ -21,7 +21,6 @@ Usage: python benchmarks/bench_actor_node.py [--seconds 15] [--rounds 3]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -36,7 +35,7 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 
 from actor_world import RATE_HZ, FakeWorld, start_actor  # noqa: E402
-from bench_common import machine  # noqa: E402
+from bench_common import machine, write_results  # noqa: E402
 from ros_harness import Probe, wait_for  # noqa: E402
 from sim2real_vla_ros.nodes import common  # noqa: E402
 
@@ -133,10 +132,7 @@ def main(argv=None) -> int:
               "summary": summary, "rounds": rounds,
               "machine": machine(load_average_before=[round(v, 2) for v in load_before],
                                  note="shared 2-core machine; both configurations alternate in one run")}
-    os.makedirs(os.path.dirname(RESULTS_FILE), exist_ok=True)
-    with open(RESULTS_FILE, "w", encoding="utf-8") as stream:
-        json.dump(result, stream, indent=2)
-    print(f"wrote {RESULTS_FILE}")
+    write_results(RESULTS_FILE, result)
     return 0
 
 

@@ -49,7 +49,6 @@ Usage: python benchmarks/bench_async_actor.py [--seeds 10] [--delays-ms 100 200 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import time
@@ -66,7 +65,7 @@ from sim2real_vla_ros.core.observation import apply_mask
 from sim2real_vla_ros.core.robot import arm_limits
 from sim2real_vla_ros.core.safety import SafetyFilter, SafetyLimits
 from sim2real_vla_ros.paths import share_path
-from bench_common import machine
+from bench_common import machine, write_results
 
 ARM = "left"
 REVOLUTE_JOINTS = tuple(range(6))  # joints 1-6 (rad); joint7 is the finger (m)
@@ -412,11 +411,8 @@ def main(argv=None) -> None:
           f"(p90 {calibration['p90_ms']:.1f}), run {report['model_compute']['during_run']['median_ms']:.1f} ms; "
           f"{args.seeds} seeds, episode = {args.motion_s:.2f} s of fresh setpoints; failures {failures}")
     print_table(report)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w", encoding="utf-8") as stream:
-        json.dump(report, stream, indent=2)
-        stream.write("\n")
-    print(f"wrote {args.output} in {report['wall_time_s']} s")
+    write_results(args.output, report)
+    print(f"in {report['wall_time_s']} s")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Helpers shared by the benchmark scripts (run as `python benchmarks/bench_*.py`)."""
+import json
 import os
 import platform
 import sys
@@ -21,3 +22,12 @@ def machine(**extra) -> dict:
     versions, load averages, notes) given by each benchmark."""
     return {"cpu_count": os.cpu_count(), "cpu_model": cpu_model(), "platform": platform.platform(),
             "python": sys.version.split()[0], **extra}
+
+
+def write_results(path: str, report: dict) -> None:
+    """Write a benchmark's results file (JSON, creating its folder) and say where."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as stream:
+        json.dump(report, stream, indent=2)
+        stream.write("\n")
+    print(f"wrote {path}")

@@ -10,7 +10,6 @@ Usage: python benchmarks/bench_fast.py [--runs 5000]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -20,7 +19,7 @@ import scipy.fft
 import tokenizers
 
 from sim2real_vla_ros.core.fast import FastTokenizer
-from bench_common import machine
+from bench_common import machine, write_results
 
 HORIZON, ACTION_DIM = 50, 7
 RESULTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_fast.json")
@@ -117,11 +116,7 @@ def main() -> None:
     print(f"{'measurement':<24}{'median us':>12}{'p99 us':>12}{'mean us':>12}")
     for name, stats in timings.items():
         print(f"{name:<24}{stats['median_us']:>12.1f}{stats['p99_us']:>12.1f}{stats['mean_us']:>12.1f}")
-    os.makedirs(os.path.dirname(RESULTS_FILE), exist_ok=True)
-    with open(RESULTS_FILE, "w", encoding="utf-8") as stream:
-        json.dump(report, stream, indent=2)
-        stream.write("\n")
-    print(f"wrote {RESULTS_FILE}")
+    write_results(RESULTS_FILE, report)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ Usage: python benchmarks/bench_models.py [--runs 200] [--cycles 60] [--threads 1
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -29,7 +28,7 @@ from sim2real_vla_ros.core.actor_pipeline import ActorPipeline
 from sim2real_vla_ros.core.bundle import load_bundle
 from sim2real_vla_ros.paths import share_path
 from sim2real_vla_ros.tools.make_reference_bundle import SyntheticWorld, random_actor_observation
-from bench_common import cpu_model, machine
+from bench_common import cpu_model, machine, write_results
 
 RESULTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_models.json")
 VARIANTS = {
@@ -162,11 +161,8 @@ def main() -> None:
                            load_average_1_5_15min_at_end=[round(v, 2) for v in os.getloadavg()],
                            note="shared 2-core development machine: other processes may run concurrently"),
     }
-    os.makedirs(os.path.dirname(RESULTS_FILE), exist_ok=True)
-    with open(RESULTS_FILE, "w", encoding="utf-8") as stream:
-        json.dump(report, stream, indent=2)
-        stream.write("\n")
-    print(f"\nwrote {RESULTS_FILE}")
+    print()
+    write_results(RESULTS_FILE, report)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import numpy as np
 from sim2real_vla_ros.core import robot
 from sim2real_vla_ros.sim.controllers import TrajectoryArmController
 from sim2real_vla_ros.sim.simulator import Simulator
-from bench_common import machine
+from bench_common import machine, write_results
 
 RESULTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_sim.json")
 TASK = "pour_water_single"
@@ -161,10 +161,7 @@ def main() -> int:
                            load_average_before=[round(v, 2) for v in load_before]),
         "note": "shared 2-core machine: other processes lower the RTF; the node runs as a separate process",
     }
-    os.makedirs(os.path.dirname(RESULTS_FILE), exist_ok=True)
-    with open(RESULTS_FILE, "w", encoding="utf-8") as stream:
-        json.dump(report, stream, indent=2)
-    print(f"wrote {RESULTS_FILE}")
+    write_results(RESULTS_FILE, report)
     return 0
 
 
