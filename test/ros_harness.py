@@ -20,6 +20,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from sim2real_vla_ros.graph import ros_param_value
+from sim2real_vla_ros.tools.dry_run import kill_after_stack_dump
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -81,12 +82,7 @@ class NodeProcess:
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGUSR1)  # nodes dump their threads' stacks on SIGUSR1
-                try:
-                    self.proc.wait(timeout=1.0)
-                except subprocess.TimeoutExpired:
-                    pass
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                kill_after_stack_dump(self.proc)
                 self.proc.wait(timeout=5.0)
                 self._reader.join(timeout=2.0)
                 print(f"{self.name} did not stop within {timeout} s on SIGINT; killed. Output:\n{self.output[-6000:]}")

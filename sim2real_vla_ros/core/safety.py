@@ -794,7 +794,7 @@ class SafetyFilter:
                 self._last_target = None
                 at_rest, _ = clip_to_limits(measured, limits.lower, limits.upper)
                 event = SafetyEvent(SafetyEventKind.TRACKING_ERROR, joints=lagging)
-                return self._commit_at_rest(at_rest, True, first_tick_events + holds + (event,))
+                return self._commit_at_rest(at_rest, first_tick_events + holds + (event,))
 
         if holds:
             self._last_target = None  # after a hold the target's motion is unknown again
@@ -817,11 +817,11 @@ class SafetyFilter:
         events.extend(rate_events)
         return self._commit(command, dt, False, tuple(events), clipped)
 
-    def _commit_at_rest(self, command: np.ndarray, held: bool, events: tuple[SafetyEvent, ...]) -> SafetyDecision:
-        """Send ``command`` and treat it as a standstill (velocity zero from here on)."""
+    def _commit_at_rest(self, command: np.ndarray, events: tuple[SafetyEvent, ...]) -> SafetyDecision:
+        """Hold at ``command`` as a standstill (velocity zero from here on)."""
         self._last_command = command
         self._last_velocity = np.zeros_like(command)
-        return SafetyDecision(command.copy(), held, events, (), np.zeros_like(command))
+        return SafetyDecision(command.copy(), True, events, (), np.zeros_like(command))
 
     def _commit(
         self, command: np.ndarray, dt: float, held: bool, events: tuple[SafetyEvent, ...], clipped: tuple[int, ...]

@@ -176,16 +176,8 @@ class ChildProcess:
             os.killpg(self.proc.pid, signal.SIGINT)
 
     def kill(self) -> None:
-        """SIGKILL, after asking for a stack dump into the log (nodes register SIGUSR1 for it)."""
         if self.alive():
-            os.kill(self.proc.pid, signal.SIGUSR1)
-            try:
-                self.proc.wait(timeout=STACK_DUMP_WAIT_S)
-            except subprocess.TimeoutExpired:
-                pass
-        if self.alive():
-            self.killed = True
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.killed = kill_after_stack_dump(self.proc)
 
     def close(self) -> None:
         self._log.close()
@@ -201,6 +193,19 @@ class ChildProcess:
                 return "".join(stream.readlines()[-lines:] if lines else stream.readlines())
         except OSError:
             return ""
+
+
+def kill_after_stack_dump(proc: subprocess.Popen, dump_wait_s: float = STACK_DUMP_WAIT_S) -> bool:
+    """SIGKILL a node's process group that did not stop, after asking it (SIGUSR1, which
+    ``nodes.common.run_node`` registers) to write every thread's stack to its output.
+    Returns whether the kill was needed (False if it exited meanwhile)."""
+    os.kill(proc.pid, signal.SIGUSR1)
+    try:
+        proc.wait(timeout=dump_wait_s)
+        return False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return True
 
 
 def stop_all(children: Sequence[ChildProcess], timeout_s: float = STOP_TIMEOUT_S) -> None:
