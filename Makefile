@@ -43,7 +43,7 @@ bench: setup
 # Regenerates the committed reference bundle (needs torch: the CPU wheel on these machines).
 bundle: setup
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m sim2real_vla_ros.tools.make_reference_bundle --out models/reference
+	$(PY) -m training.make_reference_bundle --out models/reference
 
 clean:
 	rm -rf $(VENV) build install log *.egg-info

@@ -21,7 +21,8 @@ def share_tree(folder):
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=find_packages(exclude=["test", "test.*"]),
+    # training/ (torch) is not part of the installed package: `make bundle` runs it from the repo.
+    packages=find_packages(exclude=["test", "test.*", "training", "training.*", "benchmarks", "benchmarks.*"]),
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),
@@ -53,7 +54,6 @@ setup(
             "validator = sim2real_vla_ros.nodes.validator:main",
             "vendor_bridge = sim2real_vla_ros.nodes.vendor_bridge:main",
             "build_engine = sim2real_vla_ros.tools.build_engine:main",
-            "make_reference_bundle = sim2real_vla_ros.tools.make_reference_bundle:main",
             "dry_run = sim2real_vla_ros.tools.dry_run:main",
         ],
     },

@@ -3,7 +3,7 @@
 One run, the same real model for both: the reference bundle's left-arm actor
 (:class:`ActorPipeline`: encoder, greedy FAST token generation, FAST decode, unnormalise),
 with an artificial inference delay of 100, 200 and 300 ms added to its measured compute time.
-Everything happens in simulated time (:func:`sim2real_vla_ros.core.actor_loop.run_episode`,
+Everything happens in simulated time (:func:`sim2real_vla_ros.core.control.actor_loop.run_episode`,
 a deterministic discrete-event simulation, no sleeps):
 
 * control loop at 50 Hz; every command goes through :class:`SafetyFilter` with the left arm's
@@ -36,7 +36,7 @@ Metrics (medians over seeds; each seed is one episode per mode and delay):
   25 Hz) have been executed, i.e. the same amount of policy motion in every mode;
 * seam velocity / acceleration: the largest ``|v|`` (rad/s) and ``|a|`` (rad/s^2) over
   joints 1-6 of the commands actually sent, within the seam windows of
-  :mod:`sim2real_vla_ros.core.actor_loop` (the finger, in metres, is left out); the largest over
+  :mod:`sim2real_vla_ros.core.control.actor_loop` (the finger, in metres, is left out); the largest over
   all seams of the episode. The same over the whole episode for context, and the whole
   episode's RMS and 95th-percentile ``|a|`` (the maximum is the safety filter's limit in
   every mode; these show how hard the motion is in between).
@@ -57,13 +57,13 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime
 
-from sim2real_vla_ros.core.actor_loop import LoopConfig, LoopResult, PolicyOutput, run_episode
-from sim2real_vla_ros.core.actor_pipeline import ActorObservation, ActorPipeline
-from sim2real_vla_ros.core.bundle import load_bundle
-from sim2real_vla_ros.core.chunk_executor import ChunkExecutor
-from sim2real_vla_ros.core.observation import apply_mask
+from sim2real_vla_ros.core.control.actor_loop import LoopConfig, LoopResult, PolicyOutput, run_episode
+from sim2real_vla_ros.core.policy.actor_pipeline import ActorObservation, ActorPipeline
+from sim2real_vla_ros.core.policy.bundle import load_bundle
+from sim2real_vla_ros.core.control.chunk_executor import ChunkExecutor
+from sim2real_vla_ros.core.policy.observation import apply_mask
 from sim2real_vla_ros.core.robot import arm_limits
-from sim2real_vla_ros.core.safety import SafetyFilter, SafetyLimits
+from sim2real_vla_ros.core.control.safety import SafetyFilter, SafetyLimits
 from sim2real_vla_ros.paths import share_path
 from bench_common import machine, write_results
 
@@ -89,7 +89,7 @@ class Scenario:
 
 def make_scenarios(bundle, limits: SafetyLimits, seeds: range) -> list[Scenario]:
     """Render each seed's images once with the reference bundle's synthetic world (masked convention)."""
-    from sim2real_vla_ros.tools.make_reference_bundle import SyntheticWorld
+    from training.make_reference_bundle import SyntheticWorld
 
     instructions = sorted(bundle.known_instructions)
     normalizer = bundle.normalizer(ARM)
@@ -113,7 +113,7 @@ def make_scenarios(bundle, limits: SafetyLimits, seeds: range) -> list[Scenario]
 
 
 class ModelPolicy:
-    """The real actor pipeline as a :data:`~sim2real_vla_ros.core.actor_loop.Policy`.
+    """The real actor pipeline as a :data:`~sim2real_vla_ros.core.control.actor_loop.Policy`.
 
     Parameters
     ----------

@@ -18,7 +18,7 @@ import scipy
 import scipy.fft
 import tokenizers
 
-from sim2real_vla_ros.core.fast import FastTokenizer
+from sim2real_vla_ros.core.policy.fast import FastTokenizer
 from bench_common import machine, write_results
 
 HORIZON, ACTION_DIM = 50, 7

@@ -523,7 +523,8 @@ def initial_trajectory_yaml(task: Optional[str], arm: str, duration_s: float = 3
     Gazebo starts the arms at zero; the MuJoCo simulator places them at the task's Table 6
     configuration itself. Stamp 0 means "start now" for joint_trajectory_controller.
     """
-    from sim2real_vla_ros.core import robot, tasks
+    from sim2real_vla_ros.core import robot
+    from sim2real_vla_ros.core.task import tasks
 
     if not (math.isfinite(duration_s) and duration_s > 0):
         raise ValueError(f"duration_s must be positive, got {duration_s!r}")

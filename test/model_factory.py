@@ -159,7 +159,7 @@ def write_model_for(path: str, role: str, contract: dict, seed: int = 0) -> str:
 
 def fit_fast_tokenizer(folder: str, chunk_length: int, seed: int = 0):
     """Fit and save a real FAST tokenizer on smooth random chunks (H3's codec)."""
-    from sim2real_vla_ros.core.fast import FastTokenizer
+    from sim2real_vla_ros.core.policy.fast import FastTokenizer
 
     rng = np.random.default_rng(seed)
     t = np.linspace(0, 1, chunk_length)[:, None]

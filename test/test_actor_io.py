@@ -1,14 +1,14 @@
-"""Unit tests of the actor node's pure logic (core/actor_io.py); no rclpy."""
+"""Unit tests of the actor node's pure logic (core/control/actor_io.py); no rclpy."""
 import numpy as np
 import pytest
 
-from sim2real_vla_ros.core.vendor import VENDOR_JOINT_NAMES, urdf_to_vendor
+from sim2real_vla_ros.core.control.vendor import VENDOR_JOINT_NAMES, urdf_to_vendor
 
-from sim2real_vla_ros.core.actor_io import (AffordanceError, InferenceRequest, UndecodableTokensDecoder,
+from sim2real_vla_ros.core.control.actor_io import (AffordanceError, InferenceRequest, UndecodableTokensDecoder,
                                             affordance_keypoints, arm_state_from_joint_state, inference_due,
                                             inject_nan, safe_trajectory_tail, stop_steps_bound)
 from sim2real_vla_ros.core.robot import arm_limits
-from sim2real_vla_ros.core.safety import SafetyFilter, SafetyLimits
+from sim2real_vla_ros.core.control.safety import SafetyFilter, SafetyLimits
 
 DT = 0.02
 

@@ -4,9 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from sim2real_vla_ros.core.actor_loop import LoopConfig, PolicyOutput, run_episode
-from sim2real_vla_ros.core.chunk_executor import ChunkExecutor
-from sim2real_vla_ros.core.safety import SafetyFilter, SafetyLimits
+from sim2real_vla_ros.core.control.actor_loop import LoopConfig, PolicyOutput, run_episode
+from sim2real_vla_ros.core.control.chunk_executor import ChunkExecutor
+from sim2real_vla_ros.core.control.safety import SafetyFilter, SafetyLimits
 
 CONTROL_DT = 0.02
 CHUNK_DT = 0.02

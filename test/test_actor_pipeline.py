@@ -15,13 +15,13 @@ import pytest
 import yaml
 from onnx import TensorProto, helper, numpy_helper
 
-from sim2real_vla_ros.core.actor_pipeline import (ActorConfigError, ActorFailureKind, ActorInputError, ActorObservation,
+from sim2real_vla_ros.core.policy.actor_pipeline import (ActorConfigError, ActorFailureKind, ActorInputError, ActorObservation,
                                                   ActorPipeline, DdimSchedule, ddim_sample)
-from sim2real_vla_ros.core.bundle import UnknownInstructionError, load_bundle
-from sim2real_vla_ros.core.fast import DecodeFailure, FastEncodeError
+from sim2real_vla_ros.core.policy.bundle import UnknownInstructionError, load_bundle
+from sim2real_vla_ros.core.policy.fast import DecodeFailure, FastEncodeError
 from sim2real_vla_ros.core.robot import arm_limits
 from sim2real_vla_ros.paths import share_path
-from sim2real_vla_ros.tools.make_reference_bundle import (SyntheticWorld, diffusion_alphas_cumprod,
+from training.make_reference_bundle import (SyntheticWorld, diffusion_alphas_cumprod,
                                                           random_actor_observation)
 
 ARMS = ("left", "right")

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from sim2real_vla_ros.core.affordance_chain import (
+from sim2real_vla_ros.core.task.affordance_chain import (
     AffordanceChain,
     ChainPhase,
     ChainStateError,
@@ -14,7 +14,7 @@ from sim2real_vla_ros.core.affordance_chain import (
     denormalise_keypoints,
     normalise_keypoints,
 )
-from sim2real_vla_ros.core.validator_gate import GateEvent
+from sim2real_vla_ros.core.task.validator_gate import GateEvent
 
 IMAGE_SIZE = (640, 480)
 LEFT_ONLY = (True, False)
@@ -382,7 +382,7 @@ def run_planner_and_validator(chain, gate, validator_prob, done_after, end_s, pe
 
 
 def test_chain_and_gate_complete_a_three_step_task_together():
-    from sim2real_vla_ros.core.validator_gate import ValidatorGate
+    from sim2real_vla_ros.core.task.validator_gate import ValidatorGate
 
     chain = make_chain()
     gate = ValidatorGate(consecutive_required=3, min_dwell_s=0.5, step_timeout_s=5.0, max_retries=2)
@@ -394,7 +394,7 @@ def test_chain_and_gate_complete_a_three_step_task_together():
 
 
 def test_validator_that_never_succeeds_retries_then_aborts_the_chain():
-    from sim2real_vla_ros.core.validator_gate import ValidatorGate
+    from sim2real_vla_ros.core.task.validator_gate import ValidatorGate
 
     chain = make_chain(max_retries=2)
     gate = ValidatorGate(consecutive_required=3, min_dwell_s=0.5, step_timeout_s=5.0, max_retries=2)

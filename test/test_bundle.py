@@ -13,10 +13,10 @@ import pytest
 
 from model_factory import (INSTRUCTIONS, SIZES, make_text_encoder, write_bundle,
                            write_manifest, write_model_for)
-from sim2real_vla_ros.core.bundle import (Bundle, BundleError, ImageFormatError, ImagePreprocessor,
+from sim2real_vla_ros.core.policy.bundle import (Bundle, BundleError, ImageFormatError, ImagePreprocessor,
                                           UnknownInstructionError, load_bundle, read_manifest)
-from sim2real_vla_ros.core.normalization import ActionNormalizer
-from sim2real_vla_ros.core.runtime import OnnxRuntimeBackend
+from sim2real_vla_ros.core.policy.normalization import ActionNormalizer
+from sim2real_vla_ros.core.policy.runtime import OnnxRuntimeBackend
 
 REFERENCE_BUNDLE = Path(__file__).resolve().parents[1] / "models" / "reference"
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from sim2real_vla_ros.core.camera_pairing import (
+from sim2real_vla_ros.core.perception.camera_pairing import (
     REASON_INCOMPLETE,
     REASON_OK,
     REASON_SKEW,

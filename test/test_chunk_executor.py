@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from sim2real_vla_ros.core.chunk_executor import (
+from sim2real_vla_ros.core.control.chunk_executor import (
     DROP_BAD_SHAPE,
     DROP_FUTURE_STAMP,
     DROP_IN_PAST,
@@ -13,7 +13,7 @@ from sim2real_vla_ros.core.chunk_executor import (
     ChunkExecutor,
     TickStats,
 )
-from sim2real_vla_ros.core.safety import SafetyFilter, SafetyLimits
+from sim2real_vla_ros.core.control.safety import SafetyFilter, SafetyLimits
 
 DT = 0.02
 

@@ -16,7 +16,8 @@ from mcap_ros2.reader import read_ros2_messages
 
 from ros_harness import REPO, ros_env
 from sim2real_vla_ros import graph
-from sim2real_vla_ros.core import robot, tasks
+from sim2real_vla_ros.core import robot
+from sim2real_vla_ros.core.task import tasks
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -1,4 +1,4 @@
-"""Unit tests of the FAST action codec (sim2real_vla_ros.core.fast); no ROS needed."""
+"""Unit tests of the FAST action codec (sim2real_vla_ros.core.policy.fast); no ROS needed."""
 import json
 import math
 import os
@@ -10,7 +10,7 @@ import scipy.fft
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from tokenizers.implementations import ByteLevelBPETokenizer
 
-from sim2real_vla_ros.core.fast import (
+from sim2real_vla_ros.core.policy.fast import (
     DecodeFailure,
     DecodeResult,
     DecodeStats,

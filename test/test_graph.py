@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 from sim2real_vla_ros import graph
-from sim2real_vla_ros.core import robot, tasks
-from sim2real_vla_ros.core.chunk_executor import BLEND_MODES
+from sim2real_vla_ros.core import robot
+from sim2real_vla_ros.core.task import tasks
+from sim2real_vla_ros.core.control.chunk_executor import BLEND_MODES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VLA_YAML = os.path.join(REPO, "config", "vla.yaml")

@@ -25,7 +25,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from ros_harness import Probe, ros_env, wait_for
 from sim2real_vla_ros import graph
-from sim2real_vla_ros.core import tasks
+from sim2real_vla_ros.core.task import tasks
 from sim2real_vla_ros.nodes import common
 from sim2real_vla_ros.tools import dry_run
 

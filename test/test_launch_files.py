@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from sim2real_vla_ros import graph
-from sim2real_vla_ros.core import robot, tasks
+from sim2real_vla_ros.core import robot
+from sim2real_vla_ros.core.task import tasks
 from sim2real_vla_ros.sim import gazebo_scene
 from sim2real_vla_ros.sim.objects import add_object, object_model
 

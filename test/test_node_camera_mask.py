@@ -12,8 +12,8 @@ from sensor_msgs.msg import Image
 from model_factory import write_bundle
 from ros_harness import REPO, NodeProcess, Probe, wait_for
 from sim2real_vla_ros import graph
-from sim2real_vla_ros.core.bundle import load_bundle
-from sim2real_vla_ros.core.observation import logits_to_mask, resize_rgb
+from sim2real_vla_ros.core.policy.bundle import load_bundle
+from sim2real_vla_ros.core.policy.observation import logits_to_mask, resize_rgb
 from sim2real_vla_ros.core.robot import CAMERA_NAMES
 from sim2real_vla_ros.nodes import common
 

@@ -18,7 +18,7 @@ from std_srvs.srv import Trigger
 from model_factory import INSTRUCTIONS, make_constant_model, write_bundle
 from ros_harness import REPO, NodeProcess, Probe, wait_for
 from sim2real_vla_ros import graph
-from sim2real_vla_ros.core.bundle import load_bundle
+from sim2real_vla_ros.core.policy.bundle import load_bundle
 from sim2real_vla_ros.core.robot import CAMERA_NAMES, arm_joint_names
 from sim2real_vla_ros.nodes import common
 

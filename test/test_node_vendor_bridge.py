@@ -14,7 +14,7 @@ from sensor_msgs.msg import JointState
 
 from ros_harness import NodeProcess, Probe, wait_for
 from sim2real_vla_ros.core import robot
-from sim2real_vla_ros.core.vendor import VENDOR_JOINT_NAMES
+from sim2real_vla_ros.core.control.vendor import VENDOR_JOINT_NAMES
 from sim2real_vla_ros.nodes import common
 
 pytestmark = pytest.mark.integration

@@ -3,8 +3,8 @@ import cv2
 import numpy as np
 import pytest
 
-from sim2real_vla_ros.core.bundle import ImagePreprocessor
-from sim2real_vla_ros.core.observation import (LatencyWindow, apply_mask, background_of, foreground_of, joint_vector,
+from sim2real_vla_ros.core.policy.bundle import ImagePreprocessor
+from sim2real_vla_ros.core.policy.observation import (LatencyWindow, apply_mask, background_of, foreground_of, joint_vector,
                                                logits_to_mask, masked_model_input, pixels_to_optical_points)
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sim2real_vla_ros.core.overlay import (
+from sim2real_vla_ros.core.perception.overlay import (
     ARM_COLORS,
     CLIPPED_MARKER_COLOR,
     blend_mask,

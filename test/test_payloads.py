@@ -4,10 +4,10 @@ import json
 import numpy as np
 import pytest
 
-from sim2real_vla_ros.core.affordance_chain import AffordanceChain
-from sim2real_vla_ros.core.payloads import (parse_plan_state, parse_validator_event, plan_state_payload,
+from sim2real_vla_ros.core.task.affordance_chain import AffordanceChain
+from sim2real_vla_ros.core.task.payloads import (parse_plan_state, parse_validator_event, plan_state_payload,
                                             task_state_payload, validator_event_payload)
-from sim2real_vla_ros.core.validator_gate import GateEvent, ValidatorGate
+from sim2real_vla_ros.core.task.validator_gate import GateEvent, ValidatorGate
 
 
 def running_chain():

@@ -15,16 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim2real_vla_ros.core.actor_pipeline import ActorObservation, ActorPipeline
-from sim2real_vla_ros.core.bundle import expected_profiles, load_bundle
-from sim2real_vla_ros.core.observation import apply_mask, logits_to_mask, masked_model_input
-from sim2real_vla_ros.core.runtime.engine_metadata import resolve_profiles
+from sim2real_vla_ros.core.policy.actor_pipeline import ActorObservation, ActorPipeline
+from sim2real_vla_ros.core.policy.bundle import expected_profiles, load_bundle
+from sim2real_vla_ros.core.policy.observation import apply_mask, logits_to_mask, masked_model_input
+from sim2real_vla_ros.core.policy.runtime.engine_metadata import resolve_profiles
 from sim2real_vla_ros.core.robot import arm_limits
-from sim2real_vla_ros.core.tasks import default_task_name, load_tasks
+from sim2real_vla_ros.core.task.tasks import default_task_name, load_tasks
 from sim2real_vla_ros.paths import share_path
 from sim2real_vla_ros.tools import build_engine
-from sim2real_vla_ros.tools import make_reference_bundle as generator
-from sim2real_vla_ros.tools.sim_data_engine import ARMS, SimDataEngine
+from training import make_reference_bundle as generator
+from training.sim_data_engine import ARMS, SimDataEngine
 
 MAX_BUNDLE_BYTES = 20 * 1024 * 1024
 # Files whose bytes depend only on numpy / tokenizers (not on floating-point training).
@@ -209,7 +209,7 @@ def test_training_image_inputs_equal_the_deployed_graphs(bundle, world):
 
 def test_training_pools_are_built_with_the_deployment_pipeline(bundle, sim_engine):
     pytest.importorskip("torch", reason="the training module needs torch (optional: pip install torch==2.13.0)")
-    from sim2real_vla_ros.tools.reference_training import SimPools
+    from training.reference_training import SimPools
 
     samples = sim_engine.samples(3, np.random.default_rng(4), first_seed=900)
     pools = SimPools(samples, bundle.known_instructions)

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from sim2real_vla_ros.core import ros2_msgdef
-from sim2real_vla_ros.core.run_report import (AffordanceRecord, ChunkRecord, DiagnosticRecord, Episode, JointCommand,
+from sim2real_vla_ros.tools import ros2_msgdef
+from sim2real_vla_ros.tools.run_report import (AffordanceRecord, ChunkRecord, DiagnosticRecord, Episode, JointCommand,
                                               JointLimitTable, NodeRun, RunData, StampRecord, build_report,
                                               distribution, limit_check, seam_section, summary_lines)
 

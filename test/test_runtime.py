@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from model_factory import affine_contract, make_affine_model, make_constant_model
-from sim2real_vla_ros.core.runtime import (ContractError, InferenceBackend, ModelContract, ModelLoadError,
+from sim2real_vla_ros.core.policy.runtime import (ContractError, InferenceBackend, ModelContract, ModelLoadError,
                                            OnnxRuntimeBackend, ProviderUnavailableError, RuntimeBackendError,
                                            TensorSpec, available_providers, compare_model_io)
 

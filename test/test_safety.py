@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from sim2real_vla_ros.core.safety import (
+from sim2real_vla_ros.core.control.safety import (
     SafetyEventKind,
     SafetyFilter,
     SafetyLimits,

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from paper_tables import TABLE5
-from sim2real_vla_ros.core import robot, tasks
-from sim2real_vla_ros.core.trajectory import TrajectoryPoint
+from sim2real_vla_ros.core import robot
+from sim2real_vla_ros.core.task import tasks
+from sim2real_vla_ros.sim.trajectory import TrajectoryPoint
 from sim2real_vla_ros.sim import objects, scene
 from sim2real_vla_ros.sim.controllers import DirectArmController, TrajectoryArmController
 from sim2real_vla_ros.sim.simulator import Simulator

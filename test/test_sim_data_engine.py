@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from sim2real_vla_ros.core.robot import CAMERA_NAMES
-from sim2real_vla_ros.core.tasks import load_tasks
+from sim2real_vla_ros.core.task.tasks import load_tasks
 from sim2real_vla_ros.sim.objects import object_model
-from sim2real_vla_ros.tools import make_reference_bundle as generator
-from sim2real_vla_ros.tools.sim_data_engine import ARMS, FIRST_OBJECT, DataEngineError, SimDataEngine, TaskScene
+from training import make_reference_bundle as generator
+from training.sim_data_engine import ARMS, FIRST_OBJECT, DataEngineError, SimDataEngine, TaskScene
 
 MODEL_SIZE = (generator.IMAGE_WIDTH, generator.IMAGE_HEIGHT)
 

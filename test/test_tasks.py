@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from paper_tables import TABLE5
-from sim2real_vla_ros.core import robot, tasks
-from sim2real_vla_ros.core.tasks import (
+from sim2real_vla_ros.core import robot
+from sim2real_vla_ros.core.task import tasks
+from sim2real_vla_ros.core.task.tasks import (
     ObjectSpec,
     SceneSamplingError,
     TaskConfigError,

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from model_factory import affine_contract, make_affine_model, make_mask_model
-from sim2real_vla_ros.core.runtime import (BackendUnavailableError, ContractError, EngineMismatchError,
+from sim2real_vla_ros.core.policy.runtime import (BackendUnavailableError, ContractError, EngineMismatchError,
                                            ModelContract, OnnxRuntimeBackend, ShapeProfile, TensorRTBackend)
-from sim2real_vla_ros.core.runtime.engine_metadata import (EngineMetadata, RuntimeEnvironment, check_engine_metadata,
+from sim2real_vla_ros.core.policy.runtime.engine_metadata import (EngineMetadata, RuntimeEnvironment, check_engine_metadata,
                                                            compare_metadata, create_metadata, metadata_path,
                                                            read_metadata, rebuild_command, resolve_profiles,
                                                            sha256_file, write_metadata)
@@ -204,7 +204,7 @@ def test_tensorrt_backend_without_tensorrt(built):
 @pytest.fixture
 def gpu():
     """Skip (with the reason) unless tensorrt, cuda-python and a CUDA device are present."""
-    from sim2real_vla_ros.core.runtime.tensorrt_backend import cuda_device_properties, import_tensorrt
+    from sim2real_vla_ros.core.policy.runtime.tensorrt_backend import cuda_device_properties, import_tensorrt
 
     try:
         trt = import_tensorrt()
@@ -285,7 +285,7 @@ def test_reference_bundle_on_tensorrt(gpu, tmp_path):
     """Every reference model built as an engine, loaded through the bundle, compared with ONNX Runtime."""
     import yaml
 
-    from sim2real_vla_ros.core.bundle import load_bundle, read_manifest
+    from sim2real_vla_ros.core.policy.bundle import load_bundle, read_manifest
 
     assert (REFERENCE_BUNDLE / "bundle.yaml").is_file(), "models/reference/bundle.yaml is missing"
     folder = tmp_path / "reference"

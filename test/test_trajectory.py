@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from sim2real_vla_ros.core.trajectory import (
+from sim2real_vla_ros.sim.trajectory import (
     Acceptance,
     RejectReason,
     TrajectoryFollower,

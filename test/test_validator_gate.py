@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from sim2real_vla_ros.core.validator_gate import (
+from sim2real_vla_ros.core.task.validator_gate import (
     DECISION_IGNORED_INACTIVE,
     DECISION_IGNORED_STALE_OBS,
     DECISION_IGNORED_UNARMED,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from sim2real_vla_ros.core import robot
-from sim2real_vla_ros.core.vendor import (VENDOR_JOINT_NAMES, VendorMessageError, VendorStateMerger, urdf_to_vendor,
+from sim2real_vla_ros.core.control.vendor import (VENDOR_JOINT_NAMES, VendorMessageError, VendorStateMerger, urdf_to_vendor,
                                           vendor_to_arm, vendor_to_urdf)
 
 ARM7 = np.array([0.1, 1.2, -0.9, 0.05, 0.4, -0.3, 0.021])  # joints 1-6 rad, joint7 finger m

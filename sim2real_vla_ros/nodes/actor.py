@@ -95,20 +95,20 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from sim2real_vla_ros.core.actor_io import (FAULT_INJECTIONS, AffordanceError, InferenceRequest,
+from sim2real_vla_ros.core.control.actor_io import (FAULT_INJECTIONS, AffordanceError, InferenceRequest,
                                             UndecodableTokensDecoder, affordance_keypoints,
                                             arm_state_from_joint_state, inference_due, inject_nan,
                                             safe_trajectory_tail)
-from sim2real_vla_ros.core.actor_pipeline import ActorObservation, ActorPipeline
-from sim2real_vla_ros.core.bundle import UnknownInstructionError
-from sim2real_vla_ros.core.chunk_executor import BLEND_MODES, INTERPOLATIONS, ChunkExecutor, TickStats
-from sim2real_vla_ros.core.observation import LatencyWindow
-from sim2real_vla_ros.core.payloads import PLAN_STATE_SCHEMA
+from sim2real_vla_ros.core.policy.actor_pipeline import ActorObservation, ActorPipeline
+from sim2real_vla_ros.core.policy.bundle import UnknownInstructionError
+from sim2real_vla_ros.core.control.chunk_executor import BLEND_MODES, INTERPOLATIONS, ChunkExecutor, TickStats
+from sim2real_vla_ros.core.policy.observation import LatencyWindow
+from sim2real_vla_ros.core.task.payloads import PLAN_STATE_SCHEMA
 from sim2real_vla_ros.core.robot import ARM_DOF, SIDES, WRIST_CAMERA, arm_joint_names, arm_limits
-from sim2real_vla_ros.core.safety import (DEFAULT_MAX_ACCELERATION, DEFAULT_MAX_DEVIATION,
+from sim2real_vla_ros.core.control.safety import (DEFAULT_MAX_ACCELERATION, DEFAULT_MAX_DEVIATION,
                                           DEFAULT_MAX_TRACKING_ERROR, DEFAULT_RAMP_VELOCITY, SafetyEventKind,
                                           SafetyFilter, SafetyLimits, check_input_ages)
-from sim2real_vla_ros.core.vendor import urdf_to_vendor
+from sim2real_vla_ros.core.control.vendor import urdf_to_vendor
 from sim2real_vla_ros.nodes import common
 from sim2real_vla_ros.nodes.node_support import BackgroundWorker, FaultLog, LevelTracker, load_node_bundle
 

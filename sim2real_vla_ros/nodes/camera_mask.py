@@ -40,8 +40,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
-from sim2real_vla_ros.core.camera_pairing import FramePairer, RateMeter
-from sim2real_vla_ros.core.observation import LatencyWindow, apply_mask, logits_to_mask, resize_rgb
+from sim2real_vla_ros.core.perception.camera_pairing import FramePairer, RateMeter
+from sim2real_vla_ros.core.policy.observation import LatencyWindow, apply_mask, logits_to_mask, resize_rgb
 from sim2real_vla_ros.core.robot import CAMERA_NAMES
 from sim2real_vla_ros.nodes import common
 from sim2real_vla_ros.nodes.node_support import BackgroundWorker, FaultLog, LevelTracker, load_node_bundle

@@ -53,7 +53,7 @@ def load_node_bundle(node: Node, load_fast_tokenizer: bool = False):
     BundleError
         Missing/corrupt file or contract mismatch; the message names the file or tensor.
     """
-    from sim2real_vla_ros.core.bundle import load_bundle
+    from sim2real_vla_ros.core.policy.bundle import load_bundle
 
     settings = declare_bundle_parameters(node)
     threads = settings["intra_op_threads"] or None

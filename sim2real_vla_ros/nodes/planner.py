@@ -71,13 +71,13 @@ from std_msgs.msg import Bool, ColorRGBA, String
 from std_srvs.srv import SetBool, Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
-from sim2real_vla_ros.core.affordance_chain import (ARM_NAMES, AffordanceChain, ChainPhase, PredictionOutcome,
+from sim2real_vla_ros.core.task.affordance_chain import (ARM_NAMES, AffordanceChain, ChainPhase, PredictionOutcome,
                                                     denormalise_keypoints)
-from sim2real_vla_ros.core.bundle import UnknownInstructionError
-from sim2real_vla_ros.core.camera_pairing import RateMeter
-from sim2real_vla_ros.core.observation import masked_model_input, pixels_to_optical_points
-from sim2real_vla_ros.core.overlay import ARM_COLORS, draw_affordances
-from sim2real_vla_ros.core.payloads import EVENT_WIRE_NAMES, parse_validator_event, plan_state_payload
+from sim2real_vla_ros.core.policy.bundle import UnknownInstructionError
+from sim2real_vla_ros.core.perception.camera_pairing import RateMeter
+from sim2real_vla_ros.core.policy.observation import masked_model_input, pixels_to_optical_points
+from sim2real_vla_ros.core.perception.overlay import ARM_COLORS, draw_affordances
+from sim2real_vla_ros.core.task.payloads import EVENT_WIRE_NAMES, parse_validator_event, plan_state_payload
 from sim2real_vla_ros.nodes import common
 from sim2real_vla_ros.nodes.node_support import BackgroundWorker, FaultLog, LevelTracker, load_node_bundle
 
@@ -530,7 +530,7 @@ def _urdf_intrinsics(native_size) -> np.ndarray:
 
 def _task_name(instruction: str) -> Optional[str]:
     """Name of the tasks.yaml task with this instruction, None if it is not one of them."""
-    from sim2real_vla_ros.core.tasks import TaskConfigError, UnknownTaskError, task_for_instruction
+    from sim2real_vla_ros.core.task.tasks import TaskConfigError, UnknownTaskError, task_for_instruction
 
     try:
         return task_for_instruction(instruction).name

@@ -51,12 +51,12 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
-from sim2real_vla_ros.core.affordance_chain import ARM_NAMES
-from sim2real_vla_ros.core.observation import joint_vector, masked_model_input
-from sim2real_vla_ros.core.payloads import (EVENT_WIRE_NAMES, PlanView, parse_plan_state, task_state_payload,
+from sim2real_vla_ros.core.task.affordance_chain import ARM_NAMES
+from sim2real_vla_ros.core.policy.observation import joint_vector, masked_model_input
+from sim2real_vla_ros.core.task.payloads import (EVENT_WIRE_NAMES, PlanView, parse_plan_state, task_state_payload,
                                             validator_event_payload)
 from sim2real_vla_ros.core.robot import WRIST_CAMERA, arm_joint_names
-from sim2real_vla_ros.core.validator_gate import GateEvent, ValidatorGate
+from sim2real_vla_ros.core.task.validator_gate import GateEvent, ValidatorGate
 from sim2real_vla_ros.nodes import common
 from sim2real_vla_ros.nodes.node_support import BackgroundWorker, FaultLog, LevelTracker, load_node_bundle
 

@@ -50,7 +50,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
 from sim2real_vla_ros.core.robot import SIDES
-from sim2real_vla_ros.core.vendor import MALFORMED_REASONS, VendorStateMerger
+from sim2real_vla_ros.core.control.vendor import MALFORMED_REASONS, VendorStateMerger
 from sim2real_vla_ros.nodes import common
 from sim2real_vla_ros.nodes.node_support import FaultLog, LevelTracker
 

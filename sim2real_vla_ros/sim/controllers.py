@@ -3,7 +3,7 @@
 Two kinds, matching the two hardware interfaces the stack can drive:
 
 * :class:`TrajectoryArmController` - ros2_control's joint_trajectory_controller semantics
-  (:class:`sim2real_vla_ros.core.trajectory.TrajectoryFollower`), fed from
+  (:class:`sim2real_vla_ros.sim.trajectory.TrajectoryFollower`), fed from
   ``/<side>_arm_controller/joint_trajectory``, and forward_command_controller's
   (:meth:`TrajectoryArmController.forward_command`, fed from
   ``/<side>_arm_position_controller/commands``): on the robot only one of the two is
@@ -25,7 +25,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from sim2real_vla_ros.core import robot
-from sim2real_vla_ros.core.trajectory import Acceptance, TrajectoryFollower
+from sim2real_vla_ros.sim.trajectory import Acceptance, TrajectoryFollower
 
 
 FORWARD_REJECT_REASONS = ("wrong_length", "non_finite")

@@ -17,7 +17,9 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from sim2real_vla_ros.core import robot, tasks
+from sim2real_vla_ros.core import robot
+
+from sim2real_vla_ros.core.task import tasks
 from sim2real_vla_ros.sim.objects import OBJECT_FRICTION, ObjectModel, Part, object_model
 
 SDF_VERSION = "1.9"  # Gazebo Garden and newer (capsule and ellipsoid shapes)

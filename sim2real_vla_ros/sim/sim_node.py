@@ -89,9 +89,11 @@ from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from sim2real_vla_ros.core import robot, tasks
-from sim2real_vla_ros.core.trajectory import TrajectoryPoint
-from sim2real_vla_ros.core.vendor import urdf_to_vendor, vendor_to_arm
+from sim2real_vla_ros.core import robot
+
+from sim2real_vla_ros.core.task import tasks
+from sim2real_vla_ros.sim.trajectory import TrajectoryPoint
+from sim2real_vla_ros.core.control.vendor import urdf_to_vendor, vendor_to_arm
 from sim2real_vla_ros.nodes.common import (COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, json_message,
                                            numpy_to_image, run_node, seconds_to_stamp, stamp_to_seconds)
 from sim2real_vla_ros.sim.controllers import DirectArmController, TrajectoryArmController

@@ -22,8 +22,10 @@ from typing import Dict, Mapping, Optional, Protocol, Sequence, Tuple, Union
 import mujoco
 import numpy as np
 
-from sim2real_vla_ros.core import robot, tasks
-from sim2real_vla_ros.core.tasks import TaskSpec
+from sim2real_vla_ros.core import robot
+
+from sim2real_vla_ros.core.task import tasks
+from sim2real_vla_ros.core.task.tasks import TaskSpec
 from sim2real_vla_ros.sim import scene
 from sim2real_vla_ros.sim.objects import object_model
 from sim2real_vla_ros.sim.success import ObjectState, SceneSnapshot, make_monitor

@@ -22,8 +22,8 @@ import sys
 import time
 from typing import Callable, Mapping, Optional
 
-from sim2real_vla_ros.core.runtime.base import BackendUnavailableError, RuntimeBackendError
-from sim2real_vla_ros.core.runtime.engine_metadata import (PRECISIONS, EngineMetadata, ShapeProfile, create_metadata,
+from sim2real_vla_ros.core.policy.runtime.base import BackendUnavailableError, RuntimeBackendError
+from sim2real_vla_ros.core.policy.runtime.engine_metadata import (PRECISIONS, EngineMetadata, ShapeProfile, create_metadata,
                                                            current_environment, resolve_profiles, sha256_bytes,
                                                            write_metadata)
 
@@ -79,7 +79,7 @@ def onnx_input_shapes(onnx_path: str) -> dict:
     """Input name -> shape (dynamic axes as names) read with ONNX Runtime on the CPU."""
     import onnxruntime
 
-    from sim2real_vla_ros.core.runtime.onnx_backend import clean_ort_message
+    from sim2real_vla_ros.core.policy.runtime.onnx_backend import clean_ort_message
 
     try:
         session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
@@ -138,7 +138,7 @@ def build_engine(onnx_path: str, engine_path: str, *, profiles: Mapping[str, Sha
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    from sim2real_vla_ros.core.runtime.tensorrt_backend import (cuda_check, import_cudart, import_tensorrt,
+    from sim2real_vla_ros.core.policy.runtime.tensorrt_backend import (cuda_check, import_cudart, import_tensorrt,
                                                                 tensorrt_logger)
 
     trt = import_tensorrt()
@@ -232,7 +232,7 @@ def _resolve_source(args) -> tuple:
     if args.bundle or args.role:
         if not (args.bundle and args.role) or args.onnx:
             raise ValueError("use either --onnx, or --bundle together with --role")
-        from sim2real_vla_ros.core.bundle import read_manifest
+        from sim2real_vla_ros.core.policy.bundle import read_manifest
 
         manifest = read_manifest(args.bundle)
         if args.role not in manifest.models:
@@ -264,7 +264,7 @@ def main(argv: Optional[list] = None) -> int:
         # range is reported even where TensorRT is absent; a bare ONNX file is only read
         # (possibly slowly) once tensorrt is known to be importable.
         profiles = resolve_profiles(shapes, axis_ranges, explicit) if shapes is not None else None
-        from sim2real_vla_ros.core.runtime.tensorrt_backend import import_cudart, import_tensorrt
+        from sim2real_vla_ros.core.policy.runtime.tensorrt_backend import import_cudart, import_tensorrt
 
         import_tensorrt()
         import_cudart()

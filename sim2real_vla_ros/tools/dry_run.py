@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 from sim2real_vla_ros import graph
-from sim2real_vla_ros.core import run_report
+from sim2real_vla_ros.tools import run_report
 from sim2real_vla_ros.core.robot import CAMERA_NAMES
-from sim2real_vla_ros.core.run_report import JointLimitTable, NodeRun, RunData
+from sim2real_vla_ros.tools.run_report import JointLimitTable, NodeRun, RunData
 
 RECORDER_NODE = "dry_run_recorder"
 # Measured on this 2-core machine with the whole graph running: at a real-time factor of 1.0 the
@@ -88,7 +88,7 @@ class Options:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
-    from sim2real_vla_ros.core import tasks
+    from sim2real_vla_ros.core.task import tasks
 
     parser = argparse.ArgumentParser(
         prog="dry_run", description="MuJoCo simulator + the full VLA graph for one episode; writes report.json, "
@@ -128,7 +128,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
 
 def validate(options: Options) -> None:
     """Check the options before anything starts (ValueError naming the bad one)."""
-    from sim2real_vla_ros.core import tasks
+    from sim2real_vla_ros.core.task import tasks
 
     task = tasks.get_task(options.task)  # UnknownTaskError (a KeyError) lists the tasks
     if not (math.isfinite(options.duration_s) and options.duration_s > 0):
@@ -321,7 +321,7 @@ class DryRun:
     """One dry run: processes, recorder, episode, report."""
 
     def __init__(self, options: Options) -> None:
-        from sim2real_vla_ros.core import tasks
+        from sim2real_vla_ros.core.task import tasks
 
         self.options = options
         self.task = tasks.get_task(options.task)

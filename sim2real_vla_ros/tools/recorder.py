@@ -26,8 +26,8 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from sim2real_vla_ros.core import ros2_msgdef
-from sim2real_vla_ros.core.run_report import (AffordanceRecord, ChunkRecord, DiagnosticRecord, JointCommand,
+from sim2real_vla_ros.tools import ros2_msgdef
+from sim2real_vla_ros.tools.run_report import (AffordanceRecord, ChunkRecord, DiagnosticRecord, JointCommand,
                                               RunData, StampRecord)
 
 # QoS roles (nodes.common): images best effort, latched state transient local, the rest reliable.

@@ -55,8 +55,8 @@ import mujoco
 import numpy as np
 
 from sim2real_vla_ros.core import robot
-from sim2real_vla_ros.core.observation import resize_rgb
-from sim2real_vla_ros.core.tasks import TaskSpec
+from sim2real_vla_ros.core.policy.observation import resize_rgb
+from sim2real_vla_ros.core.task.tasks import TaskSpec
 from sim2real_vla_ros.sim.objects import object_model
 from sim2real_vla_ros.sim.simulator import Simulator
 

@@ -19,8 +19,8 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from .affordance_chain import ARM_NAMES, ChainPhase, ChainState
-from .validator_gate import GateEvent, GateStatus
+from sim2real_vla_ros.core.task.affordance_chain import ARM_NAMES, ChainPhase, ChainState
+from sim2real_vla_ros.core.task.validator_gate import GateEvent, GateStatus
 
 PLAN_STATE_SCHEMA = "vla_plan_state/1"
 VALIDATOR_EVENT_SCHEMA = "vla_validator_event/1"

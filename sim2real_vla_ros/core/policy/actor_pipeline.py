@@ -3,7 +3,7 @@
 One call of :meth:`ActorPipeline.infer` runs, for one arm:
 
 1. preprocess: camera images -> model tensors (masked-image convention of
-   :mod:`sim2real_vla_ros.core.observation`), affordance keypoints -> normalised [0, 1],
+   :mod:`sim2real_vla_ros.core.policy.observation`), affordance keypoints -> normalised [0, 1],
    joint state -> the bundle's action normalisation, instruction -> its embedding;
 2. encoder: the actor encoder -> ``context``;
 3. denoiser (optional, the paper's diffusion action expert): K deterministic DDIM steps
@@ -33,8 +33,8 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .fast import DecodeFailure, FastEncodeError
-from .observation import masked_model_input
+from sim2real_vla_ros.core.policy.fast import DecodeFailure, FastEncodeError
+from sim2real_vla_ros.core.policy.observation import masked_model_input
 
 AFFORDANCE_UNITS = ("normalized", "pixels")
 
@@ -297,8 +297,8 @@ class ActorPipeline:
 
     Parameters
     ----------
-    bundle : sim2real_vla_ros.core.bundle.Bundle
-        A loaded bundle (:func:`~sim2real_vla_ros.core.bundle.load_bundle`).
+    bundle : sim2real_vla_ros.core.policy.bundle.Bundle
+        A loaded bundle (:func:`~sim2real_vla_ros.core.policy.bundle.load_bundle`).
     arm : str
         ``"left"`` or ``"right"``: selects the normaliser and (by default) the roles.
     max_tokens : int, optional

@@ -9,7 +9,7 @@ and after the affordance has been current for ``min_dwell_s``. If it is not achi
 ``max_retries`` re-plans it aborts (the planner then holds).
 
 The validator node owns a `ValidatorGate`; the planner node owns an
-`~sim2real_vla_ros.core.affordance_chain.AffordanceChain`. They only exchange the
+`~sim2real_vla_ros.core.task.affordance_chain.AffordanceChain`. They only exchange the
 `GateEvent` values below over a topic (the chain accepts them by value in
 ``AffordanceChain.on_gate_event``), so the two stay decoupled.
 

@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .robot import ARM_DOF, SIDES, arm_joint_names, finger_to_gripper_width, gripper_width_to_finger, mimic_joint_name
+from sim2real_vla_ros.core.robot import ARM_DOF, SIDES, arm_joint_names, finger_to_gripper_width, gripper_width_to_finger, mimic_joint_name
 
 VENDOR_JOINT_NAMES = tuple(f"joint{i}" for i in range(ARM_DOF))
 """Vendor joint names of one arm; ``joint6`` is the total gripper width (m)."""

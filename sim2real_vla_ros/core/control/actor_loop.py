@@ -55,9 +55,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .actor_io import InferenceRequest, inference_due
-from .chunk_executor import ChunkExecutor, SpliceReport, TickStats
-from .safety import SafetyEventKind, SafetyFilter
+from sim2real_vla_ros.core.control.actor_io import InferenceRequest, inference_due
+from sim2real_vla_ros.core.control.chunk_executor import ChunkExecutor, SpliceReport, TickStats
+from sim2real_vla_ros.core.control.safety import SafetyEventKind, SafetyFilter
 
 SCHEDULES = ("sync", "async")
 _SEAM_MARGIN_TICKS = 2

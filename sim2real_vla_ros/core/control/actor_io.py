@@ -25,8 +25,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from .robot import SIDES, arm_joint_names
-from .vendor import VENDOR_JOINT_NAMES
+from sim2real_vla_ros.core.robot import SIDES, arm_joint_names
+from sim2real_vla_ros.core.control.vendor import VENDOR_JOINT_NAMES
 
 FAULT_INJECTIONS = ("", "nan_chunk", "undecodable_tokens")
 """Values of the actor's ``fault_injection`` parameter ('' = off)."""

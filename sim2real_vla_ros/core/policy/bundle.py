@@ -22,13 +22,13 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import yaml
 
-from .normalization import KINDS as NORMALIZATION_KINDS
-from .normalization import ActionNormalizer
-from .runtime.base import (ContractError, InferenceBackend, ModelContract, RuntimeBackendError, TensorSpec,
+from sim2real_vla_ros.core.policy.normalization import KINDS as NORMALIZATION_KINDS
+from sim2real_vla_ros.core.policy.normalization import ActionNormalizer
+from sim2real_vla_ros.core.policy.runtime.base import (ContractError, InferenceBackend, ModelContract, RuntimeBackendError, TensorSpec,
                            format_shape)
-from .runtime.engine_metadata import resolve_profiles
-from .runtime.onnx_backend import DEFAULT_PROVIDERS, OnnxRuntimeBackend
-from .runtime.tensorrt_backend import TensorRTBackend
+from sim2real_vla_ros.core.policy.runtime.engine_metadata import resolve_profiles
+from sim2real_vla_ros.core.policy.runtime.onnx_backend import DEFAULT_PROVIDERS, OnnxRuntimeBackend
+from sim2real_vla_ros.core.policy.runtime.tensorrt_backend import TensorRTBackend
 
 MANIFEST_NAME = "bundle.yaml"
 FORMAT_VERSION = 1
@@ -913,10 +913,10 @@ class Bundle:
 
     # --- FAST -------------------------------------------------------------------------------------------------------
     def fast_tokenizer(self):
-        """The bundle's FAST tokenizer (``sim2real_vla_ros.core.fast.FastTokenizer``), loaded once."""
+        """The bundle's FAST tokenizer (``sim2real_vla_ros.core.policy.fast.FastTokenizer``), loaded once."""
         with self._lock:
             if self._fast is None:
-                from .fast import FastTokenizer
+                from sim2real_vla_ros.core.policy.fast import FastTokenizer
 
                 try:
                     tokenizer = FastTokenizer.load(self.manifest.fast_tokenizer_dir)

@@ -1,6 +1,6 @@
 """Build the reference model bundle: tiny models, trained briefly on MuJoCo simulator data.
 
-    python -m sim2real_vla_ros.tools.make_reference_bundle --out models/reference
+    python -m training.make_reference_bundle --out models/reference
 
 The bundle satisfies every contract of `BUNDLE_SCHEMA` / `models/README.md` so the whole
 stack (masks, planner, validator, per-arm actor with FAST tokens, optional diffusion
@@ -170,14 +170,14 @@ def default_tasks_file() -> str:
     source = Path(__file__).resolve().parents[2] / "config" / "tasks.yaml"
     if source.is_file():
         return str(source)
-    from sim2real_vla_ros.core.tasks import default_tasks_path
+    from sim2real_vla_ros.core.task.tasks import default_tasks_path
 
     return default_tasks_path()
 
 
 def task_instructions_and_objects(tasks_file: str) -> tuple[list[str], list[str]]:
     """Instructions (file order) and object kinds (first-appearance order) of tasks.yaml."""
-    from sim2real_vla_ros.core.tasks import load_tasks
+    from sim2real_vla_ros.core.task.tasks import load_tasks
 
     tasks = load_tasks(tasks_file)
     instructions = [task.instruction for task in tasks.values()]
@@ -333,8 +333,8 @@ def random_actor_observation(world: SyntheticWorld, rng: np.random.Generator, no
     (ActorObservation, np.ndarray)
         The observation and the target (T, 7) chunk in robot units.
     """
-    from sim2real_vla_ros.core.actor_pipeline import ActorObservation
-    from sim2real_vla_ros.core.observation import apply_mask
+    from sim2real_vla_ros.core.policy.actor_pipeline import ActorObservation
+    from sim2real_vla_ros.core.policy.observation import apply_mask
 
     top = world.render(rng, int(rng.integers(1, 4)), robot=bool(rng.random() < 0.5))
     wrist = world.render(rng, int(rng.integers(0, 3)), size_scale=2.2, robot=True)
@@ -354,7 +354,7 @@ def image_section() -> dict:
 
 def image_preprocessor():
     """The deployment preprocessor of `image_section` (the one `load_bundle` builds from the manifest)."""
-    from sim2real_vla_ros.core.bundle import ImagePreprocessor
+    from sim2real_vla_ros.core.policy.bundle import ImagePreprocessor
 
     section = image_section()
     return ImagePreprocessor(section["height"], section["width"], section["channel_order"], section["scale"],
@@ -385,7 +385,7 @@ def model_input_images(preprocessor, images: np.ndarray, labels: np.ndarray | No
     np.ndarray
         float32 [N, 3, height, width].
     """
-    from sim2real_vla_ros.core.observation import apply_mask, masked_model_input
+    from sim2real_vla_ros.core.policy.observation import apply_mask, masked_model_input
 
     if labels is None:
         tensors = [preprocessor(image) for image in images]
@@ -575,7 +575,7 @@ def build_manifest(mask_classes: Sequence[str], normalization: dict, vocab: int,
         "format_version": 1,
         "name": "reference",
         "description": ("Tiny models trained briefly on MuJoCo simulator renders by "
-                        "sim2real_vla_ros.tools.make_reference_bundle; well-formed outputs, NOT task-competent."),
+                        "training.make_reference_bundle; well-formed outputs, NOT task-competent."),
         "image": image_section(),
         "cameras": dict(CAMERAS),
         "mask_classes": list(mask_classes),
@@ -637,7 +637,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("make_reference_bundle needs torch (an optional dependency): "
               "pip install torch==2.13.0 (or `pip install .[export]`)", file=sys.stderr)
         return 2
-    from sim2real_vla_ros.tools import reference_training
+    from training import reference_training
 
     try:
         report = reference_training.generate(

@@ -38,7 +38,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sim2real_vla_ros.core.validator_gate import DEFAULT_ARMS, GateEvent
+from sim2real_vla_ros.core.task.validator_gate import DEFAULT_ARMS, GateEvent
 
 ARM_NAMES: tuple[str, str] = DEFAULT_ARMS  # index 0 = left, 1 = right in every (2, ...) array
 
