@@ -41,7 +41,7 @@ WINDOW_SIM_S = 1.0
 def core_rtf(sim_seconds: float, cameras: bool) -> dict:
     """Median RTF of the simulator core over 1 s sim windows (plus per-part timings)."""
     sim = Simulator(TASK, camera_width=320, camera_height=240)
-    controllers = {side: TrajectoryArmController(side) for side in robot.SIDES}
+    controllers = {side: TrajectoryArmController(side) for side in robot.ARMS}
     for side, controller in controllers.items():
         controller.hold(sim.initial_arms[side], sim.sim_time)
     steps_per_frame = int(round(1.0 / CAMERA_RATE_HZ / sim.timestep))
@@ -67,7 +67,7 @@ def core_rtf(sim_seconds: float, cameras: bool) -> dict:
         "rtf_median": float(np.median(windows)),
         "rtf_windows": [round(w, 3) for w in windows],
         "physics_ms_per_sim_s": 1e3 * physics_s / (frames / CAMERA_RATE_HZ),
-        "render_ms_per_image": 1e3 * render_s / (frames * len(robot.CAMERA_NAMES)) if cameras else None,
+        "render_ms_per_image": 1e3 * render_s / (frames * len(robot.CAMERAS)) if cameras else None,
     }
 
 
@@ -155,7 +155,7 @@ def main() -> int:
         "benchmark": "bench_sim",
         "task": TASK,
         "settings": {"physics_rate_hz": 500, "camera_rate_hz": CAMERA_RATE_HZ, "image": "320x240 rgb8",
-                     "shadows": False, "multisamples": 0, "cameras": list(robot.CAMERA_NAMES)},
+                     "shadows": False, "multisamples": 0, "cameras": list(robot.CAMERAS)},
         "results": results,
         "machine": machine(mujoco_gl=os.environ.get("MUJOCO_GL"),
                            load_average_before=[round(v, 2) for v in load_before]),

@@ -85,7 +85,7 @@ def _robot_actions(context: LaunchContext) -> list:
             "output_mode": output_mode,
             "instruction": value["instruction"],
             "use_rviz": str(use_rviz).lower(),
-            **{f"{camera}_topic": value[f"{camera}_topic"] for camera in graph.CAMERA_NAMES},
+            **{f"{camera}_topic": value[f"{camera}_topic"] for camera in graph.CAMERAS},
         }))
     elif use_rviz:
         actions.append(graph.include_launch("rviz.launch.py", {"use_sim_time": str(use_sim_time).lower()}))

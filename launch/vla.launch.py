@@ -27,7 +27,7 @@ ARGUMENTS = (
     ("use_rviz", "false", "Start rviz2 with config/sim2real_vla.rviz"),
     *((f"{camera}_topic", f"/{camera}/image_raw",
        f"Image topic of the {camera} camera driver (its camera_info is read next to it)")
-      for camera in graph.CAMERA_NAMES),
+      for camera in graph.CAMERAS),
 )
 
 
@@ -40,7 +40,7 @@ def _vla_actions(context: LaunchContext) -> list:
         arms=graph.parse_arms(value["arms"]),
         output_mode=value["output_mode"] or None,
         use_sim_time=graph.parse_bool(value["use_sim_time"], "use_sim_time"),
-        camera_topics={camera: value[f"{camera}_topic"] for camera in graph.CAMERA_NAMES},
+        camera_topics={camera: value[f"{camera}_topic"] for camera in graph.CAMERAS},
         instruction=value["instruction"] or None,
     )
     return [Node(**graph.launch_node_kwargs(spec)) for spec in specs]

@@ -4,7 +4,7 @@ Every process the stack starts is described here once, as a :class:`NodeSpec` (e
 node name, parameter files, parameter overrides, remappings). The launch files turn specs into
 ``launch_ros.actions.Node`` with :func:`launch_node_kwargs`; the dry run on a machine without
 ``ros2 launch`` starts the same specs as subprocesses with :func:`to_command`. The topic and
-service names follow ../GRAPH.md (the lead's contract); :func:`expected_connections` restates
+service names come from core.vocabulary; :func:`expected_connections` states
 that contract for the connectivity tests.
 
 Pure Python: no launch, launch_ros or rclpy import at module level (launch_ros is imported
@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping, Optional, Sequence
 
-from sim2real_vla_ros.core.robot import CAMERA_NAMES, SIDES, WRIST_CAMERA
+from sim2real_vla_ros.core import vocabulary as vocab
+from sim2real_vla_ros.core.vocabulary import ARMS, CAMERAS, OUTPUT_MODES, WRIST_CAMERA, absolute, arm_command_topic
 
 PACKAGE = "sim2real_vla_ros"
-ARMS = SIDES
-OUTPUT_MODES = ("trajectory", "stream", "vendor")
 # How the simulator (or the real robot without ros2_control) takes arm commands.
 COMMAND_INTERFACES = ("ros2_control", "vendor")  # the sim node's command_interface
 # The default actor output mode for each command interface.
@@ -35,7 +34,7 @@ OUTPUT_MODE_FOR_INTERFACE = {"ros2_control": "trajectory", "vendor": "vendor"}
 OUTPUT_MODES_OF_INTERFACE = {"ros2_control": ("trajectory", "stream"), "vendor": ("vendor",)}
 ROBOT_INTERFACES = ("ros2_control", "mock", "vendor")
 
-# Node names (GRAPH.md).
+# Node names.
 SIM_NODE = "sim_mujoco"
 CAMERA_MASK_NODE = "camera_mask"
 PLANNER_NODE = "planner"
@@ -48,9 +47,9 @@ VENDOR_BRIDGE_NODE = "vendor_bridge"
 
 # ros2_control controllers of config/controllers.yaml, in spawn order.
 JOINT_STATE_BROADCASTER = "joint_state_broadcaster"
-ARM_CONTROLLERS = {arm: f"{arm}_arm_controller" for arm in ARMS}  # joint_trajectory_controller
+ARM_CONTROLLERS = {arm: vocab.trajectory_controller(arm) for arm in ARMS}  # joint_trajectory_controller
 # forward_command_controller per arm (output_mode stream); only one of the two may be active.
-POSITION_CONTROLLERS = {arm: f"{arm}_arm_position_controller" for arm in ARMS}
+POSITION_CONTROLLERS = {arm: vocab.position_controller(arm) for arm in ARMS}
 
 # Gazebo: the world's <world name>, the spawned robot's entity name.
 GAZEBO_WORLD = "cobot_magic_table"
@@ -168,17 +167,6 @@ def actor_node_name(arm: str) -> str:
     return f"actor_{arm}"
 
 
-def arm_command_topic(arm: str, output_mode: str) -> str:
-    """The topic an actor publishes its arm commands on, for an output mode (GRAPH.md)."""
-    _check_choice("arm", arm, ARMS)
-    _check_choice("output_mode", output_mode, OUTPUT_MODES)
-    return {
-        "trajectory": f"/{arm}_arm_controller/joint_trajectory",
-        "stream": f"/{arm}_arm_position_controller/commands",
-        "vendor": f"/master/joint_{arm}",
-    }[output_mode]
-
-
 def command_interface_for(output_mode: str) -> str:
     """The robot / simulator command interface an actor output mode needs.
 
@@ -277,7 +265,7 @@ def vla_nodes(bundle_path: str = "", params_file: Optional[str] = None,
               arms: Sequence[str] = ARMS, output_mode: Optional[str] = None,
               use_sim_time: bool = True, camera_topics: Optional[Mapping[str, str]] = None,
               instruction: Optional[str] = None) -> list[NodeSpec]:
-    """camera_mask, planner, one actor per arm, validator (GRAPH.md).
+    """camera_mask, planner, one actor per arm, validator.
 
     Parameters
     ----------
@@ -329,14 +317,14 @@ def camera_remappings(camera_topics: Mapping[str, str]) -> tuple[tuple[str, str]
     """
     rules = []
     for camera, topic in camera_topics.items():
-        _check_choice("camera", camera, CAMERA_NAMES)
+        _check_choice("camera", camera, CAMERAS)
         if not topic.startswith("/") or topic.endswith("/"):
             raise ValueError(f"camera topic for {camera} must be an absolute topic name, got {topic!r}")
-        if topic == f"/{camera}/image_raw":
+        if topic == absolute(vocab.camera_image_topic(camera)):  # already the default name
             continue
         namespace = topic.rsplit("/", 1)[0]
-        rules.append((f"/{camera}/image_raw", topic))
-        rules.append((f"/{camera}/camera_info", f"{namespace}/camera_info"))
+        rules.append((vocab.camera_image_topic(camera), topic))
+        rules.append((vocab.camera_info_topic(camera), f"{namespace}/camera_info"))
     return tuple(rules)
 
 
@@ -364,7 +352,7 @@ def ros2_control_node(controllers_file: Optional[str] = None, *, use_sim_time: b
     return NodeSpec(CONTROLLER_MANAGER_NODE, "controller_manager", "ros2_control_node",
                     parameters=parameters,
                     parameter_files=(controllers_file or share_file("config", "controllers.yaml"),),
-                    remappings=(("~/robot_description", "/robot_description"),))
+                    remappings=(("~/robot_description", vocab.ROBOT_DESCRIPTION),))
 
 
 def controller_spawner_nodes(controllers: Optional[Sequence[str]] = None, *,
@@ -490,7 +478,7 @@ def gz_spawn_robot_node(*, world: str = GAZEBO_WORLD, use_sim_time: bool = True)
     """
     return NodeSpec(f"spawn_{GAZEBO_ROBOT_ENTITY}", "ros_gz_sim", "create",
                     parameters={"use_sim_time": bool(use_sim_time)},
-                    arguments=("-world", world, "-topic", "/robot_description",
+                    arguments=("-world", world, "-topic", vocab.ROBOT_DESCRIPTION,
                                "-name", GAZEBO_ROBOT_ENTITY))
 
 
@@ -553,8 +541,8 @@ def rviz_node(config_file: Optional[str] = None, *, use_sim_time: bool = True) -
 def expected_connections(arms: Sequence[str] = ARMS, output_mode: str = "trajectory",
                          simulator: Optional[str] = SIM_NODE,
                          command_interface: Optional[str] = None,
-                         robot_state_publisher: bool = False) -> dict[str, TopicEnds]:
-    """Topic -> the nodes that must publish / subscribe it, from GRAPH.md.
+                         robot_state_publisher: bool = False, namespace: str = "") -> dict[str, TopicEnds]:
+    """Fully qualified topic -> the nodes that must publish / subscribe it.
 
     Parameters
     ----------
@@ -574,6 +562,8 @@ def expected_connections(arms: Sequence[str] = ARMS, output_mode: str = "traject
         driver's /puppet/* into /joint_states (the driver itself is outside the graph).
     robot_state_publisher : bool
         Include robot_state_publisher (not installable here).
+    namespace : str
+        The namespace the graph runs in: relative names resolve under it (vocabulary).
 
     Notes
     -----
@@ -603,61 +593,62 @@ def expected_connections(arms: Sequence[str] = ARMS, output_mode: str = "traject
     actors = [actor_node_name(arm) for arm in arms]
     vla = [CAMERA_MASK_NODE, PLANNER_NODE, *actors, VALIDATOR_NODE]
     if simulator is not None:
-        publish(simulator, "/clock", "/joint_states", "/sim/task_status",
-                *(f"/{camera}/image_raw" for camera in CAMERA_NAMES),
-                *(f"/{camera}/camera_info" for camera in CAMERA_NAMES))
+        publish(simulator, vocab.CLOCK, vocab.JOINT_STATES, vocab.SIM_TASK_STATUS,
+                *(vocab.camera_image_topic(camera) for camera in CAMERAS),
+                *(vocab.camera_info_topic(camera) for camera in CAMERAS))
         if command_interface == "vendor":
-            subscribe(simulator, *(f"/master/joint_{arm}" for arm in ARMS))
-            publish(simulator, *(f"/puppet/joint_{arm}" for arm in ARMS))
+            subscribe(simulator, *(vocab.vendor_command_topic(arm) for arm in ARMS))
+            publish(simulator, *(vocab.vendor_state_topic(arm) for arm in ARMS))
         else:
             controller_mode = output_mode if output_mode in OUTPUT_MODES_OF_INTERFACE["ros2_control"] else "trajectory"
             subscribe(simulator, *(arm_command_topic(arm, controller_mode) for arm in ARMS))
     elif command_interface == "vendor":
-        subscribe(VENDOR_BRIDGE_NODE, *(f"/puppet/joint_{arm}" for arm in ARMS))
-        publish(VENDOR_BRIDGE_NODE, "/joint_states", "/diagnostics")
+        subscribe(VENDOR_BRIDGE_NODE, *(vocab.vendor_state_topic(arm) for arm in ARMS))
+        publish(VENDOR_BRIDGE_NODE, vocab.JOINT_STATES, vocab.DIAGNOSTICS)
     if robot_state_publisher:
-        subscribe(ROBOT_STATE_PUBLISHER_NODE, "/joint_states")
-        publish(ROBOT_STATE_PUBLISHER_NODE, "/tf", "/tf_static", "/robot_description")
+        subscribe(ROBOT_STATE_PUBLISHER_NODE, vocab.JOINT_STATES)
+        publish(ROBOT_STATE_PUBLISHER_NODE, vocab.TF, vocab.TF_STATIC, vocab.ROBOT_DESCRIPTION)
 
-    subscribe(CAMERA_MASK_NODE, *(f"/{camera}/image_raw" for camera in CAMERA_NAMES))
-    publish(CAMERA_MASK_NODE, *(f"/vla/mask/{camera}" for camera in CAMERA_NAMES),
-            *(f"/vla/masked/{camera}" for camera in CAMERA_NAMES))
+    subscribe(CAMERA_MASK_NODE, *(vocab.camera_image_topic(camera) for camera in CAMERAS))
+    publish(CAMERA_MASK_NODE, *(vocab.mask_topic(camera) for camera in CAMERAS),
+            *(vocab.masked_topic(camera) for camera in CAMERAS))
 
-    # Beyond GRAPH.md: the planner reads cam_high's native size from its camera_info and
+    # The planner reads cam_high's native size from its camera_info and
     # holds on /vla/estop.
-    subscribe(PLANNER_NODE, "/vla/masked/cam_high", "/vla/validator/event", "/vla/instruction",
-              "/cam_high/camera_info", "/vla/estop")
-    publish(PLANNER_NODE, *(f"/vla/affordance/{arm}" for arm in ARMS), "/vla/plan_state",
-            "/vla/affordance_markers", "/vla/affordance_overlay", "/vla/estop")
+    subscribe(PLANNER_NODE, vocab.masked_topic(vocab.TOP_CAMERA), vocab.VALIDATOR_EVENT, vocab.INSTRUCTION,
+              vocab.camera_info_topic(vocab.TOP_CAMERA), vocab.ESTOP)
+    publish(PLANNER_NODE, *(vocab.affordance_topic(arm) for arm in ARMS), vocab.PLAN_STATE,
+            vocab.AFFORDANCE_MARKERS, vocab.AFFORDANCE_OVERLAY, vocab.ESTOP)
 
     # The actor also reads the latched plan_state: the instruction (only the planner knows it
     # when a task is started by service) and the pixel frame of the affordance.
     for arm, actor in zip(arms, actors):
-        subscribe(actor, "/vla/masked/cam_high", f"/vla/masked/{WRIST_CAMERA[arm]}", "/joint_states",
-                  f"/vla/affordance/{arm}", "/vla/plan_state", "/vla/estop")
-        publish(actor, arm_command_topic(arm, output_mode), f"/vla/actor_{arm}/chunk",
-                f"/vla/actor_{arm}/command")
+        subscribe(actor, vocab.masked_topic(vocab.TOP_CAMERA), vocab.masked_topic(WRIST_CAMERA[arm]), vocab.JOINT_STATES,
+                  vocab.affordance_topic(arm), vocab.PLAN_STATE, vocab.ESTOP)
+        publish(actor, arm_command_topic(arm, output_mode), vocab.actor_chunk_topic(arm),
+                vocab.actor_command_topic(arm))
 
     # The validator takes its targets from plan_state (keypoints and index in one message), not
     # from the affordance polygons, so phase, index and keypoints can never disagree.
-    subscribe(VALIDATOR_NODE, *(f"/vla/masked/{camera}" for camera in CAMERA_NAMES), "/joint_states",
-              "/vla/plan_state")
-    publish(VALIDATOR_NODE, "/vla/validator/event", "/vla/task_state")
+    subscribe(VALIDATOR_NODE, *(vocab.masked_topic(camera) for camera in CAMERAS), vocab.JOINT_STATES,
+              vocab.PLAN_STATE)
+    publish(VALIDATOR_NODE, vocab.VALIDATOR_EVENT, vocab.TASK_STATE)
 
     for node in vla:
-        publish(node, "/diagnostics")
-    return {topic: TopicEnds(frozenset(pubs[topic]), frozenset(subs[topic])) for topic in sorted(pubs)}
+        publish(node, vocab.DIAGNOSTICS)
+    return {absolute(topic, namespace): TopicEnds(frozenset(pubs[topic]), frozenset(subs[topic]))
+            for topic in sorted(pubs)}
 
 
-def expected_services(simulator: Optional[str] = SIM_NODE) -> dict[str, str]:
-    """Service -> the node that must offer it (GRAPH.md; issue 2 for the simulator)."""
-    services = {"/vla/start": PLANNER_NODE, "/vla/stop": PLANNER_NODE, "/vla/set_estop": PLANNER_NODE}
+def expected_services(simulator: Optional[str] = SIM_NODE, namespace: str = "") -> dict[str, str]:
+    """Fully qualified service name -> the node that must offer it."""
+    services = {vocab.START_SERVICE: PLANNER_NODE, vocab.STOP_SERVICE: PLANNER_NODE, vocab.SET_ESTOP_SERVICE: PLANNER_NODE}
     if simulator is not None:
-        services["/sim/reset"] = simulator
-    return services
+        services[vocab.SIM_RESET_SERVICE] = simulator
+    return {absolute(name, namespace): node for name, node in services.items()}
 
 
-EXTERNAL_INPUTS = ("/vla/instruction",)
+EXTERNAL_INPUTS = (absolute(vocab.INSTRUCTION),)
 """Topics the graph subscribes without publishing them itself (set by the user or a runner)."""
 
 

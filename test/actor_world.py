@@ -12,9 +12,10 @@ from std_msgs.msg import Bool
 
 from ros_harness import NodeProcess, REPO
 from sim2real_vla_ros.core.policy.bundle import load_instruction_embeddings, read_manifest
-from sim2real_vla_ros.core.robot import ALL_JOINT_NAMES, WRIST_CAMERA
+from sim2real_vla_ros.core.robot import ALL_JOINT_NAMES
 from sim2real_vla_ros.nodes import common
 from sim2real_vla_ros.paths import share_path
+from sim2real_vla_ros.core.vocabulary import WRIST_CAMERA
 
 MODULE = "sim2real_vla_ros.nodes.actor"
 VLA_YAML = f"{REPO}/config/vla.yaml"

@@ -21,10 +21,9 @@ from sim2real_vla_ros.core.policy.bundle import UnknownInstructionError, load_bu
 from sim2real_vla_ros.core.policy.fast import DecodeFailure, FastEncodeError
 from sim2real_vla_ros.core.robot import arm_limits
 from sim2real_vla_ros.paths import share_path
-from training.make_reference_bundle import (SyntheticWorld, diffusion_alphas_cumprod,
-                                                          random_actor_observation)
+from sim2real_vla_ros.core.vocabulary import ARMS
+from training.make_reference_bundle import SyntheticWorld, diffusion_alphas_cumprod, random_actor_observation
 
-ARMS = ("left", "right")
 KV_ROLES = {"encoder": "actor_encoder", "decoder": "actor_decoder_kv"}
 EXPERT_ROLES = {"encoder": "actor_encoder", "decoder": "actor_decoder_expert", "denoiser": "denoiser"}
 OPSET = 17

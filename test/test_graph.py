@@ -16,6 +16,7 @@ import xml.etree.ElementTree as ET
 import pytest
 import yaml
 
+from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros import graph
 from sim2real_vla_ros.core import robot
 from sim2real_vla_ros.core.task import tasks
@@ -161,8 +162,8 @@ def test_to_command_ros_args_are_parsed_by_rcl_as_intended(spec):
         assert parameter in values, f"{spec.name}: rcl did not receive {parameter}"
         assert _same(expected, values[parameter]), (parameter, expected, values[parameter])
     remapped = dict(spec.remappings)
-    for topic in ("/cam_high/image_raw", "/cam_high/camera_info"):
-        assert resolved[topic] == remapped.get(topic, topic)
+    for topic in ("cam_high/image_raw", "cam_high/camera_info"):  # remapping rules name relative topics
+        assert resolved["/" + topic] == remapped.get(topic, "/" + topic)
     assert resolved["/unmapped"] == "/unmapped"
 
 
@@ -275,8 +276,8 @@ def test_vla_nodes_apply_the_launch_arguments():
 def test_camera_remappings_point_at_the_driver_topics():
     rules = dict(graph.camera_remappings({"cam_high": "/camera_f/color/image_raw",
                                           "cam_left_wrist": "/cam_left_wrist/image_raw"}))
-    assert rules == {"/cam_high/image_raw": "/camera_f/color/image_raw",
-                     "/cam_high/camera_info": "/camera_f/color/camera_info"}
+    assert rules == {"cam_high/image_raw": "/camera_f/color/image_raw",
+                     "cam_high/camera_info": "/camera_f/color/camera_info"}
     with pytest.raises(ValueError, match="absolute"):
         graph.camera_remappings({"cam_high": "camera_f/image"})
     with pytest.raises(ValueError, match="camera"):
@@ -308,7 +309,7 @@ def test_robot_nodes_per_interface():
     manager = specs[1]
     assert manager.parameter_files == (graph.share_file("config", "controllers.yaml"),)
     assert os.path.isfile(manager.parameter_files[0])
-    assert ("~/robot_description", "/robot_description") in manager.remappings
+    assert ("~/robot_description", "robot_description") in manager.remappings
     assert "robot_description" not in manager.parameters
     spawned = {spec.arguments[0]: "--inactive" not in spec.arguments for spec in specs[2:]}
     assert spawned == {"joint_state_broadcaster": True, "left_arm_controller": True, "right_arm_controller": True,
@@ -385,7 +386,7 @@ def test_every_subscription_has_a_publisher_in_the_dry_run_graph(output_mode, co
                if ends.subscribers and not ends.publishers and topic not in graph.EXTERNAL_INPUTS]
     assert not orphans, f"subscribed but never published: {orphans}"
     for arm in graph.ARMS:
-        command = connections[graph.arm_command_topic(arm, output_mode)]
+        command = connections[vocab.absolute(graph.arm_command_topic(arm, output_mode))]
         assert command.publishers == {graph.actor_node_name(arm)}
         assert command.subscribers == {graph.SIM_NODE}
     assert connections["/joint_states"].publishers == {graph.SIM_NODE}
@@ -441,7 +442,7 @@ def test_position_controllers_in_controllers_yaml_forward_the_arm_joints(arm):
     with open(graph.share_file("config", "controllers.yaml"), encoding="utf-8") as stream:
         document = yaml.safe_load(stream)
     name = graph.POSITION_CONTROLLERS[arm]
-    assert graph.arm_command_topic(arm, "stream") == f"/{name}/commands"
+    assert graph.arm_command_topic(arm, "stream") == f"{name}/commands"
     manager = document["controller_manager"]["ros__parameters"]
     assert manager[name]["type"] == "forward_command_controller/ForwardCommandController"
     # forward_command_controller's parameters (generate_parameter_library): joints, interface_name.

@@ -254,7 +254,7 @@ def test_bridge_carries_clock_and_every_gazebo_camera_sensor_topic():
         assert entry["ros_topic_name"] == entry["gz_topic_name"]
         bridged[entry["ros_topic_name"]] = (entry["ros_type_name"], entry["gz_type_name"])
     expected = {"/clock": ("rosgraph_msgs/msg/Clock", "gz.msgs.Clock")}
-    for camera in robot.CAMERA_NAMES:
+    for camera in robot.CAMERAS:
         expected[f"/{camera}/image_raw"] = ("sensor_msgs/msg/Image", "gz.msgs.Image")
         expected[f"/{camera}/camera_info"] = ("sensor_msgs/msg/CameraInfo", "gz.msgs.CameraInfo")
     assert bridged == expected
@@ -339,6 +339,6 @@ def test_rviz_config_shows_the_robot_the_cameras_and_the_affordances():
     assert "rviz_default_plugins/TF" in displays
     assert displays["rviz_default_plugins/MarkerArray"] == ["/vla/affordance_markers"]
     assert sorted(displays["rviz_default_plugins/Image"]) == sorted(
-        [f"/{camera}/image_raw" for camera in robot.CAMERA_NAMES] + ["/vla/affordance_overlay"])
+        [f"/{camera}/image_raw" for camera in robot.CAMERAS] + ["/vla/affordance_overlay"])
     known = set(graph.expected_connections(robot_state_publisher=True))
     assert set(topics) <= known, f"rviz names topics outside the graph: {set(topics) - known}"

@@ -14,7 +14,7 @@ from ros_harness import REPO, NodeProcess, Probe, wait_for
 from sim2real_vla_ros import graph
 from sim2real_vla_ros.core.policy.bundle import load_bundle
 from sim2real_vla_ros.core.policy.observation import logits_to_mask, resize_rgb
-from sim2real_vla_ros.core.robot import CAMERA_NAMES
+from sim2real_vla_ros.core.vocabulary import CAMERAS
 from sim2real_vla_ros.nodes import common
 
 pytestmark = pytest.mark.integration
@@ -34,7 +34,7 @@ def bundle_dir(tmp_path_factory):
 def probe():
     rclpy.init()
     probe = Probe("camera_mask_probe", use_sim_time=False)
-    for camera in CAMERA_NAMES:
+    for camera in CAMERAS:
         probe.subscribe(Image, f"/vla/mask/{camera}", common.SENSOR_QOS)
         probe.subscribe(Image, f"/vla/masked/{camera}", common.SENSOR_QOS)
     probe.subscribe(DiagnosticArray, "/diagnostics", common.COMMAND_QOS)
@@ -66,7 +66,7 @@ class Cameras:
     def __init__(self, probe):
         self.node = probe.node
         self.publishers = {c: self.node.create_publisher(Image, f"/{c}/image_raw", common.SENSOR_QOS)
-                           for c in CAMERA_NAMES}
+                           for c in CAMERAS}
         self.last_s = 0.0
 
     def next_stamp_s(self):
@@ -82,7 +82,7 @@ class Cameras:
     def publish_set(self, images, skew_s=0.0):
         """One set at a fresh stamp; cam_right_wrist lags the others by ``skew_s``. Returns the stamps."""
         base = self.next_stamp_s()
-        stamps = {c: base + skew_s for c in CAMERA_NAMES}
+        stamps = {c: base + skew_s for c in CAMERAS}
         stamps["cam_right_wrist"] = base
         self.publish(images, stamps)
         return {c: common.seconds_to_stamp(t) for c, t in stamps.items()}
@@ -90,7 +90,7 @@ class Cameras:
 
 def frames(seed):
     rng = np.random.default_rng(seed)
-    return {c: rng.integers(0, 256, (*NATIVE, 3), dtype=np.uint8) for c in CAMERA_NAMES}
+    return {c: rng.integers(0, 256, (*NATIVE, 3), dtype=np.uint8) for c in CAMERAS}
 
 
 def publish_until_answered(cameras, probe, node, images, skew_s=0.0):
@@ -120,7 +120,7 @@ def latest_diagnostics(probe):
 def wait_for_outputs_with_stamps(probe, stamps, node):
     def all_published():
         return all(any(m.header.stamp == stamps[camera] for m in probe.received(f"/vla/{kind}/{camera}"))
-                   for camera in CAMERA_NAMES for kind in ("mask", "masked"))
+                   for camera in CAMERAS for kind in ("mask", "masked"))
     wait_for(all_published, 20.0, "masks and masked images of the published set", processes=[node])
 
 
@@ -129,7 +129,7 @@ def test_paired_frames_give_correct_masks_and_masked_images(node, probe, cameras
     stamps = publish_until_answered(cameras, probe, node, images)
     wait_for_outputs_with_stamps(probe, stamps, node)
     bundle = load_bundle(bundle_dir, load_fast_tokenizer=False)
-    for camera in CAMERA_NAMES:
+    for camera in CAMERAS:
         mask_msg = next(m for m in probe.received(f"/vla/mask/{camera}") if m.header.stamp == stamps[camera])
         masked_msg = next(m for m in probe.received(f"/vla/masked/{camera}") if m.header.stamp == stamps[camera])
         assert mask_msg.encoding == "mono8" and masked_msg.encoding == "rgb8"

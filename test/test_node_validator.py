@@ -19,8 +19,9 @@ from model_factory import INSTRUCTIONS, make_constant_model, write_bundle
 from ros_harness import REPO, NodeProcess, Probe, wait_for
 from sim2real_vla_ros import graph
 from sim2real_vla_ros.core.policy.bundle import load_bundle
-from sim2real_vla_ros.core.robot import CAMERA_NAMES, arm_joint_names
+from sim2real_vla_ros.core.robot import arm_joint_names
 from sim2real_vla_ros.nodes import common
+from sim2real_vla_ros.core.vocabulary import CAMERAS
 
 pytestmark = pytest.mark.integration
 VALIDATOR = "sim2real_vla_ros.nodes.validator"
@@ -47,7 +48,7 @@ class SyntheticInputs:
 
     def __init__(self, probe):
         node = probe.node
-        self.images = {c: node.create_publisher(Image, f"/vla/masked/{c}", common.SENSOR_QOS) for c in CAMERA_NAMES}
+        self.images = {c: node.create_publisher(Image, f"/vla/masked/{c}", common.SENSOR_QOS) for c in CAMERAS}
         self.joints = node.create_publisher(JointState, "/joint_states", common.SENSOR_QOS)
         self.joint_states_on = threading.Event()
         self.joint_states_on.set()

@@ -32,7 +32,7 @@ def probe():
     probe.subscribe(JointState, "/joint_states", common.COMMAND_QOS)
     probe.subscribe(DiagnosticArray, "/diagnostics", common.COMMAND_QOS)
     probe.puppet = {side: probe.node.create_publisher(JointState, f"/puppet/joint_{side}", common.COMMAND_QOS)
-                    for side in robot.SIDES}
+                    for side in robot.ARMS}
     yield probe
     probe.shutdown()
     rclpy.shutdown()

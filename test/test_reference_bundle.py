@@ -24,7 +24,8 @@ from sim2real_vla_ros.core.task.tasks import default_task_name, load_tasks
 from sim2real_vla_ros.paths import share_path
 from sim2real_vla_ros.tools import build_engine
 from training import make_reference_bundle as generator
-from training.sim_data_engine import ARMS, SimDataEngine
+from training.sim_data_engine import SimDataEngine
+from sim2real_vla_ros.core.vocabulary import ARMS
 
 MAX_BUNDLE_BYTES = 20 * 1024 * 1024
 # Files whose bytes depend only on numpy / tokenizers (not on floating-point training).

@@ -165,7 +165,7 @@ def test_joint_names_and_order_match_the_urdf(urdf_root):
         robot.arm_joint_names("middle")
 
 
-@pytest.mark.parametrize("side", robot.SIDES)
+@pytest.mark.parametrize("side", robot.ARMS)
 def test_joints_match_the_fact_sheet(urdf_root, urdf_text, side):
     for suffix, (kind, parent, child, xyz, rpy, lower, upper, velocity) in FACT_SHEET_JOINTS.items():
         joint = _joint(urdf_root, f"{side}_{suffix}")
@@ -181,14 +181,14 @@ def test_joints_match_the_fact_sheet(urdf_root, urdf_text, side):
         assert limits.effort[0] > 0
 
 
-@pytest.mark.parametrize("side", robot.SIDES)
+@pytest.mark.parametrize("side", robot.ARMS)
 def test_arm_is_mounted_as_cobot_magic_mounts_it(urdf_text, side):
     mount = robot.forward_kinematics(urdf_text, {}, f"{side}_base_link")
     np.testing.assert_allclose(mount[:3, 3], ARM_MOUNTS[side], atol=1e-9)
     np.testing.assert_allclose(mount[:3, :3], np.eye(3), atol=1e-9)
 
 
-@pytest.mark.parametrize("side", robot.SIDES)
+@pytest.mark.parametrize("side", robot.ARMS)
 def test_finger_joint8_mimics_joint7(urdf_root, side):
     mimic = _joint(urdf_root, f"{side}_joint8").find("mimic")
     assert mimic.get("joint") == f"{side}_joint7"
@@ -227,7 +227,7 @@ def test_every_body_has_geometry_and_a_physical_inertia(urdf_root):
 def test_vendor_masses(urdf_root):
     expected = {"base_link": 1.02, "link1": 0.71, "link2": 1.16, "link3": 0.5, "link4": 0.38,
                 "link5": 0.383, "gripper_base": 0.45, "link7": 0.025, "link8": 0.025}
-    for side in robot.SIDES:
+    for side in robot.ARMS:
         for link, mass in expected.items():
             element = urdf_root.find(f"link[@name='{side}_{link}']/inertial/mass")
             assert float(element.get("value")) == pytest.approx(mass)
@@ -265,7 +265,7 @@ def _standard_dh_link6(q):
     return pose
 
 
-@pytest.mark.parametrize("side", robot.SIDES)
+@pytest.mark.parametrize("side", robot.ARMS)
 def test_urdf_forward_kinematics_agrees_with_vendor_modified_dh(urdf_text, side):
     limits = robot.arm_limits(side)
     rng = np.random.default_rng(7)
@@ -304,7 +304,7 @@ def test_tcp_is_0143_along_link6_z(urdf_text):
 # ---------------------------------------------------------------------------- cameras
 
 
-@pytest.mark.parametrize("camera", robot.CAMERA_NAMES)
+@pytest.mark.parametrize("camera", robot.CAMERAS)
 def test_camera_optical_frame_axes(urdf_text, camera):
     # Pose of the optical frame in the camera link frame.
     optical = robot.forward_kinematics(urdf_text, {}, f"{camera}_optical_frame", base=f"{camera}_link")
@@ -340,7 +340,7 @@ def test_cam_high_sees_the_whole_object_area(urdf_text):
             assert depth > 0 and 0 <= u < spec.width and 0 <= v < spec.height, (x, y, u, v)
 
 
-@pytest.mark.parametrize("side", robot.SIDES)
+@pytest.mark.parametrize("side", robot.ARMS)
 def test_wrist_camera_sees_the_finger_pads(urdf_text, side):
     spec = robot.camera_specs()[robot.WRIST_CAMERA[side]]
     q = dict(zip(robot.arm_joint_names(side), [0.3, 1.0, -1.2, 0.2, 0.6, -0.4, 0.035]))
@@ -356,7 +356,7 @@ def test_wrist_camera_sees_the_finger_pads(urdf_text, side):
 def test_camera_specs_follow_the_urdf_sensors():
     urdf_640 = robot.urdf_xml(camera_width=640, camera_height=480, camera_rate=30)
     specs = robot.camera_specs(urdf_text=urdf_640)
-    assert set(specs) == set(robot.CAMERA_NAMES)
+    assert set(specs) == set(robot.CAMERAS)
     high = specs["cam_high"]
     assert (high.width, high.height) == (640, 480)
     # cam_high keeps EmbodiChain's horizontal FOV: fx = 488.17 px at 960 px width.
@@ -448,12 +448,12 @@ def test_controller_manager_section(controllers):
     manager = controllers["controller_manager"]["ros__parameters"]
     assert manager["update_rate"] == 500
     assert manager["joint_state_broadcaster"]["type"] == "joint_state_broadcaster/JointStateBroadcaster"
-    for side in robot.SIDES:
+    for side in robot.ARMS:
         assert manager[f"{side}_arm_controller"]["type"] == \
             "joint_trajectory_controller/JointTrajectoryController"
 
 
-@pytest.mark.parametrize("side", robot.SIDES)
+@pytest.mark.parametrize("side", robot.ARMS)
 def test_arm_controller_parameters(controllers, side):
     params = controllers[f"{side}_arm_controller"]["ros__parameters"]
     assert set(params) <= JTC_PARAMETERS, f"unknown JTC parameters {set(params) - JTC_PARAMETERS}"

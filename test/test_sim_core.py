@@ -56,15 +56,15 @@ def test_model_is_built_from_the_xacro_with_urdf_joints_and_limits():
     bodies = {model.body(i).name for i in range(model.nbody)}
     assert links <= bodies
     # joint8 = -joint7 through the imported mimic.
-    for side in robot.SIDES:
+    for side in robot.ARMS:
         j7, j8 = model.joint(f"{side}_joint7").id, model.joint(f"{side}_joint8").id
         matches = [e for e in range(model.neq) if {model.eq_obj1id[e], model.eq_obj2id[e]} == {j7, j8}]
         assert len(matches) == 1
         assert model.eq_data[matches[0]][1] == pytest.approx(-1.0)
     # 7 position servos per arm, no servo on the mimic joint.
     actuated = {model.joint(model.actuator_trnid[a, 0]).name for a in range(model.nu)}
-    assert actuated == {n for side in robot.SIDES for n in robot.arm_joint_names(side)}
-    assert set(layout.camera_names) == set(robot.CAMERA_NAMES)
+    assert actuated == {n for side in robot.ARMS for n in robot.arm_joint_names(side)}
+    assert set(layout.camera_names) == set(robot.CAMERAS)
 
 
 def test_build_rejects_bad_arguments():
@@ -102,7 +102,7 @@ def test_every_object_rests_upright_on_the_table(kind):
 def test_commanded_trajectory_is_tracked_within_tolerance(pour_sim):
     sim = pour_sim
     sim.reset(seed=1)
-    controllers = {side: TrajectoryArmController(side, "cubic") for side in robot.SIDES}
+    controllers = {side: TrajectoryArmController(side, "cubic") for side in robot.ARMS}
     targets = {}
     for side, controller in controllers.items():
         start = sim.arm_positions(side)
@@ -119,7 +119,7 @@ def test_commanded_trajectory_is_tracked_within_tolerance(pour_sim):
             desired = controller.command(sim.sim_time)[0]
             worst_during = max(worst_during, float(np.max(np.abs(sim.arm_positions(side)[:6] - desired[:6]))))
     sim.step(250, controllers)  # settle 0.5 s
-    for side in robot.SIDES:
+    for side in robot.ARMS:
         error = np.abs(sim.arm_positions(side) - targets[side])
         assert np.max(error[:6]) < TRACKING_TOLERANCE_RAD, (side, error)
         assert error[6] < 0.002  # finger (m)
@@ -220,7 +220,7 @@ def test_reset_places_objects_inside_table5_ranges(task_name):
                 # On the table, or (fork/spoon) with one end on the plate's rim: tasks.sample_scene
                 # keeps centres apart, not whole shapes.
                 assert sim.table_top_z - SETTLE_TOLERANCE_M <= pose["z"] <= sim.table_top_z + 0.02, (name, pose)
-            for side in robot.SIDES:  # arms start at Table 6 within the jitter's joint change
+            for side in robot.ARMS:  # arms start at Table 6 within the jitter's joint change
                 assert np.max(np.abs(sim.initial_arms[side][:6] - task.init_joints(side)[:6])) < 0.2
     finally:
         sim.close()
@@ -284,7 +284,7 @@ def test_camera_matches_the_urdf_pinhole_model(camera):
     data = mujoco.MjData(model)
     task = tasks.get_task("pour_water_single")
     joints = {}
-    for side in robot.SIDES:  # the arms at Table 6, so the wrist cameras point at the table
+    for side in robot.ARMS:  # the arms at Table 6, so the wrist cameras point at the table
         for name, value in zip(robot.arm_joint_names(side), task.init_joints(side)):
             joints[name] = value
             data.qpos[model.joint(name).qposadr[0]] = value

@@ -5,11 +5,11 @@ Renders a handful of MuJoCo scenes (EGL, as the simulator tests do); no torch ne
 import numpy as np
 import pytest
 
-from sim2real_vla_ros.core.robot import CAMERA_NAMES
+from sim2real_vla_ros.core.vocabulary import ARMS, CAMERAS
 from sim2real_vla_ros.core.task.tasks import load_tasks
 from sim2real_vla_ros.sim.objects import object_model
 from training import make_reference_bundle as generator
-from training.sim_data_engine import ARMS, FIRST_OBJECT, DataEngineError, SimDataEngine, TaskScene
+from training.sim_data_engine import FIRST_OBJECT, DataEngineError, SimDataEngine, TaskScene
 
 MODEL_SIZE = (generator.IMAGE_WIDTH, generator.IMAGE_HEIGHT)
 
@@ -43,7 +43,7 @@ def test_sample_has_images_true_masks_and_key_poses(engine, mask_classes):
     for sample in engine.samples(6, rng, first_seed=500):
         task = load_tasks()[sample.task]
         allowed = {0} | {mask_classes.index(obj.kind) for obj in task.objects}
-        for camera in CAMERA_NAMES:
+        for camera in CAMERAS:
             assert sample.images[camera].shape == (MODEL_SIZE[1], MODEL_SIZE[0], 3)
             assert sample.images[camera].dtype == np.uint8
             assert set(np.unique(sample.labels[camera])) <= allowed, (sample.task, camera)
@@ -98,6 +98,6 @@ def test_samples_are_deterministic(mask_classes):
     for first, second in zip(*results):
         np.testing.assert_array_equal(first.joints, second.joints)
         np.testing.assert_array_equal(first.pre_grasp_keypoints, second.pre_grasp_keypoints)
-        for camera in CAMERA_NAMES:
+        for camera in CAMERAS:
             np.testing.assert_array_equal(first.images[camera], second.images[camera])
             np.testing.assert_array_equal(first.labels[camera], second.labels[camera])

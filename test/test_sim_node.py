@@ -36,10 +36,10 @@ def probe():
     probe = Probe("sim_node_test_probe")
     probe.subscribe(JointState, "/joint_states", COMMAND_QOS)
     probe.subscribe(String, "/sim/task_status", LATCHED_QOS)
-    for camera in robot.CAMERA_NAMES:
+    for camera in robot.CAMERAS:
         probe.subscribe(Image, f"/{camera}/image_raw", SENSOR_QOS)
         probe.subscribe(CameraInfo, f"/{camera}/camera_info", SENSOR_QOS)
-    for side in robot.SIDES:
+    for side in robot.ARMS:
         probe.subscribe(JointState, f"/puppet/joint_{side}", COMMAND_QOS)
     yield probe
     probe.shutdown()
@@ -97,7 +97,7 @@ def test_trajectory_on_each_arm_is_tracked_in_sim_time(probe, sim):
     current, _ = _latest_positions(probe)
     delta = np.array([0.3, -0.25, 0.2, 0.4, -0.3, 0.5, -0.015])
     targets, sent_at = {}, {}
-    for side in robot.SIDES:
+    for side in robot.ARMS:
         names = robot.arm_joint_names(side)
         target = robot.arm_limits(side).clip(np.array([current[n] for n in names]) + delta)
         targets[side] = dict(zip(names, target))
@@ -112,17 +112,17 @@ def test_trajectory_on_each_arm_is_tracked_in_sim_time(probe, sim):
 
     reached_at = wait_for(reached, 20.0, "both arms within 0.02 rad of their targets", processes=[sim])
     # The move took the trajectory's 1 s of sim time (not a jump), plus a little settling.
-    for side in robot.SIDES:
+    for side in robot.ARMS:
         assert 0.8 <= reached_at - sent_at[side] <= 2.0, (reached_at, sent_at)
     msg = probe.received("/joint_states")[-1]
     assert list(msg.name) == list(robot.ALL_JOINT_NAMES) and len(msg.velocity) == 16
     positions = dict(zip(msg.name, msg.position))
-    for side in robot.SIDES:  # the mimic finger mirrors joint7
+    for side in robot.ARMS:  # the mimic finger mirrors joint7
         assert positions[f"{side}_joint8"] == pytest.approx(-positions[f"{side}_joint7"], abs=1e-3)
 
 
 def test_cameras_publish_at_the_configured_rate_in_sim_time(probe, sim):
-    for camera in robot.CAMERA_NAMES:
+    for camera in robot.CAMERAS:
         probe.clear(f"/{camera}/image_raw")
     window = 2.5  # s of simulated time
     expected = {"cam_high": CAM_HIGH_RATE_HZ, "cam_left_wrist": 10.0, "cam_right_wrist": 10.0}

@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 
 from sim2real_vla_ros.core import robot
-from sim2real_vla_ros.core.control.vendor import (VENDOR_JOINT_NAMES, VendorMessageError, VendorStateMerger, urdf_to_vendor,
-                                          vendor_to_arm, vendor_to_urdf)
+from sim2real_vla_ros.core.control.vendor import (VENDOR_JOINT_NAMES, VendorMessageError, VendorStateMerger,
+                                                  urdf_to_vendor, vendor_to_arm, vendor_to_urdf)
 
 ARM7 = np.array([0.1, 1.2, -0.9, 0.05, 0.4, -0.3, 0.021])  # joints 1-6 rad, joint7 finger m
 VENDOR_POSITIONS = [0.1, 1.2, -0.9, 0.05, 0.4, -0.3, 0.042]  # the same arm, gripper as total width
 VENDOR_VELOCITIES = [0.5, -0.5, 0.25, 0.0, 1.0, -1.0, 0.01]
 
 
-@pytest.mark.parametrize("side", robot.SIDES)
+@pytest.mark.parametrize("side", robot.ARMS)
 def test_urdf_to_vendor_and_back_round_trips(side):
     names, positions = urdf_to_vendor(side, ARM7)
     assert names == [f"joint{i}" for i in range(7)]

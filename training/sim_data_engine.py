@@ -59,8 +59,8 @@ from sim2real_vla_ros.core.policy.observation import resize_rgb
 from sim2real_vla_ros.core.task.tasks import TaskSpec
 from sim2real_vla_ros.sim.objects import object_model
 from sim2real_vla_ros.sim.simulator import Simulator
+from sim2real_vla_ros.core.vocabulary import ARMS
 
-ARMS = ("left", "right")
 TOP_CAMERA = "cam_high"
 KEYPOINTS = 3
 # Random arm configuration around the (jittered) initial pose: uniform +- this per joint 1-6.
@@ -391,7 +391,7 @@ class SimDataEngine:
                  camera_size: Tuple[int, int] = (320, 240)):
         self.scenes = {name: TaskScene(task, mask_classes, model_size, camera_size) for name, task in tasks.items()}
 
-    def samples(self, count: int, rng: np.random.Generator, cameras: Sequence[str] = robot.CAMERA_NAMES,
+    def samples(self, count: int, rng: np.random.Generator, cameras: Sequence[str] = robot.CAMERAS,
                 first_seed: int = 0, tasks: Optional[Sequence[str]] = None) -> list:
         """``count`` samples, tasks in turn, scene seeds ``first_seed``, ``first_seed + 1``, ..."""
         names = list(tasks or self.scenes)

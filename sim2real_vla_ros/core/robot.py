@@ -6,7 +6,7 @@ never written a second time here. No rclpy: nodes and the simulator import this 
 
 Conventions
 -----------
-- Joints are `<side>_joint1..8` for side in SIDES; joint7 is the driven finger (m, one
+- Joints are `<side>_joint1..8` for side in ARMS; joint7 is the driven finger (m, one
   finger), joint8 mirrors it (URDF mimic, multiplier -1).
 - The per-arm vector used everywhere else has 7 values: joints 1-6 (rad) + joint7 (m).
 - The vendor interface carries the gripper as the total opening width: width = 2 * joint7.
@@ -21,12 +21,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-SIDES = ("left", "right")
+# Re-exported: robot.ARMS, robot.CAMERAS and robot.WRIST_CAMERA read naturally where a module uses robot.*.
+from sim2real_vla_ros.core.vocabulary import ARMS, CAMERAS, WRIST_CAMERA  # noqa: F401
+
 JOINTS_PER_ARM = 8  # 6 revolute + 2 finger joints in the URDF
 ARM_DOF = 7  # joints 1-6 + the driven finger joint7
-ALL_JOINT_NAMES = tuple(f"{side}_joint{i}" for side in SIDES for i in range(1, JOINTS_PER_ARM + 1))
-CAMERA_NAMES = ("cam_high", "cam_left_wrist", "cam_right_wrist")
-WRIST_CAMERA = {"left": "cam_left_wrist", "right": "cam_right_wrist"}
+ALL_JOINT_NAMES = tuple(f"{side}_joint{i}" for side in ARMS for i in range(1, JOINTS_PER_ARM + 1))
 BASE_LINK = "base_link"
 
 ROS2_CONTROL_PLUGINS = ("mock", "gazebo", "hardware", "none")
@@ -46,8 +46,8 @@ _POSITIVE_FLOAT_ARGS = ("camera_rate", "table_top_z")
 
 
 def _check_side(side: str) -> str:
-    if side not in SIDES:
-        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+    if side not in ARMS:
+        raise ValueError(f"side must be one of {ARMS}, got {side!r}")
     return side
 
 
@@ -267,7 +267,7 @@ def interleaved16_to_arms(vec16) -> tuple[np.ndarray, np.ndarray, list[str]]:
         raise ValueError(f"interleaved joint vector must be finite, got {vector.tolist()}")
     fingers = {"left": vector[12], "right": vector[14]}
     arms, clamped = [], []
-    for column, side in enumerate(SIDES):
+    for column, side in enumerate(ARMS):
         limits = arm_limits(side)
         arm = np.append(vector[column:12:2], fingers[side])
         outside = [name for name in limits.violations(arm) if not name.endswith("joint7")]
@@ -426,7 +426,7 @@ class CameraSpec:
 
 def camera_specs(width: int | None = None, height: int | None = None,
                  urdf_text: str | None = None) -> dict[str, CameraSpec]:
-    """Camera models for CAMERA_NAMES, read from the URDF's camera sensors.
+    """Camera models for CAMERAS, read from the URDF's camera sensors.
 
     Parameters
     ----------
@@ -442,7 +442,7 @@ def camera_specs(width: int | None = None, height: int | None = None,
     sensors = {sensor.get("name"): sensor for sensor in root.iter("sensor")
                if sensor.get("type") == "camera"}
     specs = {}
-    for name in CAMERA_NAMES:
+    for name in CAMERAS:
         if name not in sensors:
             raise KeyError(f"camera sensor {name!r} is not in the URDF")
         camera = sensors[name].find("camera")

@@ -95,6 +95,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros.core.control.actor_io import (FAULT_INJECTIONS, AffordanceError, InferenceRequest,
                                             UndecodableTokensDecoder, affordance_keypoints,
                                             arm_state_from_joint_state, inference_due, inject_nan,
@@ -104,19 +105,15 @@ from sim2real_vla_ros.core.policy.bundle import UnknownInstructionError
 from sim2real_vla_ros.core.control.chunk_executor import BLEND_MODES, INTERPOLATIONS, ChunkExecutor, TickStats
 from sim2real_vla_ros.core.policy.observation import LatencyWindow
 from sim2real_vla_ros.core.task.payloads import PLAN_STATE_SCHEMA
-from sim2real_vla_ros.core.robot import ARM_DOF, SIDES, WRIST_CAMERA, arm_joint_names, arm_limits
+from sim2real_vla_ros.core.robot import ARM_DOF, arm_joint_names, arm_limits
 from sim2real_vla_ros.core.control.safety import (DEFAULT_MAX_ACCELERATION, DEFAULT_MAX_DEVIATION,
                                           DEFAULT_MAX_TRACKING_ERROR, DEFAULT_RAMP_VELOCITY, SafetyEventKind,
                                           SafetyFilter, SafetyLimits, check_input_ages)
 from sim2real_vla_ros.core.control.vendor import urdf_to_vendor
 from sim2real_vla_ros.nodes import common
 from sim2real_vla_ros.nodes.node_support import BackgroundWorker, FaultLog, LevelTracker, load_node_bundle
+from sim2real_vla_ros.core.vocabulary import ARMS, DEFAULT_INPUT_AGES, INPUT_NAMES, OUTPUT_MODES, WRIST_CAMERA
 
-OUTPUT_MODES = ("trajectory", "stream", "vendor")
-INPUT_NAMES = ("cam_high", "wrist", "joint_state", "affordance")
-# The affordance is published once per step (stamp = its observation) and a step may last up
-# to the validator's step_timeout_s (20 s) before a re-plan publishes a new one.
-DEFAULT_INPUT_AGES = {"cam_high": 0.5, "wrist": 0.5, "joint_state": 0.1, "affordance": 30.0}
 TIMING_STAGES = ("preprocess", "encoder", "denoiser", "token_generation", "decode", "unnormalise", "total")
 REVOLUTE = slice(0, ARM_DOF - 1)  # seam metrics in rad; the finger (m) is reported apart
 
@@ -178,7 +175,7 @@ class ActorNode(Node):
     def _declare_parameters(self) -> None:
         declare = common.declare
         self.arm = declare(self, "arm", "", "Which arm this actor drives: left or right",
-                           lambda v: v in SIDES, f"one of {list(SIDES)}")
+                           lambda v: v in ARMS, f"one of {list(ARMS)}")
         expected_name = f"actor_{self.arm}"
         if self.get_name() not in ("actor", expected_name):
             self.get_logger().warning(f"node name '{self.get_name()}' for arm '{self.arm}': the graph calls it "
@@ -333,32 +330,27 @@ class ActorNode(Node):
         self._inference_worker = BackgroundWorker(
             f"{self.get_name()}_inference", self._run_inference,
             lambda exc: self.faults.fault("inference_callback_error", f"{type(exc).__name__}: {exc}"))
-        self.create_subscription(Image, "/vla/masked/cam_high",
+        self.create_subscription(Image, vocab.masked_topic(vocab.TOP_CAMERA),
                                  guard(lambda m: self._on_image("cam_high", m), "image_callback_error"),
                                  common.SENSOR_QOS)
-        self.create_subscription(Image, f"/vla/masked/{self.wrist_camera}",
+        self.create_subscription(Image, vocab.masked_topic(self.wrist_camera),
                                  guard(lambda m: self._on_image("wrist", m), "image_callback_error"),
                                  common.SENSOR_QOS)
-        self.create_subscription(JointState, "/joint_states", guard(self._on_joint_state, "joint_state_callback_error"),
+        self.create_subscription(JointState, vocab.JOINT_STATES, guard(self._on_joint_state, "joint_state_callback_error"),
                                  common.SENSOR_QOS)
-        self.create_subscription(PolygonStamped, f"/vla/affordance/{self.arm}",
+        self.create_subscription(PolygonStamped, vocab.affordance_topic(self.arm),
                                  guard(self._on_affordance, "affordance_callback_error"), common.LATCHED_QOS)
-        self.create_subscription(String, "/vla/plan_state", guard(self._on_plan_state, "plan_state_callback_error"),
+        self.create_subscription(String, vocab.PLAN_STATE, guard(self._on_plan_state, "plan_state_callback_error"),
                                  common.LATCHED_QOS)
-        self.create_subscription(Bool, "/vla/estop", guard(self._on_estop, "estop_callback_error"),
+        self.create_subscription(Bool, vocab.ESTOP, guard(self._on_estop, "estop_callback_error"),
                                  common.LATCHED_QOS)
-        if self.output_mode == "trajectory":
-            self.command_pub = self.create_publisher(JointTrajectory, f"/{self.arm}_arm_controller/joint_trajectory",
-                                                     common.COMMAND_QOS)
-        elif self.output_mode == "stream":
-            self.command_pub = self.create_publisher(Float64MultiArray,
-                                                     f"/{self.arm}_arm_position_controller/commands",
-                                                     common.COMMAND_QOS)
-        else:
-            self.command_pub = self.create_publisher(JointState, f"/master/joint_{self.arm}", common.COMMAND_QOS)
-        self.chunk_pub = self.create_publisher(JointTrajectory, f"/vla/actor_{self.arm}/chunk", common.COMMAND_QOS)
-        self.sent_pub = self.create_publisher(JointState, f"/vla/actor_{self.arm}/command", common.COMMAND_QOS)
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", common.COMMAND_QOS)
+        command_type = {"trajectory": JointTrajectory, "stream": Float64MultiArray, "vendor": JointState}
+        self.command_pub = self.create_publisher(command_type[self.output_mode],
+                                                 vocab.arm_command_topic(self.arm, self.output_mode),
+                                                 common.COMMAND_QOS)
+        self.chunk_pub = self.create_publisher(JointTrajectory, vocab.actor_chunk_topic(self.arm), common.COMMAND_QOS)
+        self.sent_pub = self.create_publisher(JointState, vocab.actor_command_topic(self.arm), common.COMMAND_QOS)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, vocab.DIAGNOSTICS, common.COMMAND_QOS)
         self.create_timer(self.dt, guard(self._control_tick, "control_tick_error"))
         self.create_timer(1.0 / self.diagnostics_rate_hz, guard(self._publish_diagnostics, "diagnostics_error"))
 

@@ -40,9 +40,10 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
+from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros.core.perception.camera_pairing import FramePairer, RateMeter
 from sim2real_vla_ros.core.policy.observation import LatencyWindow, apply_mask, logits_to_mask, resize_rgb
-from sim2real_vla_ros.core.robot import CAMERA_NAMES
+from sim2real_vla_ros.core.vocabulary import CAMERAS
 from sim2real_vla_ros.nodes import common
 from sim2real_vla_ros.nodes.node_support import BackgroundWorker, FaultLog, LevelTracker, load_node_bundle
 
@@ -70,8 +71,8 @@ class CameraMaskNode(Node):
         self.batched = isinstance(self.mask_model.input_specs["image"].shape[0], str)
 
         self.faults = FaultLog(self)
-        self.pairer = FramePairer(CAMERA_NAMES, self.max_skew_s, self.max_age_s)
-        self.rates = {name: RateMeter(window_s=2.0) for name in CAMERA_NAMES}
+        self.pairer = FramePairer(CAMERAS, self.max_skew_s, self.max_age_s)
+        self.rates = {name: RateMeter(window_s=2.0) for name in CAMERAS}
         self.processing = LatencyWindow()
         self.end_to_end = LatencyWindow()
         self._lock = threading.Lock()  # pairer and rate meters: touched by image and inference threads
@@ -84,13 +85,13 @@ class CameraMaskNode(Node):
         self._inference_worker = BackgroundWorker(
             f"{self.get_name()}_inference", self._process_newest_set,
             lambda exc: self.faults.fault("inference_callback_error", f"{type(exc).__name__}: {exc}"))
-        for name in CAMERA_NAMES:
+        for name in CAMERAS:
             on_image = self.faults.guard(lambda msg, n=name: self._on_image(n, msg), "image_callback_error")
-            self.create_subscription(Image, f"/{name}/image_raw", on_image, common.SENSOR_QOS)
-        self.mask_pubs = {n: self.create_publisher(Image, f"/vla/mask/{n}", common.SENSOR_QOS) for n in CAMERA_NAMES}
-        self.masked_pubs = {n: self.create_publisher(Image, f"/vla/masked/{n}", common.SENSOR_QOS)
-                            for n in CAMERA_NAMES}
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", common.COMMAND_QOS)
+            self.create_subscription(Image, vocab.camera_image_topic(name), on_image, common.SENSOR_QOS)
+        self.mask_pubs = {n: self.create_publisher(Image, vocab.mask_topic(n), common.SENSOR_QOS) for n in CAMERAS}
+        self.masked_pubs = {n: self.create_publisher(Image, vocab.masked_topic(n), common.SENSOR_QOS)
+                            for n in CAMERAS}
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, vocab.DIAGNOSTICS, common.COMMAND_QOS)
         self.create_timer(1.0 / diagnostics_rate, self.faults.guard(self._publish_diagnostics, "diagnostics_error"))
         self.get_logger().info(f"camera_mask ready: {self.n_classes} classes at {self.model_size[0]}x"
                                f"{self.model_size[1]}, {'batched' if self.batched else 'per-camera'} inference, "
@@ -103,9 +104,9 @@ class CameraMaskNode(Node):
     def _check_bundle_cameras(self) -> None:
         cameras = self.bundle.manifest.cameras
         named = (cameras.top, cameras.left_wrist, cameras.right_wrist)
-        if named != CAMERA_NAMES:
+        if named != CAMERAS:
             raise ValueError(f"bundle '{self.bundle.name}' names its cameras {list(named)}, but this robot's cameras "
-                             f"are {list(CAMERA_NAMES)}; remap the camera topics instead of renaming cameras")
+                             f"are {list(CAMERAS)}; remap the camera topics instead of renaming cameras")
 
     # ------------------------------------------------------------------ intake
     def _on_image(self, camera: str, msg: Image) -> None:
@@ -128,14 +129,14 @@ class CameraMaskNode(Node):
         if frame_set is None:
             return
         start = common.monotonic()
-        headers = {name: frame_set.frame(name)[0] for name in CAMERA_NAMES}
-        resized = [resize_rgb(frame_set.frame(name)[1], *self.model_size) for name in CAMERA_NAMES]
+        headers = {name: frame_set.frame(name)[0] for name in CAMERAS}
+        resized = [resize_rgb(frame_set.frame(name)[1], *self.model_size) for name in CAMERAS]
         try:
             masks = self._infer_masks(resized)
         except Exception as exc:  # model/contract failure: count, publish nothing for this set
             self.faults.fault("mask_model_error", f"{type(exc).__name__}: {exc}")
             return
-        for name, rgb, mask in zip(CAMERA_NAMES, resized, masks):
+        for name, rgb, mask in zip(CAMERAS, resized, masks):
             header = headers[name]
             mask_msg = common.numpy_to_image(mask, "mono8")
             mask_msg.header = header

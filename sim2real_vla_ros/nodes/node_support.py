@@ -21,8 +21,8 @@ from typing import Callable, Dict
 from rclpy.node import Node
 
 from sim2real_vla_ros.nodes import common
+from sim2real_vla_ros.core.vocabulary import BACKENDS
 
-BACKENDS = ("onnxruntime", "tensorrt")
 
 
 def default_bundle_path() -> str:

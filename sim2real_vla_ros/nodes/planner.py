@@ -71,8 +71,8 @@ from std_msgs.msg import Bool, ColorRGBA, String
 from std_srvs.srv import SetBool, Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
-from sim2real_vla_ros.core.task.affordance_chain import (ARM_NAMES, AffordanceChain, ChainPhase, PredictionOutcome,
-                                                    denormalise_keypoints)
+from sim2real_vla_ros.core import vocabulary as vocab
+from sim2real_vla_ros.core.task.affordance_chain import (AffordanceChain, ChainPhase, PredictionOutcome, denormalise_keypoints)
 from sim2real_vla_ros.core.policy.bundle import UnknownInstructionError
 from sim2real_vla_ros.core.perception.camera_pairing import RateMeter
 from sim2real_vla_ros.core.policy.observation import masked_model_input, pixels_to_optical_points
@@ -80,6 +80,7 @@ from sim2real_vla_ros.core.perception.overlay import ARM_COLORS, draw_affordance
 from sim2real_vla_ros.core.task.payloads import EVENT_WIRE_NAMES, parse_validator_event, plan_state_payload
 from sim2real_vla_ros.nodes import common
 from sim2real_vla_ros.nodes.node_support import BackgroundWorker, FaultLog, LevelTracker, load_node_bundle
+from sim2real_vla_ros.core.vocabulary import ARMS
 
 FRAME_ID = "cam_high_optical_frame"
 OVERLAY_SOURCES = ("masked", "raw")
@@ -188,28 +189,28 @@ class PlannerNode(Node):
         self._tick_worker = BackgroundWorker(
             f"{self.get_name()}_tick", self._on_tick,
             lambda exc: self.faults.fault("tick_error", f"{type(exc).__name__}: {exc}"))
-        self.create_subscription(Image, "/vla/masked/cam_high", guard(self._on_masked, "callback_error"),
+        self.create_subscription(Image, vocab.masked_topic(vocab.TOP_CAMERA), guard(self._on_masked, "callback_error"),
                                  common.SENSOR_QOS)
         if self.overlay_source == "raw":
-            self.create_subscription(Image, "/cam_high/image_raw", guard(self._on_raw, "callback_error"),
+            self.create_subscription(Image, vocab.camera_image_topic(vocab.TOP_CAMERA), guard(self._on_raw, "callback_error"),
                                      common.SENSOR_QOS)
-        self.create_subscription(CameraInfo, "/cam_high/camera_info", guard(self._on_camera_info, "callback_error"),
+        self.create_subscription(CameraInfo, vocab.camera_info_topic(vocab.TOP_CAMERA), guard(self._on_camera_info, "callback_error"),
                                  common.SENSOR_QOS)
-        self.create_subscription(String, "/vla/validator/event", guard(self._on_validator_event, "callback_error"),
+        self.create_subscription(String, vocab.VALIDATOR_EVENT, guard(self._on_validator_event, "callback_error"),
                                  common.COMMAND_QOS)
-        self.create_subscription(String, "/vla/instruction", guard(self._on_instruction, "callback_error"),
+        self.create_subscription(String, vocab.INSTRUCTION, guard(self._on_instruction, "callback_error"),
                                  common.LATCHED_QOS)
-        self.create_subscription(Bool, "/vla/estop", guard(self._on_estop, "callback_error"), common.LATCHED_QOS)
-        self.affordance_pubs = {arm: self.create_publisher(PolygonStamped, f"/vla/affordance/{arm}", common.LATCHED_QOS)
-                                for arm in ARM_NAMES}
-        self.state_pub = self.create_publisher(String, "/vla/plan_state", common.LATCHED_QOS)
-        self.marker_pub = self.create_publisher(MarkerArray, "/vla/affordance_markers", common.COMMAND_QOS)
-        self.overlay_pub = self.create_publisher(Image, "/vla/affordance_overlay", common.SENSOR_QOS)
-        self.estop_pub = self.create_publisher(Bool, "/vla/estop", common.LATCHED_QOS)
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", common.COMMAND_QOS)
-        self.create_service(Trigger, "/vla/start", self._handle_start)
-        self.create_service(Trigger, "/vla/stop", self._handle_stop)
-        self.create_service(SetBool, "/vla/set_estop", self._handle_set_estop)
+        self.create_subscription(Bool, vocab.ESTOP, guard(self._on_estop, "callback_error"), common.LATCHED_QOS)
+        self.affordance_pubs = {arm: self.create_publisher(PolygonStamped, vocab.affordance_topic(arm), common.LATCHED_QOS)
+                                for arm in ARMS}
+        self.state_pub = self.create_publisher(String, vocab.PLAN_STATE, common.LATCHED_QOS)
+        self.marker_pub = self.create_publisher(MarkerArray, vocab.AFFORDANCE_MARKERS, common.COMMAND_QOS)
+        self.overlay_pub = self.create_publisher(Image, vocab.AFFORDANCE_OVERLAY, common.SENSOR_QOS)
+        self.estop_pub = self.create_publisher(Bool, vocab.ESTOP, common.LATCHED_QOS)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, vocab.DIAGNOSTICS, common.COMMAND_QOS)
+        self.create_service(Trigger, vocab.START_SERVICE, self._handle_start)
+        self.create_service(Trigger, vocab.STOP_SERVICE, self._handle_stop)
+        self.create_service(SetBool, vocab.SET_ESTOP_SERVICE, self._handle_set_estop)
         self.create_timer(1.0 / self.rate_hz, self._tick_worker.wake)
         self.create_timer(1.0 / self.overlay_rate_hz, guard(self._publish_visuals, "visuals_error"))
         self.create_timer(1.0 / self.diagnostics_rate_hz, guard(self._publish_diagnostics, "diagnostics_error"))
@@ -249,7 +250,7 @@ class PlannerNode(Node):
                 self._intrinsics = scale @ intrinsics
 
     def _on_instruction(self, msg: String) -> None:
-        ok, message = self._start(msg.data, "/vla/instruction")
+        ok, message = self._start(msg.data, vocab.INSTRUCTION)
         if ok:
             self.get_logger().info(f"/vla/instruction: {message}")
 
@@ -271,7 +272,7 @@ class PlannerNode(Node):
             self._publish_state_locked(now)
 
     def _on_estop(self, msg: Bool) -> None:
-        self._apply_estop(bool(msg.data), "/vla/estop")
+        self._apply_estop(bool(msg.data), vocab.ESTOP)
 
     def _apply_estop(self, engaged: bool, source: str) -> None:
         now = common.now_seconds(self)
@@ -287,7 +288,7 @@ class PlannerNode(Node):
     # ------------------------------------------------------------------ services
     def _handle_start(self, request, response):
         try:
-            response.success, response.message = self._start(None, "/vla/start")
+            response.success, response.message = self._start(None, vocab.START_SERVICE)
             if response.success:
                 self.get_logger().info(f"/vla/start: {response.message}")
         except Exception as exc:  # never let a service callback raise
@@ -298,7 +299,7 @@ class PlannerNode(Node):
     def _handle_stop(self, request, response):
         now = common.now_seconds(self)
         with self._lock:
-            self.chain.stop("/vla/stop", now)
+            self.chain.stop(vocab.STOP_SERVICE, now)
             self._publish_state_locked(now)
         response.success, response.message = True, "stopped: arms hold (empty affordances)"
         return response
@@ -306,7 +307,7 @@ class PlannerNode(Node):
     def _handle_set_estop(self, request, response):
         engaged = bool(request.data)
         self.estop_pub.publish(Bool(data=engaged))
-        self._apply_estop(engaged, "/vla/set_estop")
+        self._apply_estop(engaged, vocab.SET_ESTOP_SERVICE)
         response.success = True
         response.message = ("e-stop engaged: task stopped, arms hold" if engaged
                             else "e-stop released: call /vla/start to resume")
@@ -424,7 +425,7 @@ class PlannerNode(Node):
             self.faults.fault("no_image_size", "cam_high size unknown: no /cam_high/camera_info yet and "
                               "image_width/image_height not set; affordance not published")
             return False
-        for slot, arm in enumerate(ARM_NAMES):
+        for slot, arm in enumerate(ARMS):
             msg = PolygonStamped()
             msg.header.frame_id = FRAME_ID
             msg.header.stamp = common.seconds_to_stamp(now if current is None else current.obs_stamp_s)
@@ -452,7 +453,7 @@ class PlannerNode(Node):
         keypoints, active = {}, {}
         if state.current is not None:
             size = (rgb.shape[1], rgb.shape[0])
-            for slot, arm in enumerate(ARM_NAMES):
+            for slot, arm in enumerate(ARMS):
                 keypoints[arm] = denormalise_keypoints(state.current.keypoints_normalised[slot], size)
                 active[arm] = bool(state.current.arm_active[slot])
         overlay = draw_affordances(rgb, keypoints, active, index=state.index, label=state.phase.value)
@@ -466,7 +467,7 @@ class PlannerNode(Node):
             if intrinsics is None:
                 intrinsics = _urdf_intrinsics(native_size)
             stamp = common.seconds_to_stamp(state.current.obs_stamp_s)
-            for slot, arm in enumerate(ARM_NAMES):
+            for slot, arm in enumerate(ARMS):
                 if not state.current.arm_active[slot]:
                     continue
                 pixels = denormalise_keypoints(state.current.keypoints_normalised[slot], native_size)

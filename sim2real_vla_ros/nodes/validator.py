@@ -51,11 +51,12 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
-from sim2real_vla_ros.core.task.affordance_chain import ARM_NAMES
+from sim2real_vla_ros.core import vocabulary as vocab
+from sim2real_vla_ros.core.vocabulary import ARMS, WRIST_CAMERA
 from sim2real_vla_ros.core.policy.observation import joint_vector, masked_model_input
 from sim2real_vla_ros.core.task.payloads import (EVENT_WIRE_NAMES, PlanView, parse_plan_state, task_state_payload,
                                             validator_event_payload)
-from sim2real_vla_ros.core.robot import WRIST_CAMERA, arm_joint_names
+from sim2real_vla_ros.core.robot import arm_joint_names
 from sim2real_vla_ros.core.task.validator_gate import GateEvent, ValidatorGate
 from sim2real_vla_ros.nodes import common
 from sim2real_vla_ros.nodes.node_support import BackgroundWorker, FaultLog, LevelTracker, load_node_bundle
@@ -93,7 +94,7 @@ class ValidatorNode(Node):
         self.bundle = load_node_bundle(self)
         self.model = self.bundle.model("validator")
         self.keypoints_per_arm = self.bundle.manifest.keypoints_per_arm
-        self.gate = ValidatorGate(arms=ARM_NAMES, threshold=self.threshold,
+        self.gate = ValidatorGate(arms=ARMS, threshold=self.threshold,
                                   consecutive_required=self.consecutive_required, min_dwell_s=self.min_dwell_s,
                                   step_timeout_s=self.step_timeout_s, max_retries=self.max_retries)
         self.faults = FaultLog(self)
@@ -109,7 +110,7 @@ class ValidatorNode(Node):
         self._events_sent = 0
         self._last_event = "none"
         self._published_state = None
-        self._joint_names = {arm: arm_joint_names(arm) for arm in ARM_NAMES}
+        self._joint_names = {arm: arm_joint_names(arm) for arm in ARMS}
         self._create_interfaces()
         self.get_logger().info(
             f"validator ready: {self.rate_hz} Hz, N={self.consecutive_required}, dwell {self.min_dwell_s} s, "
@@ -155,16 +156,16 @@ class ValidatorNode(Node):
             f"{self.get_name()}_decision", self._on_tick,
             lambda exc: self.faults.fault("tick_error", f"{type(exc).__name__}: {exc}"))
         for camera in (TOP_CAMERA, *WRIST_CAMERA.values()):
-            self.create_subscription(Image, f"/vla/masked/{camera}",
+            self.create_subscription(Image, vocab.masked_topic(camera),
                                      guard(lambda msg, c=camera: self._on_image(c, msg), "callback_error"),
                                      common.SENSOR_QOS)
-        self.create_subscription(JointState, "/joint_states", guard(self._on_joint_states, "callback_error"),
+        self.create_subscription(JointState, vocab.JOINT_STATES, guard(self._on_joint_states, "callback_error"),
                                  common.SENSOR_QOS)
-        self.create_subscription(String, "/vla/plan_state", guard(self._on_plan_state, "callback_error"),
+        self.create_subscription(String, vocab.PLAN_STATE, guard(self._on_plan_state, "callback_error"),
                                  common.LATCHED_QOS)
-        self.event_pub = self.create_publisher(String, "/vla/validator/event", common.COMMAND_QOS)
-        self.state_pub = self.create_publisher(String, "/vla/task_state", common.LATCHED_QOS)
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", common.COMMAND_QOS)
+        self.event_pub = self.create_publisher(String, vocab.VALIDATOR_EVENT, common.COMMAND_QOS)
+        self.state_pub = self.create_publisher(String, vocab.TASK_STATE, common.LATCHED_QOS)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, vocab.DIAGNOSTICS, common.COMMAND_QOS)
         self.create_timer(1.0 / self.rate_hz, self._decision_worker.wake)
         self.create_timer(1.0 / self.diagnostics_rate_hz, guard(self._publish_diagnostics, "diagnostics_error"))
 
@@ -176,7 +177,7 @@ class ValidatorNode(Node):
     def _on_joint_states(self, msg: JointState) -> None:
         stamp_s = common.stamp_to_seconds(msg.header.stamp)
         names = set(msg.name)
-        for arm in ARM_NAMES:
+        for arm in ARMS:
             if names.isdisjoint(self._joint_names[arm]):
                 continue  # a per-arm driver publishes each arm in its own message
             try:

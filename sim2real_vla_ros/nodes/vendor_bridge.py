@@ -49,7 +49,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
-from sim2real_vla_ros.core.robot import SIDES
+from sim2real_vla_ros.core import vocabulary as vocab
+from sim2real_vla_ros.core.vocabulary import ARMS
 from sim2real_vla_ros.core.control.vendor import MALFORMED_REASONS, VendorStateMerger
 from sim2real_vla_ros.nodes import common
 from sim2real_vla_ros.nodes.node_support import FaultLog, LevelTracker
@@ -71,11 +72,11 @@ class VendorBridgeNode(Node):
         self.merger = VendorStateMerger(max_age_s)
         self.faults = FaultLog(self)
         self._levels = LevelTracker()
-        self.joint_state_pub = self.create_publisher(JointState, "joint_states", common.COMMAND_QOS)
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", common.COMMAND_QOS)
-        for side in SIDES:
+        self.joint_state_pub = self.create_publisher(JointState, vocab.JOINT_STATES, common.COMMAND_QOS)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, vocab.DIAGNOSTICS, common.COMMAND_QOS)
+        for side in ARMS:
             callback = self.faults.guard(lambda msg, s=side: self._on_arm_state(s, msg), "callback_error")
-            self.create_subscription(JointState, f"puppet/joint_{side}", callback, common.SENSOR_QOS)
+            self.create_subscription(JointState, vocab.vendor_state_topic(side), callback, common.SENSOR_QOS)
         self.create_timer(1.0 / diagnostics_rate_hz, self.faults.guard(self._publish_diagnostics, "callback_error"))
         self.get_logger().info(f"relaying /puppet/joint_left|right -> /joint_states (URDF names) while both "
                                f"arms report within {max_age_s:g} s")
@@ -103,7 +104,7 @@ class VendorBridgeNode(Node):
         stale = self.merger.stale_sides(now)
         values = {"max_age_s": self.merger.max_age_s, "published": counters["published"],
                   "stale_now": ",".join(stale) or "none"}
-        for side in SIDES:
+        for side in ARMS:
             values[f"{side}.received"] = counters[f"received.{side}"]
             values[f"{side}.malformed"] = counters[f"malformed.{side}"]
             for reason in MALFORMED_REASONS:
@@ -112,8 +113,8 @@ class VendorBridgeNode(Node):
             values[f"{side}.stale_withheld"] = counters[f"stale.{side}"]
             values[f"{side}.age_s"] = "never" if ages[side] is None else ages[side]
         values["callback_errors"] = self.faults.get("callback_error")
-        errors = sum(counters[f"malformed.{side}"] for side in SIDES) + self.faults.get("callback_error")
-        warnings = sum(counters[f"stale.{side}"] for side in SIDES)
+        errors = sum(counters[f"malformed.{side}"] for side in ARMS) + self.faults.get("callback_error")
+        warnings = sum(counters[f"stale.{side}"] for side in ARMS)
         level = self._levels.level(errors, warnings)
         if stale and level == 0:
             level = 1  # with both arms silent nothing is withheld (no message arrives): warn anyway

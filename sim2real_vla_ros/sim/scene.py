@@ -110,7 +110,7 @@ def _add_actuators(spec: mujoco.MjSpec, limits: Dict[str, robot.JointLimits]) ->
     """
     joints = {j.name: j for j in spec.joints}
     names = {}
-    for side in robot.SIDES:
+    for side in robot.ARMS:
         side_limits = limits[side]
         actuator_names = []
         for index, joint_name in enumerate(side_limits.names):
@@ -128,7 +128,7 @@ def _add_actuators(spec: mujoco.MjSpec, limits: Dict[str, robot.JointLimits]) ->
     # the driven finger's armature so the constraint couples two similar inertias, and make
     # the equality stiff (time constant 2 timesteps, MuJoCo's minimum) so the fingers stay
     # symmetric under grip force (the default 0.02 s let them drift ~5 mm apart).
-    for side in robot.SIDES:
+    for side in robot.ARMS:
         joints[robot.mimic_joint_name(side)].armature = ARM_ARMATURE[-1]
     for equality in spec.equalities:
         equality.solref = [2.0 * spec.option.timestep, 1.0]
@@ -242,7 +242,7 @@ def build_spec(
     _configure_geoms(spec)
     for body in _robot_bodies(spec):
         body.gravcomp = 1.0  # the arms' own weight is compensated, as the Piper firmware does
-    limits = {side: robot.arm_limits(side) for side in robot.SIDES}
+    limits = {side: robot.arm_limits(side) for side in robot.ARMS}
     actuator_names = _add_actuators(spec, limits)
     camera_names = _add_cameras(spec, int(camera_width), int(camera_height))
     _add_environment(spec, shadows)

@@ -89,6 +89,7 @@ from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros.core import robot
 
 from sim2real_vla_ros.core.task import tasks
@@ -219,7 +220,7 @@ class SimNode(Node):
         self.camera_rates = {
             camera: self._number(f"{camera}.rate_hz", default_rate, f"Image rate of {camera} (overrides camera_rate_hz)",
                                  0.0, False)
-            for camera in robot.CAMERA_NAMES
+            for camera in robot.CAMERAS
         }
         self.enable_cameras = bool(self._declare("enable_cameras", True, "Publish camera images"))
         self.shadows = bool(self._declare("shadows", False, "Render shadows (several times slower on a CPU)"))
@@ -244,9 +245,9 @@ class SimNode(Node):
     # --------------------------------------------------------------- interfaces
     def _make_controllers(self) -> None:
         if self.command_interface == "ros2_control":
-            self.controllers = {side: TrajectoryArmController(side, self.interpolation) for side in robot.SIDES}
+            self.controllers = {side: TrajectoryArmController(side, self.interpolation) for side in robot.ARMS}
         else:
-            self.controllers = {side: DirectArmController(side) for side in robot.SIDES}
+            self.controllers = {side: DirectArmController(side) for side in robot.ARMS}
         self._hold_initial_pose()
 
     def _hold_initial_pose(self) -> None:
@@ -254,16 +255,16 @@ class SimNode(Node):
             controller.hold(self.sim.initial_arms[side], self.sim.sim_time)
 
     def _make_interfaces(self) -> None:
-        self.clock_pub = self.create_publisher(Clock, "/clock", COMMAND_QOS)
-        self.joint_state_pub = self.create_publisher(JointState, "joint_states", COMMAND_QOS)
-        self.status_pub = self.create_publisher(String, "sim/task_status", LATCHED_QOS)
+        self.clock_pub = self.create_publisher(Clock, vocab.CLOCK, COMMAND_QOS)
+        self.joint_state_pub = self.create_publisher(JointState, vocab.JOINT_STATES, COMMAND_QOS)
+        self.status_pub = self.create_publisher(String, vocab.SIM_TASK_STATUS, LATCHED_QOS)
         self.image_pubs, self.info_pubs = {}, {}
         if self.enable_cameras:
-            for camera in robot.CAMERA_NAMES:
-                self.image_pubs[camera] = self.create_publisher(Image, f"{camera}/image_raw", SENSOR_QOS)
-                self.info_pubs[camera] = self.create_publisher(CameraInfo, f"{camera}/camera_info", SENSOR_QOS)
+            for camera in robot.CAMERAS:
+                self.image_pubs[camera] = self.create_publisher(Image, vocab.camera_image_topic(camera), SENSOR_QOS)
+                self.info_pubs[camera] = self.create_publisher(CameraInfo, vocab.camera_info_topic(camera), SENSOR_QOS)
         self.puppet_pubs = {}
-        for side in robot.SIDES:
+        for side in robot.ARMS:
             if self.command_interface == "ros2_control":
                 topic = self.resolve_topic_name(f"{side}_arm_controller/joint_trajectory")
                 self.create_subscription(JointTrajectory, topic,
@@ -273,11 +274,11 @@ class SimNode(Node):
                                          lambda msg, s=side, t=topic: self._on_forward_command(s, t, msg),
                                          COMMAND_QOS)
             else:
-                topic = self.resolve_topic_name(f"master/joint_{side}")
+                topic = self.resolve_topic_name(vocab.vendor_command_topic(side))
                 self.create_subscription(JointState, topic,
                                          lambda msg, s=side, t=topic: self._on_vendor_command(s, t, msg), COMMAND_QOS)
-                self.puppet_pubs[side] = self.create_publisher(JointState, f"puppet/joint_{side}", COMMAND_QOS)
-        self.create_service(Trigger, "sim/reset", self._on_reset)
+                self.puppet_pubs[side] = self.create_publisher(JointState, vocab.vendor_state_topic(side), COMMAND_QOS)
+        self.create_service(Trigger, vocab.SIM_RESET_SERVICE, self._on_reset)
 
     def _build_camera_infos(self) -> Dict[str, CameraInfo]:
         infos = {}

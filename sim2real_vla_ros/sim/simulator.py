@@ -88,7 +88,7 @@ class Simulator:
         self.jitter = bool(jitter)
         self._index_model()
         self._renderers: Dict[Tuple[int, int], mujoco.Renderer] = {}
-        self._commands = {side: (np.zeros(robot.ARM_DOF), np.zeros(robot.ARM_DOF)) for side in robot.SIDES}
+        self._commands = {side: (np.zeros(robot.ARM_DOF), np.zeros(robot.ARM_DOF)) for side in robot.ARMS}
         self._monitor = make_monitor(self.task.success, self._object_models)
         self._monitor_every = max(1, int(round(MONITOR_PERIOD_S / self.model.opt.timestep)))
         self._steps_since_monitor = 0
@@ -106,10 +106,10 @@ class Simulator:
         self._qpos_adr = np.array([m.jnt_qposadr[j] for j in joint_ids])
         self._dof_adr = np.array([m.jnt_dofadr[j] for j in joint_ids])
         self._arm_qpos = {side: self._qpos_adr[[robot.ALL_JOINT_NAMES.index(n) for n in robot.arm_joint_names(side)]]
-                          for side in robot.SIDES}
-        self._mimic_qpos = {side: m.jnt_qposadr[m.joint(robot.mimic_joint_name(side)).id] for side in robot.SIDES}
+                          for side in robot.ARMS}
+        self._mimic_qpos = {side: m.jnt_qposadr[m.joint(robot.mimic_joint_name(side)).id] for side in robot.ARMS}
         self._actuators = {side: np.array([m.actuator(n).id for n in self.layout.actuator_names[side]])
-                           for side in robot.SIDES}
+                           for side in robot.ARMS}
         # ctrl = q + (kv / kp) * qdot turns the position servo into PD tracking with feed-forward.
         # A position actuator has gainprm[0] = kp and biasprm = (0, -kp, -kv).
         self._kv_over_kp = {side: -m.actuator_biasprm[ids, 2] / m.actuator_gainprm[ids, 0]
@@ -118,7 +118,7 @@ class Simulator:
         self._object_qpos = {name: m.jnt_qposadr[m.joint(f"{name}_free").id] for name in self.layout.object_kinds}
         self._object_dof = {name: m.jnt_dofadr[m.joint(f"{name}_free").id] for name in self.layout.object_kinds}
         self._object_models = {name: object_model(kind) for name, kind in self.layout.object_kinds.items()}
-        self._finger_bodies = {side: (m.body(f"{side}_link7").id, m.body(f"{side}_link8").id) for side in robot.SIDES}
+        self._finger_bodies = {side: (m.body(f"{side}_link7").id, m.body(f"{side}_link8").id) for side in robot.ARMS}
 
     # ------------------------------------------------------------------- state
     @property

@@ -40,9 +40,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros import graph
 from sim2real_vla_ros.tools import run_report
-from sim2real_vla_ros.core.robot import CAMERA_NAMES
+from sim2real_vla_ros.core.vocabulary import CAMERAS
 from sim2real_vla_ros.tools.run_report import JointLimitTable, NodeRun, RunData
 
 RECORDER_NODE = "dry_run_recorder"
@@ -277,30 +278,30 @@ def record_plans(options: Options) -> list:
 
     image_rate = options.image_record_rate_hz
     plans = [
-        TopicPlan("/clock", "rosgraph_msgs/msg/Clock", RELIABLE, max_rate_hz=10.0),
-        TopicPlan("/joint_states", "sensor_msgs/msg/JointState", RELIABLE, max_rate_hz=50.0),
-        TopicPlan("/sim/task_status", "std_msgs/msg/String", LATCHED, extract="sim_status"),
-        TopicPlan("/vla/instruction", "std_msgs/msg/String", LATCHED),
-        TopicPlan("/vla/plan_state", "std_msgs/msg/String", LATCHED, extract="plan_state"),
-        TopicPlan("/vla/task_state", "std_msgs/msg/String", LATCHED, extract="task_state"),
-        TopicPlan("/vla/validator/event", "std_msgs/msg/String", RELIABLE, extract="validator_event"),
-        TopicPlan("/vla/estop", "std_msgs/msg/Bool", LATCHED),
-        TopicPlan("/vla/affordance_markers", "visualization_msgs/msg/MarkerArray", RELIABLE),
-        TopicPlan("/vla/affordance_overlay", "sensor_msgs/msg/Image", SENSOR, max_rate_hz=image_rate,
+        TopicPlan(vocab.CLOCK, "rosgraph_msgs/msg/Clock", RELIABLE, max_rate_hz=10.0),
+        TopicPlan(vocab.JOINT_STATES, "sensor_msgs/msg/JointState", RELIABLE, max_rate_hz=50.0),
+        TopicPlan(vocab.SIM_TASK_STATUS, "std_msgs/msg/String", LATCHED, extract="sim_status"),
+        TopicPlan(vocab.INSTRUCTION, "std_msgs/msg/String", LATCHED),
+        TopicPlan(vocab.PLAN_STATE, "std_msgs/msg/String", LATCHED, extract="plan_state"),
+        TopicPlan(vocab.TASK_STATE, "std_msgs/msg/String", LATCHED, extract="task_state"),
+        TopicPlan(vocab.VALIDATOR_EVENT, "std_msgs/msg/String", RELIABLE, extract="validator_event"),
+        TopicPlan(vocab.ESTOP, "std_msgs/msg/Bool", LATCHED),
+        TopicPlan(vocab.AFFORDANCE_MARKERS, "visualization_msgs/msg/MarkerArray", RELIABLE),
+        TopicPlan(vocab.AFFORDANCE_OVERLAY, "sensor_msgs/msg/Image", SENSOR, max_rate_hz=image_rate,
                   extract="overlay"),
-        TopicPlan("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", RELIABLE, extract="diagnostics"),
+        TopicPlan(vocab.DIAGNOSTICS, "diagnostic_msgs/msg/DiagnosticArray", RELIABLE, extract="diagnostics"),
     ]
-    for camera in CAMERA_NAMES:
-        plans.append(TopicPlan(f"/vla/masked/{camera}", "sensor_msgs/msg/Image", SENSOR, max_rate_hz=image_rate,
+    for camera in CAMERAS:
+        plans.append(TopicPlan(vocab.masked_topic(camera), "sensor_msgs/msg/Image", SENSOR, max_rate_hz=image_rate,
                                extract="masked", camera=camera))
-        plans.append(TopicPlan(f"/vla/mask/{camera}", "sensor_msgs/msg/Image", SENSOR, max_rate_hz=image_rate / 2))
+        plans.append(TopicPlan(vocab.mask_topic(camera), "sensor_msgs/msg/Image", SENSOR, max_rate_hz=image_rate / 2))
     for arm in graph.ARMS:
-        plans.append(TopicPlan(f"/vla/affordance/{arm}", "geometry_msgs/msg/PolygonStamped", LATCHED,
+        plans.append(TopicPlan(vocab.affordance_topic(arm), "geometry_msgs/msg/PolygonStamped", LATCHED,
                                extract="affordance", arm=arm))
     for arm in options.arms:
-        plans.append(TopicPlan(f"/vla/actor_{arm}/chunk", "trajectory_msgs/msg/JointTrajectory", RELIABLE,
+        plans.append(TopicPlan(vocab.actor_chunk_topic(arm), "trajectory_msgs/msg/JointTrajectory", RELIABLE,
                                extract="chunk", arm=arm))
-        plans.append(TopicPlan(f"/vla/actor_{arm}/command", "sensor_msgs/msg/JointState", RELIABLE,
+        plans.append(TopicPlan(vocab.actor_command_topic(arm), "sensor_msgs/msg/JointState", RELIABLE,
                                extract="command", arm=arm))
         topic = graph.arm_command_topic(arm, options.output_mode)
         if options.output_mode == "vendor":
@@ -433,10 +434,10 @@ class DryRun:
         from sim2real_vla_ros.nodes.common import LATCHED_QOS
 
         sim_now = lambda: node.get_clock().now().nanoseconds * 1e-9  # noqa: E731 (sim time, /clock)
-        self._wait(lambda: all(self.data.masked.get(c) for c in CAMERA_NAMES) and self.data.sim_status
+        self._wait(lambda: all(self.data.masked.get(c) for c in CAMERAS) and self.data.sim_status
                    and sim_now() > 0, self.options.start_timeout_s,
                    "masked images of every camera, the task status and /clock")
-        publisher = node.create_publisher(String, "/vla/instruction", LATCHED_QOS)
+        publisher = node.create_publisher(String, vocab.INSTRUCTION, LATCHED_QOS)
         episode = self.data.episode
         episode.start_sim_s, episode.start_wall_s = sim_now(), time.monotonic()
         with recorder.lock:

@@ -25,8 +25,9 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from sim2real_vla_ros.core.robot import SIDES, arm_joint_names
+from sim2real_vla_ros.core.robot import arm_joint_names
 from sim2real_vla_ros.core.control.vendor import VENDOR_JOINT_NAMES
+from sim2real_vla_ros.core.vocabulary import ARMS
 
 FAULT_INJECTIONS = ("", "nan_chunk", "undecodable_tokens")
 """Values of the actor's ``fault_injection`` parameter ('' = off)."""
@@ -50,8 +51,8 @@ def arm_state_from_joint_state(names: Sequence[str], positions: Sequence[float],
     ValueError
         Lengths differ, the arm's joints are missing, or a value is not finite (named).
     """
-    if arm not in SIDES:
-        raise ValueError(f"arm must be one of {SIDES}, got {arm!r}")
+    if arm not in ARMS:
+        raise ValueError(f"arm must be one of {ARMS}, got {arm!r}")
     names = list(names)
     values = list(positions)
     if len(names) != len(values):

@@ -28,7 +28,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from sim2real_vla_ros.core.robot import ARM_DOF, SIDES, arm_joint_names, finger_to_gripper_width, gripper_width_to_finger, mimic_joint_name
+from sim2real_vla_ros.core.robot import (ARM_DOF, arm_joint_names, finger_to_gripper_width, gripper_width_to_finger, mimic_joint_name)
+from sim2real_vla_ros.core.vocabulary import ARMS
 
 VENDOR_JOINT_NAMES = tuple(f"joint{i}" for i in range(ARM_DOF))
 """Vendor joint names of one arm; ``joint6`` is the total gripper width (m)."""
@@ -46,8 +47,8 @@ class VendorMessageError(ValueError):
 
 
 def _check_side(side: str) -> None:
-    if side not in SIDES:
-        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+    if side not in ARMS:
+        raise ValueError(f"side must be one of {ARMS}, got {side!r}")
 
 
 def _vendor_order(names: Sequence[str], count: int) -> List[int]:
@@ -258,16 +259,16 @@ class VendorStateMerger:
 
     def stale_sides(self, now_s: float) -> List[str]:
         """Arms that never reported or whose newest reading arrived more than ``max_age_s`` ago."""
-        return [side for side in SIDES
+        return [side for side in ARMS
                 if side not in self._readings or now_s - self._readings[side].received_s > self.max_age_s]
 
     def ages(self, now_s: float) -> Dict[str, Optional[float]]:
         """Seconds since each arm's newest valid reading arrived (None: never)."""
         return {side: (now_s - self._readings[side].received_s) if side in self._readings else None
-                for side in SIDES}
+                for side in ARMS}
 
     def _merge(self) -> MergedJointState:
-        readings = [self._readings[side] for side in SIDES]
+        readings = [self._readings[side] for side in ARMS]
         name = [n for reading in readings for n in reading.state["name"]]
         position = [p for reading in readings for p in reading.state["position"]]
         with_velocity = all(reading.state["velocity"] for reading in readings)

@@ -29,11 +29,10 @@ from sim2real_vla_ros.core.policy.runtime.base import (ContractError, InferenceB
 from sim2real_vla_ros.core.policy.runtime.engine_metadata import resolve_profiles
 from sim2real_vla_ros.core.policy.runtime.onnx_backend import DEFAULT_PROVIDERS, OnnxRuntimeBackend
 from sim2real_vla_ros.core.policy.runtime.tensorrt_backend import TensorRTBackend
+from sim2real_vla_ros.core.vocabulary import ARMS, BACKENDS
 
 MANIFEST_NAME = "bundle.yaml"
 FORMAT_VERSION = 1
-ARMS = ("left", "right")
-BACKENDS = ("onnxruntime", "tensorrt")
 CAMERA_KEYS = ("top", "left_wrist", "right_wrist")
 ACTION_DIM = 7  # per arm: joints 1-6 (rad) + joint7 finger position (m)
 FIXED_ROLES = ("mask", "planner", "validator")

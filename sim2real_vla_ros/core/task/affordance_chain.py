@@ -40,7 +40,7 @@ import numpy as np
 
 from sim2real_vla_ros.core.task.validator_gate import DEFAULT_ARMS, GateEvent
 
-ARM_NAMES: tuple[str, str] = DEFAULT_ARMS  # index 0 = left, 1 = right in every (2, ...) array
+ARMS: tuple[str, str] = DEFAULT_ARMS  # index 0 = left, 1 = right in every (2, ...) array
 
 
 class ChainPhase(str, Enum):
@@ -96,7 +96,7 @@ class Affordance:
     index : int
         Position in the chain (0 = first affordance of the task).
     keypoints_px : np.ndarray
-        (2, P, 2) float64, read-only; (x, y) pixels of ``cam_high``, arm order ``ARM_NAMES``.
+        (2, P, 2) float64, read-only; (x, y) pixels of ``cam_high``, arm order ``ARMS``.
         An inactive arm has no target (the planner publishes an empty polygon for it), but
         its predicted keypoints are kept (clipped into the image; zeros if non-finite)
         because they are part of what the planner conditions on next time.
@@ -125,11 +125,11 @@ class Affordance:
     @property
     def active_arms(self) -> tuple[str, ...]:
         """Names of the arms with a target."""
-        return tuple(name for name, active in zip(ARM_NAMES, self.arm_active) if active)
+        return tuple(name for name, active in zip(ARMS, self.arm_active) if active)
 
     def arm_keypoints_px(self, arm: str) -> np.ndarray:
         """(P, 2) pixel keypoints of one arm (check ``arm_active`` before using them as a target)."""
-        return self.keypoints_px[ARM_NAMES.index(arm)]
+        return self.keypoints_px[ARMS.index(arm)]
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form for the task-state topic and run reports."""
@@ -460,7 +460,7 @@ class AffordanceChain:
         node adds the batch axis (``[None]``).
         """
         k = self.history_length
-        prev_affordance = np.zeros((k, len(ARM_NAMES), self.keypoints_per_arm, 2), dtype=np.float32)
+        prev_affordance = np.zeros((k, len(ARMS), self.keypoints_per_arm, 2), dtype=np.float32)
         prev_valid = np.zeros((k,), dtype=np.float32)
         recent = self._history[-k:]
         offset = k - len(recent)
@@ -485,7 +485,7 @@ class AffordanceChain:
         request_id : int
             The id of the `PredictionRequest` this answers.
         keypoints_px : np.ndarray
-            (2, P, 2) (x, y) pixels in ``cam_high``, arm order ``ARM_NAMES`` (a model that
+            (2, P, 2) (x, y) pixels in ``cam_high``, arm order ``ARMS`` (a model that
             outputs image fractions goes through `denormalise_keypoints` first). Only active
             arms are checked (finite, inside the image); see `Affordance.keypoints_px` for
             what is kept of inactive arms.
@@ -699,7 +699,7 @@ class AffordanceChain:
     def _check_keypoints(
         self, keypoints_px: np.ndarray, arm_active: Sequence[bool] | np.ndarray
     ) -> tuple[tuple[np.ndarray, tuple[bool, bool]] | None, str | None]:
-        expected = (len(ARM_NAMES), self.keypoints_per_arm, 2)
+        expected = (len(ARMS), self.keypoints_per_arm, 2)
         try:
             keypoints = np.array(keypoints_px, dtype=np.float64)
             active_array = np.asarray(arm_active)
@@ -712,7 +712,7 @@ class AffordanceChain:
             return None, problem
         width, height = self.image_size
         tolerance = self.edge_tolerance_px
-        for arm_slot, arm in enumerate(ARM_NAMES):
+        for arm_slot, arm in enumerate(ARMS):
             points = keypoints[arm_slot]
             finite = bool(np.all(np.isfinite(points)))
             if not active[arm_slot]:
@@ -744,8 +744,8 @@ class AffordanceChain:
         np.clip(points[:, 1], 0.0, height - 1, out=points[:, 1])
 
     def _check_arm_active(self, active_array: np.ndarray) -> tuple[tuple[bool, bool] | None, str | None]:
-        if active_array.shape != (len(ARM_NAMES),) or active_array.dtype.kind not in "biuf":
-            return None, f"arm_active must be {len(ARM_NAMES)} booleans or probabilities, got {active_array!r}"
+        if active_array.shape != (len(ARMS),) or active_array.dtype.kind not in "biuf":
+            return None, f"arm_active must be {len(ARMS)} booleans or probabilities, got {active_array!r}"
         if active_array.dtype.kind == "f":
             if not np.all(np.isfinite(active_array)):
                 return None, f"arm_active contains NaN/Inf: {active_array.tolist()}"

@@ -1,7 +1,7 @@
 """JSON payloads exchanged by the planner and the validator (carried in std_msgs/String).
 
 We cannot build custom .msg packages here (no rosidl toolchain), so the task-level messages
-are JSON objects with a ``schema`` key naming their version (GRAPH.md). Building and
+are JSON objects with a ``schema`` key naming their version. Building and
 parsing them lives here, ROS-free, so the planner, the validator, the dry-run recorder and
 the tests agree on one definition. Parsers raise ``ValueError`` naming the bad field.
 
@@ -19,14 +19,15 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from sim2real_vla_ros.core.task.affordance_chain import ARM_NAMES, ChainPhase, ChainState
+from sim2real_vla_ros.core.task.affordance_chain import ChainPhase, ChainState
 from sim2real_vla_ros.core.task.validator_gate import GateEvent, GateStatus
+from sim2real_vla_ros.core.vocabulary import ARMS
 
 PLAN_STATE_SCHEMA = "vla_plan_state/1"
 VALIDATOR_EVENT_SCHEMA = "vla_validator_event/1"
 TASK_STATE_SCHEMA = "vla_task_state/1"
 
-#: Gate events as named on the wire (GRAPH.md); TIMEOUT_RETRY is "replan" there.
+#: Gate events as named on the wire; TIMEOUT_RETRY is "replan" there.
 EVENT_WIRE_NAMES = {GateEvent.OPEN: "open", GateEvent.TIMEOUT_RETRY: "replan", GateEvent.ABORT: "abort"}
 _EVENT_FROM_WIRE = {name: event for event, name in EVENT_WIRE_NAMES.items()}
 PHASES = tuple(phase.value for phase in ChainPhase)
@@ -54,7 +55,7 @@ def plan_state_payload(state: ChainState, seq: int, stamp_s: float, task: Option
     """
     current = state.current
     arms = {}
-    for slot, arm in enumerate(ARM_NAMES):
+    for slot, arm in enumerate(ARMS):
         active = current is not None and bool(current.arm_active[slot])
         keypoints = current.keypoints_normalised[slot].tolist() if active else []
         arms[arm] = {"active": active, "keypoints_norm": keypoints}
@@ -125,7 +126,7 @@ def parse_plan_state(payload: Mapping[str, Any], keypoints_per_arm: Optional[int
     if not isinstance(arms, Mapping):
         raise ValueError("plan_state.arms must be an object")
     active, keypoints = [], {}
-    for arm in ARM_NAMES:
+    for arm in ARMS:
         entry = arms.get(arm)
         if not isinstance(entry, Mapping) or not isinstance(entry.get("active"), bool):
             raise ValueError(f"plan_state.arms.{arm} must be an object with a boolean 'active'")
@@ -183,7 +184,7 @@ def task_state_payload(plan: Optional[PlanView], status: GateStatus, last_probs:
     the planner stops or advances, the task state should not).
     """
     arms = {}
-    for arm in ARM_NAMES:
+    for arm in ARMS:
         prob = last_probs.get(arm)
         arms[arm] = {"active": plan is not None and plan.has_target and arm in plan.active_arms,
                      "achieved": bool(status.achieved.get(arm, False)),

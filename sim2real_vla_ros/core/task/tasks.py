@@ -16,11 +16,11 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 import yaml
+from sim2real_vla_ros.core.vocabulary import ARMS
 
 OBJECT_KINDS = (
     "bottle", "cup", "plate", "fork", "spoon", "pen", "holder", "milk_box", "basket", "pan", "lid", "carrot",
 )
-ARMS = ("left", "right")
 SUCCESS_TYPES = ("pour", "pour_dual", "beside", "inside", "basket", "pan")
 # Keys of a `success` section whose value must name one of the task's objects.
 SUCCESS_OBJECT_KEYS = ("pourer", "receiver", "reference", "item", "container", "pan", "lid")

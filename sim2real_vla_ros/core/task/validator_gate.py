@@ -23,8 +23,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Iterable, Sequence
+from sim2real_vla_ros.core.vocabulary import ARMS
 
-DEFAULT_ARMS = ("left", "right")
+DEFAULT_ARMS = ARMS
 
 # Decision labels in the decisions log.
 DECISION_POSITIVE = "positive"
