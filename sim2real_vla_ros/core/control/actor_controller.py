@@ -28,6 +28,7 @@ Two schedules (``ActorConfig.schedule``):
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from dataclasses import dataclass, field
@@ -204,6 +205,12 @@ class ActorController:
         self.keypoints_per_arm = int(keypoints_per_arm)
         self.faults = faults or FaultCounter()
         self.safety = SafetyFilter(limits)
+        # Live speed scaling: the filter's velocity limit moves toward this target by at most
+        # max_acceleration * dt per tick, so a lower limit never asks for a harder deceleration
+        # than the acceleration limit allows (the change itself causes no jump).
+        self._base_velocity = limits.max_velocity.copy()  # at the start-up velocity_scale
+        self._base_ramp_velocity = limits.ramp_velocity.copy()
+        self._velocity_target = limits.max_velocity.copy()
         self.threshold_steps = 0 if config.schedule == "sync" else \
             int(math.ceil(config.request_threshold_s / self.chunk_dt - 1e-9))
         self.chunks = ChunkExecutor(
@@ -276,6 +283,31 @@ class ActorController:
         self._estop = bool(engaged)  # a plain attribute: atomic, never waits behind the inference
         return changed
 
+    def set_velocity_scale(self, factor: float) -> None:
+        """Scale the velocity limits to ``factor`` x their start-up values, ramped over the next ticks.
+
+        ``factor`` in (0, 1]: an operator slowing the robot (MoveIt Servo / Franka style speed
+        scaling); it never raises the limits above what the node started with.
+        """
+        if not (math.isfinite(factor) and 0.0 < factor <= 1.0):
+            raise ValueError(f"velocity scale factor must be in (0, 1], got {factor!r}")
+        self._velocity_target = self._base_velocity * float(factor)
+
+    def _ramp_velocity_limit(self) -> None:
+        limits = self.safety.limits
+        gap = self._velocity_target - limits.max_velocity
+        if not np.any(np.abs(gap) > 1e-12):
+            return
+        step = np.clip(gap, -limits.max_acceleration * self.dt, limits.max_acceleration * self.dt)
+        velocity = limits.max_velocity + step
+        self.safety.limits = dataclasses.replace(
+            limits, max_velocity=velocity, ramp_velocity=np.minimum(self._base_ramp_velocity, velocity))
+
+    @property
+    def velocity_limit(self) -> np.ndarray:
+        """The velocity limits the filter applies now (rad/s, m/s)."""
+        return self.safety.limits.max_velocity.copy()
+
     @property
     def estop(self) -> bool:
         return self._estop
@@ -308,6 +340,7 @@ class ActorController:
         if self._last_tick_s is not None and now_s < self._last_tick_s - self.dt:
             self._restart_after_clock_jump(now_s)
         self._last_tick_s = now_s
+        self._ramp_velocity_limit()
         active = target is not None and bool(instruction) and not estop
         if active != self._was_active:
             # Idle or e-stop, and back: drop the plan, so that resuming starts from a fresh
