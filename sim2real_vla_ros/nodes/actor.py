@@ -44,6 +44,7 @@ import numpy as np
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PolygonStamped
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, String
@@ -91,7 +92,8 @@ class ActorNode(Node):
         self.controller = ActorController(self._actor_config(), self._limits(),
                                           1.0 / self.bundle.manifest.action.control_rate_hz,
                                           self.bundle.manifest.keypoints_per_arm,
-                                          FaultCounter(on_fault=self.faults.fault))
+                                          FaultCounter(on_fault=self.faults.fault),
+                                          full_velocity=arm_limits(self.arm).velocity)
         self._warn_on_short_request_threshold()
         self._stop = threading.Event()  # set at shutdown: interrupts the artificial delay, stops publishing
         self.context.on_shutdown(self._stop.set)
@@ -259,6 +261,7 @@ class ActorNode(Node):
         self.sent_pub = self.create_publisher(JointState, vocab.actor_command_topic(self.arm), common.COMMAND_QOS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, vocab.DIAGNOSTICS, common.COMMAND_QOS)
         self.create_timer(1.0 / self.control_rate_hz, guard(self._control_tick, "control_tick_error"))
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_timer(1.0 / self.diagnostics_rate_hz, guard(self._publish_diagnostics, "diagnostics_error"))
 
     def _warm_up(self) -> None:
@@ -270,6 +273,22 @@ class ActorNode(Node):
         self._stop.set()
         self._inference_worker.stop()
         super().destroy_node()
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        """``velocity_scale`` applies live (ramped by the controller); every other parameter is start-up only."""
+        for param in params:
+            if param.name == "velocity_scale":
+                value = param.value
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
+                    return SetParametersResult(successful=False, reason=f"velocity_scale = {value!r}: must be in (0, 1]")
+            elif param.name != "use_sim_time":
+                return SetParametersResult(successful=False,
+                                           reason=f"'{param.name}' is read at start-up; restart the node to change it")
+        for param in params:
+            if param.name == "velocity_scale":
+                self.controller.set_velocity_scale(float(param.value))
+                self.get_logger().info(f"velocity_scale -> {float(param.value):g} (ramped at the acceleration limit)")
+        return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ inputs
     def _on_image(self, name: str, msg: Image) -> None:
