@@ -123,3 +123,13 @@ def test_overlay_video_or_frames_written(dry_run):
         capture.release()
         assert ok and frame.ndim == 3
 
+
+def test_namespace_option_puts_every_node_in_it():
+    """``--namespace`` reaches every spec the dry run starts (the namespaced graph itself: test_graph_namespace)."""
+    from sim2real_vla_ros.tools import dry_run as runner
+
+    options = runner.parse_args(["--namespace", "robot1", "--duration-s", "1"])
+    assert {spec.full_name for spec in runner.graph_specs(options)} == {
+        f"/robot1/{spec.name}" for spec in graph.simulator_nodes("mujoco") + graph.vla_nodes()}
+    with pytest.raises(ValueError, match="namespace"):
+        runner.parse_args(["--namespace", "robot-1"])

@@ -108,8 +108,7 @@ class NodeSpec:
     def __post_init__(self) -> None:
         if not _NODE_NAME.match(self.name):
             raise ValueError(f"NodeSpec: invalid node name {self.name!r}")
-        if not _NAMESPACE.match(self.namespace):
-            raise ValueError(f"NodeSpec {self.name}: invalid namespace {self.namespace!r}")
+        absolute_namespace(self.namespace)  # ValueError for an invalid one
         for key in flatten(self.parameters):
             if not PARAMETER_NAME.match(key):
                 raise ValueError(f"NodeSpec {self.name}: invalid parameter name {key!r}")
@@ -196,7 +195,16 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
 
 
 def absolute_namespace(namespace: str) -> str:
-    """``''`` / ``'/'`` -> ``''``; ``'robot1'`` / ``'/robot1/'`` -> ``'/robot1'``."""
+    """``''`` / ``'/'`` -> ``''``; ``'robot1'`` / ``'/robot1'`` -> ``'/robot1'``.
+
+    Raises
+    ------
+    ValueError
+        Not a ROS namespace (name tokens ``[A-Za-z_][A-Za-z0-9_]*`` separated by ``/``).
+    """
+    if not isinstance(namespace, str) or not _NAMESPACE.match(namespace):
+        raise ValueError(f"invalid ROS namespace {namespace!r}: name tokens [A-Za-z_][A-Za-z0-9_]* "
+                         "separated by '/', e.g. robot1 or /fleet/robot1")
     stripped = namespace.strip("/")
     return "/" + stripped if stripped else ""
 
