@@ -84,7 +84,8 @@ class NodeSpec:
         Overrides applied after ``parameter_files`` (later wins); nested mappings are ROS
         parameter namespaces (``{"a": {"b": 1}}`` is ``a.b``).
     parameter_files : tuple of str
-        ROS parameter YAML files (sections keyed by node name).
+        ROS parameter YAML files; rcl applies a section whose key matches the node's
+        fully qualified name (:mod:`.parameter_files`).
     remappings : tuple of (str, str)
         Topic / service remappings ``(from, to)``.
     arguments : tuple of str
@@ -120,7 +121,7 @@ class NodeSpec:
 
     @property
     def runs_here(self) -> bool:
-        """True for this package's Python nodes, which :func:`to_command` can start."""
+        """True for this package's Python nodes, which :func:`.command_line.to_command` can start."""
         return self.module is not None
 
     @property
@@ -132,8 +133,6 @@ class NodeSpec:
     def full_name(self) -> str:
         """Fully qualified node name, e.g. ``/planner`` or ``/robot1/planner``."""
         return f"{self.absolute_namespace}/{self.name}"
-
-
 
 
 # --------------------------------------------------------------------------- small helpers
