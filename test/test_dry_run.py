@@ -1,27 +1,46 @@
 """The dry run end to end: simulator + the full VLA graph with the reference bundle, one short episode.
 
-Runs the dry-run command as a child process (as `make dry-run` does, with a short episode; the
-session fixture ``dry_run`` in conftest.py, shared with test_in_process_runner.py),
+Runs the dry-run command as a child process (as `make dry-run` does, with a short episode),
 then checks its run folder: the report's fields and evidence of the normal path, and the MCAP
 recording read back with mcap_ros2 (expected topics; every command actually sent is finite and
 within the URDF joint limits).
 """
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from mcap_ros2.reader import read_ros2_messages
 
+from ros_harness import REPO, ros_env
 from sim2real_vla_ros import graph
 from sim2real_vla_ros.core import robot
 from sim2real_vla_ros.core.task import tasks
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+DRY_RUN_MODULE = "sim2real_vla_ros.tools.dry_run"
+EPISODE_SIM_S = 8.0
+WALL_LIMIT_S = 150
 LIMIT_TOLERANCE = 1e-6
 REPORT_SECTIONS = ("schema", "run", "checks", "nodes", "affordances", "validator", "latency", "control", "safety",
                    "simulator", "messages", "outputs")
-# The run itself: the session fixture ``dry_run`` (conftest.py), shared with test_in_process_runner.py.
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("dry_run") / "run")
+    command = [sys.executable, "-m", DRY_RUN_MODULE, "--duration-s", str(EPISODE_SIM_S), "--out", folder]
+    result = subprocess.run(command, cwd=REPO, env=ros_env(), capture_output=True, text=True, timeout=WALL_LIMIT_S)
+    print(result.stdout[-4000:])
+    report_path = os.path.join(folder, "report.json")
+    assert os.path.isfile(report_path), f"no report.json (exit {result.returncode}):\n{result.stdout[-3000:]}\n" \
+                                        f"{result.stderr[-3000:]}"
+    with open(report_path, "r", encoding="utf-8") as stream:
+        report = json.load(stream)
+    return {"folder": folder, "result": result, "report": report}
 
 
 def test_exits_zero_and_prints_a_summary(dry_run):
@@ -35,7 +54,7 @@ def test_report_has_every_section_and_the_episode(dry_run):
     assert all(section in report for section in REPORT_SECTIONS)
     run = report["run"]
     assert run["task"] == tasks.default_task_name() and not run["failure"]
-    assert run["episode_sim_s"] >= dry_run["episode_sim_s"] - 0.5 or run["end_reason"].startswith("task ")
+    assert run["episode_sim_s"] >= EPISODE_SIM_S - 0.5 or run["end_reason"].startswith("task ")
     assert run["episode_wall_s"] > 0 and run["real_time_factor"] > 0 and run["clean_shutdown"]
     assert report["simulator"]["task_success"] in (True, False)
     for stage in ("camera_to_masked.cam_high", "observation_to_chunk.left"):

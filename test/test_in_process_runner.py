@@ -1,22 +1,33 @@
 """The in-process closed-loop runner (sim/in_process.py): alone (no ROS), and against the ROS dry run.
 
-The equivalence test runs the in-process runner for the dry run's task, seed, output mode
-and episode limit (the session's shared dry run, conftest.py), and compares decisions, not
-timing. Exact times differ: in the ROS graph every timer runs on /clock but fires when the OS
-schedules it on a shared CPU (the actors reach ~47 of their 50 Hz at a real-time factor of 1),
-the planner's and validator's timers start at whatever sim time their node came up, the
-instruction is sent once the graph is connected, and camera_mask and inference latencies are
-wall-clock time; the runner steps every rate on one exact sim-time grid. The runner is given
-the dry run's measured camera-to-masked latency (p50), so the actors see images of the same
-age. Tolerances:
+The equivalence test runs one short ROS dry run and the in-process runner for the same task,
+seed, output mode, parameter file and episode limit, and compares their decisions.
 
-* affordances: the index sequence (each new current affordance, re-plans included) and the
-  validator's event sequence must agree in order: equal when both episodes ended in a terminal
-  phase (then with the same phase), else the shorter one a non-empty prefix of the longer.
-  When a gate opens depends on the validator model's probability, which depends on the arm's
-  state, which depends on chunk timing: measured over two dry runs of the same seed, the
-  second affordance opened 1.4 s and 3.2 s after it became current, so an 8 s episode may end
-  before the second open in one run and after it in another. The order may never differ.
+Why its own dry run, with a scripted validator: with the reference validator model the gate
+is not reproducible even between two ROS dry runs of one seed. The model's probability
+depends on the arm's state, which depends on when each chunk arrived, so the 3-in-a-row
+positives come at different times or not at all (measured over four dry runs of seed 42:
+the second affordance opened 1.4 s, 3.2 s and 1.1 s after it became current, and in the
+fourth run the first one never opened within 8 s). The dry run's test hook
+``scripted_probabilities: '1.0'`` (vla.yaml with only that value changed) makes every
+decision of the gate, the chain and the actors depend on the models and the schedule alone,
+so the two runs must take the same decisions and differ only in timing.
+
+Why timing differs: in the ROS graph every timer runs on /clock but fires when the OS
+schedules it on a shared CPU (the actors reach ~36-47 of their 50 Hz under load), the
+planner's and validator's timers start at whatever sim time their node came up, the
+instruction is sent once the graph is connected, and camera_mask and inference latencies are
+wall-clock time; the runner steps every rate on one exact sim-time grid. It is given the dry
+run's measured camera-to-masked latency (p50), so the actors see images of the same age.
+
+Tolerances:
+
+* affordances: the index sequence (each new current affordance, re-plans included), the
+  validator's events and the planner's final phase are equal.
+* episode length (task start to the planner's verdict): equal within one planner period per
+  prediction (the planner's timer phase: each prediction waits up to one period) plus one
+  validator period, one camera period and the dry run's camera-to-masked p99 per gate event
+  (the validator's timer phase, and the first image newer than the affordance it may count).
 * chunks per arm, counted by observation stamp in the window both episodes cover (from the
   task start): equal within ``2 + ceil(n * camera_period / (horizon - request_threshold_s))``.
   An active arm asks for its next chunk when the current one (which starts at its
@@ -30,12 +41,17 @@ age. Tolerances:
 import json
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import yaml
 
+from ros_harness import REPO, ros_env
 from sim2real_vla_ros import graph
 from sim2real_vla_ros.core import robot
+from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros.core.policy.bundle import read_manifest
 from sim2real_vla_ros.core.task import tasks
 from sim2real_vla_ros.sim.in_process import (TERMINAL_PHASES, RunnerOptions, affordance_indices, limit_check, main,
@@ -43,6 +59,8 @@ from sim2real_vla_ros.sim.in_process import (TERMINAL_PHASES, RunnerOptions, aff
 from sim2real_vla_ros.tools import dry_run as dry_run_tool
 
 SHORT_EPISODE_S = 2.0
+EQUIVALENCE_EPISODE_S = 8.0  # a limit: with the scripted validator the task ends after ~3 s
+DRY_RUN_WALL_LIMIT_S = 150
 
 
 @pytest.fixture(scope="module")
@@ -116,31 +134,50 @@ def test_cli_rejects_a_bad_argument(capsys):
     assert "no_such_task" in capsys.readouterr().err
 
 
-def _ordered_alike(shorter_or_equal, other, both_terminal: bool) -> bool:
-    if both_terminal:
-        return shorter_or_equal == other
-    a, b = sorted((list(shorter_or_equal), list(other)), key=len)
-    return bool(a) and b[:len(a)] == a
+@pytest.fixture(scope="module")
+def scripted_dry_run(tmp_path_factory):
+    """One short dry run with vla.yaml's validator ``scripted_probabilities`` set to '1.0'."""
+    folder = tmp_path_factory.mktemp("equivalence")
+    with open(graph.default_params_file(), "r", encoding="utf-8") as stream:
+        params = yaml.safe_load(stream)
+    params[graph.VALIDATOR_NODE]["ros__parameters"]["scripted_probabilities"] = "1.0"
+    params_file = str(folder / "vla_scripted.yaml")
+    with open(params_file, "w", encoding="utf-8") as stream:
+        yaml.safe_dump(params, stream)
+    out = str(folder / "run")
+    command = [sys.executable, "-m", "sim2real_vla_ros.tools.dry_run", "--duration-s", str(EQUIVALENCE_EPISODE_S),
+               "--params-file", params_file, "--out", out]
+    result = subprocess.run(command, cwd=REPO, env=ros_env(), capture_output=True, text=True,
+                            timeout=DRY_RUN_WALL_LIMIT_S)
+    print(result.stdout[-3000:])
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    with open(os.path.join(out, "report.json"), "r", encoding="utf-8") as stream:
+        return {"folder": out, "report": json.load(stream), "params_file": params_file}
 
 
 def _ros_chunk_stamps(folder: str, arm: str) -> list:
+    """Observation stamps of the actor's chunks in the dry run's MCAP.
+
+    Matched with or without the leading slash: the recorder currently writes the relative
+    names the nodes use (``vla/actor_left/chunk``).
+    """
     from mcap_ros2.reader import read_ros2_messages
 
-    topic = f"/vla/actor_{arm}/chunk"
+    topic = vocab.actor_chunk_topic(arm).lstrip("/")
     return [message.ros_msg.header.stamp.sec + 1e-9 * message.ros_msg.header.stamp.nanosec
-            for message in read_ros2_messages(os.path.join(folder, "run.mcap"), topics=[topic])]
+            for message in read_ros2_messages(os.path.join(folder, "run.mcap"))
+            if message.channel.topic.lstrip("/") == topic]
 
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_in_process_runner_takes_the_dry_runs_decisions(dry_run):
-    report = dry_run["report"]
+def test_in_process_runner_takes_the_dry_runs_decisions(scripted_dry_run):
+    report = scripted_dry_run["report"]
     run = report["run"]
-    assert not run["failure"], run["failure"]
-    camera_latency_s = report["latency"]["measured_sim_ms"]["camera_to_masked.cam_high"]["p50"] * 1e-3
+    measured = report["latency"]["measured_sim_ms"]["camera_to_masked.cam_high"]
     options = RunnerOptions(task=run["task"], seed=run["seed"], duration_s=run["duration_limit_sim_s"],
                             max_steps=run["max_steps"], output_mode=run["output_mode"], arms=run["actor_arms"],
-                            camera_latency_s=camera_latency_s)
+                            params_file=scripted_dry_run["params_file"], camera_latency_s=measured["p50"] * 1e-3)
     result = run_episode(options)
     summary = result.summary
     print(json.dumps({k: summary[k] for k in ("end_reason", "episode_sim_s", "wall_s", "sim_s_per_wall_s",
@@ -148,38 +185,47 @@ def test_in_process_runner_takes_the_dry_runs_decisions(dry_run):
     print(json.dumps({"planner": summary["planner"], "events": summary["validator"]["events"],
                       "chunks": {arm: summary["control"][arm]["chunks"] for arm in summary["control"]}}))
 
-    # 1. The same affordances and gate events in the same order, and the same verdict when both ended.
+    # 1. The same affordances, gate events and verdict.
     history = report["affordances"]["history"]
     ros_sequence = affordance_indices((entry["index"], entry["seq"]) for entry in history)
-    ros_phase, phase = report["affordances"]["final_phase"], summary["planner"]["final_phase"]
-    both_terminal = ros_phase in TERMINAL_PHASES and phase in TERMINAL_PHASES
-    assert ros_sequence, "the dry run made no affordance current"
-    assert _ordered_alike(summary["planner"]["affordance_indices"], ros_sequence, both_terminal), \
-        (summary["planner"], history)
-    if both_terminal:
-        assert phase == ros_phase
-    assert _ordered_alike([(e["event"], e["index"]) for e in summary["validator"]["events"]],
-                          [(e["event"], e["index"]) for e in report["validator"]["event_log"]], both_terminal)
+    assert len(ros_sequence) >= 2, f"the dry run did not advance: {history}"
+    assert summary["planner"]["affordance_indices"] == ros_sequence, (summary["planner"], history)
+    assert [(e["event"], e["index"]) for e in summary["validator"]["events"]] == \
+        [(e["event"], e["index"]) for e in report["validator"]["event_log"]]
+    assert summary["planner"]["final_phase"] == report["affordances"]["final_phase"]
 
-    # 2. Chunk counts per arm in the common window, within the image-age tolerance.
+    # 2. Episode length within the scheduling tolerance (module docstring).
     settings = resolve_settings(options)
-    ros_start = next(entry["sim_s"] for entry in history if entry["phase"] == "running")
-    window_s = min(run["episode_sim_s"], summary["episode_sim_s"])
-    manifest = read_manifest(settings.bundle_path)
+    planner_period = 1.0 / settings.nodes[graph.PLANNER_NODE]["planner_rate_hz"]
+    validator_period = 1.0 / settings.nodes[graph.VALIDATOR_NODE]["validator_rate_hz"]
     camera_period = 1.0 / next(iter(settings.simulator.camera_rates.values()))
+    ros_start = next(entry["sim_s"] for entry in history if entry["phase"] == "running")
+    ros_end = next((entry["sim_s"] for entry in history if entry["phase"] in TERMINAL_PHASES), None)
+    assert ros_end is not None, f"the dry run did not finish its task within {EQUIVALENCE_EPISODE_S} s: {history}"
+    predictions = len(ros_sequence) + (report["affordances"]["final_phase"] == "succeeded")
+    events = len(report["validator"]["event_log"])
+    length_tolerance = predictions * planner_period + \
+        events * (validator_period + camera_period + measured["p99"] * 1e-3)
+    ros_length, length = ros_end - ros_start, summary["episode_sim_s"]
+    assert abs(length - ros_length) <= length_tolerance, (length, ros_length, length_tolerance)
+
+    # 3. Chunk counts per arm in the common window, within the image-age tolerance.
+    window_s = min(ros_length, length)
+    manifest = read_manifest(settings.bundle_path)
+    started = summary["task_started_sim_s"]
     for arm in run["actor_arms"]:
         actor = settings.nodes[graph.actor_node_name(arm)]
         request_period = manifest.action.chunk_length / manifest.action.control_rate_hz - actor["request_threshold_s"]
-        ros = sum(1 for stamp in _ros_chunk_stamps(dry_run["folder"], arm) if ros_start <= stamp <= ros_start + window_s)
-        started = summary["task_started_sim_s"]
+        ros_stamps = _ros_chunk_stamps(scripted_dry_run["folder"], arm)
+        ros = sum(1 for stamp in ros_stamps if ros_start <= stamp <= ros_start + window_s)
         here = sum(1 for stamp in result.arms[arm].chunk_stamps if started <= stamp <= started + window_s)
-        if report["control"][arm]["chunks_decoded"] == 0:
+        if not ros_stamps:
             assert summary["control"][arm]["chunks"] == 0, f"{arm}: idle in the dry run, not in process"
             continue
         tolerance = 2 + math.ceil(ros * camera_period / request_period)
         assert abs(here - ros) <= tolerance, (arm, here, ros, tolerance, window_s)
 
-    # 3. Every in-process command within the URDF position and velocity limits.
+    # 4. Every in-process command within the URDF position and velocity limits.
     for arm in run["actor_arms"]:
         limits = summary["control"][arm]["limits"]
         assert limits["checked"] > 0 and limits["within_limits"], (arm, limits)

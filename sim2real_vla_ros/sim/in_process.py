@@ -90,8 +90,10 @@ class RunnerOptions:
     """One episode's choices; the rest comes from the parameter files (see the module docstring).
 
     ``seed`` None = the task's seed; ``max_steps`` None = the task's step limit (policy chunks
-    of the task's arms, as the dry run counts them); ``start_s`` = sim time at which the
-    instruction is given (the dry run gives it once the graph is up, about 1 s in).
+    of the task's arms, as the dry run counts them); the instruction is given at the first
+    planner tick at or after ``start_s`` at which masked images have reached the nodes (the
+    dry run sends it once masked images of every camera flow); the episode's sim time, like
+    the dry run's, counts from there.
     """
 
     task: str
@@ -344,6 +346,7 @@ class InProcessRunner:
         self._events: List[Tuple[float, dict]] = []
         self._affordances: List[Dict[str, Any]] = []
         self._masked_sets = 0
+        self._masked_delivered = 0
         self._success_at_any_time = False
         self._started = False
         self._started_s: Optional[float] = None
@@ -381,6 +384,7 @@ class InProcessRunner:
 
     def _deliver_masked(self, masked: Mapping[str, tuple]) -> None:
         """The masked images reach their subscribers (as /vla/masked/<camera> would)."""
+        self._masked_delivered += 1
         self.planner.on_masked_image(*masked[TOP_CAMERA])
         for camera, (image, stamp) in masked.items():
             self.validator.on_image(camera, image, stamp)
@@ -389,7 +393,8 @@ class InProcessRunner:
             actor.on_image("wrist", *masked[WRIST_CAMERA[arm]])
 
     def _planner(self, now: float) -> None:
-        if not self._started and now >= self.options.start_s - 1e-9:
+        # As the dry run: the instruction goes out once masked images of every camera flow.
+        if not self._started and now >= self.options.start_s - 1e-9 and self._masked_delivered:
             self._started = True  # /vla/instruction: the node starts the task on receipt
             self._started_s = now
             ok, message = self.planner.start(self.task.instruction, now, "/vla/instruction")
@@ -540,7 +545,7 @@ class InProcessRunner:
                 if schedule.due(step):
                     schedule.action(now)
             self._success_at_any_time = self._success_at_any_time or bool(self.sim.task_status()["success"])
-            end_reason = self._end_reason(now - start_sim - self.options.start_s)
+            end_reason = self._end_reason(now - start_sim)
             if end_reason:
                 break
             steps = min(schedule.steps_to_next(step) for schedule in schedules)
@@ -551,11 +556,15 @@ class InProcessRunner:
         wall, cpu = time.monotonic() - wall_start, time.process_time() - cpu_start
         return EpisodeResult(self._summary(end_reason, self.sim.sim_time - start_sim, wall, cpu), self.records)
 
-    def _end_reason(self, episode_s: float) -> str:
+    def _end_reason(self, elapsed_s: float) -> str:
+        if not self._started:
+            # No masked image ever reached the planner (cameras off, every set failed): give up.
+            limit = self.options.start_s + self.options.duration_s
+            return f"task never started within {limit:g} s sim" if elapsed_s >= limit - 1e-9 else ""
         phase = self.planner.chain.phase.value
-        if self._started and phase in TERMINAL_PHASES:
+        if phase in TERMINAL_PHASES:
             return f"task {phase}"
-        if episode_s >= self.options.duration_s - 1e-9:
+        if self.sim.sim_time - self._started_s >= self.options.duration_s - 1e-9:
             return f"duration limit ({self.options.duration_s:g} s sim)"
         task_arms = [arm for arm in self.task.arms if arm in self.records]
         if task_arms and min(self.records[arm].chunks for arm in task_arms) >= self.options.max_steps:
@@ -578,7 +587,8 @@ class InProcessRunner:
             "output_mode": self.options.output_mode, "arms": list(self.arms),
             "inference_latency_s": self.options.inference_latency_s,
             "camera_latency_s": self.options.camera_latency_s,
-            "end_reason": end_reason, "episode_sim_s": sim_s - self.options.start_s, "total_sim_s": sim_s,
+            "end_reason": end_reason, "total_sim_s": sim_s,
+            "episode_sim_s": None if self._started_s is None else self.sim.sim_time - self._started_s,
             "task_started_sim_s": self._started_s,
             # On a shared machine the process's CPU time is the steadier measure of the loop's cost.
             "wall_s": wall_s, "cpu_s": cpu_s, "sim_s_per_wall_s": sim_s / wall_s if wall_s > 0 else None,
