@@ -336,7 +336,8 @@ class InProcessRunner:
             self.actor_faults[arm] = FaultCounter()
             self.actors[arm] = ActorController(actor_config(arm, values), actor_limits(arm, values),
                                                1.0 / self.bundle.manifest.action.control_rate_hz,
-                                               self.bundle.manifest.keypoints_per_arm, self.actor_faults[arm])
+                                               self.bundle.manifest.keypoints_per_arm, self.actor_faults[arm],
+                                               full_velocity=robot.arm_limits(arm).velocity)
             self.pipelines[arm] = ActorPipeline(self.bundle, arm, relaxed_decode=bool(values.get("relaxed_decode",
                                                                                                   False)))
         self.records = {arm: ArmRecord() for arm in self.arms}
