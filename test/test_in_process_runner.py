@@ -140,7 +140,11 @@ def scripted_dry_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("equivalence")
     with open(graph.default_params_file(), "r", encoding="utf-8") as stream:
         params = yaml.safe_load(stream)
-    params[graph.VALIDATOR_NODE]["ros__parameters"]["scripted_probabilities"] = "1.0"
+    from sim2real_vla_ros.graph.parameter_files import fully_qualified, section_applies
+
+    validator_sections = [key for key in params if section_applies(key, fully_qualified(graph.VALIDATOR_NODE))]
+    assert validator_sections, "no validator section in vla.yaml"
+    params[validator_sections[-1]]["ros__parameters"]["scripted_probabilities"] = "1.0"
     params_file = str(folder / "vla_scripted.yaml")
     with open(params_file, "w", encoding="utf-8") as stream:
         yaml.safe_dump(params, stream)
