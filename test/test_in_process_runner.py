@@ -98,6 +98,8 @@ def test_a_short_episode_runs_the_whole_graph_logic_without_ros(short_episode):
         assert control["commands"] == round(SHORT_EPISODE_S * control_rate) + 1
         assert control["limits"]["within_limits"], control["limits"]
     assert summary["control"]["left"]["chunks"] >= 2  # the task's arm moves
+    # Every trajectory message was taken by the simulated joint_trajectory_controller.
+    assert all(not rejected for rejected in summary["simulator"]["rejected_commands"].values())
     assert summary["sim_s_per_wall_s"] > 0 and summary["simulator"]["task_success"] in (True, False)
 
 

@@ -316,6 +316,7 @@ class InProcessRunner:
             load_fast_tokenizer=True)
         self.faults = {name: FaultCounter() for name in (graph.CAMERA_MASK_NODE, graph.PLANNER_NODE,
                                                          graph.VALIDATOR_NODE)}
+        self.sim_faults = {arm: FaultCounter() for arm in robot.ARMS}  # commands the controllers rejected
         mask_values = nodes[graph.CAMERA_MASK_NODE]
         self.pairer = FramePairer(CAMERAS, mask_values.get("max_skew_s", 0.05),
                                   mask_values.get("max_input_age_s.camera", 0.5))
@@ -478,12 +479,11 @@ class InProcessRunner:
             result = controller.accept(list(robot.arm_joint_names(arm)), points, 0.0, now,
                                        self.sim.arm_positions(arm))
             if not result.ok:
-                self.faults.setdefault(f"sim.{arm}", FaultCounter()).fault(f"rejected:{result.code.value}",
-                                                                          result.reason)
+                self.sim_faults[arm].fault(f"rejected:{result.code.value}", result.reason)
         elif mode == "stream":
             result = controller.forward_command(np.asarray(output.command, dtype=float), now)
             if not result.ok:
-                self.faults.setdefault(f"sim.{arm}", FaultCounter()).fault(f"rejected:{result.code}", result.reason)
+                self.sim_faults[arm].fault(f"rejected:{result.code}", result.reason)
         else:
             names, positions = urdf_to_vendor(arm, output.command)
             controller.set_target(vendor_to_arm(names, positions), now)
@@ -605,7 +605,7 @@ class InProcessRunner:
             "camera_mask": {"sets": self._masked_sets, "faults": self.faults[graph.CAMERA_MASK_NODE].snapshot()},
             "simulator": {"task_success": bool(status["success"]), "success_at_any_time": self._success_at_any_time,
                           "criteria": status["criteria"],
-                          "faults": {k: v.snapshot() for k, v in self.faults.items() if k.startswith("sim.")}},
+                          "rejected_commands": {arm: faults.snapshot() for arm, faults in self.sim_faults.items()}},
             "control": control,
         }
 
