@@ -52,7 +52,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros.core.control.actor_controller import ActorConfig, ActorController, FaultCounter, observation_of
-from sim2real_vla_ros.core.control.actor_io import (FAULT_INJECTIONS, UndecodableTokensDecoder,
+from sim2real_vla_ros.core.control.actor_io import (FAULT_INJECTIONS, UndecodableTokensDecoder, actor_plan_inputs,
                                                     arm_state_from_joint_state, inject_nan)
 from sim2real_vla_ros.core.control.chunk_executor import BLEND_MODES, INTERPOLATIONS
 from sim2real_vla_ros.core.control.safety import (DEFAULT_MAX_ACCELERATION, DEFAULT_MAX_DEVIATION,
@@ -63,7 +63,6 @@ from sim2real_vla_ros.core.policy.actor_pipeline import ActorPipeline
 from sim2real_vla_ros.core.policy.bundle import UnknownInstructionError
 from sim2real_vla_ros.core.policy.observation import LatencyWindow
 from sim2real_vla_ros.core.robot import ARM_DOF, arm_joint_names, arm_limits
-from sim2real_vla_ros.core.task.payloads import PLAN_STATE_SCHEMA
 from sim2real_vla_ros.core.vocabulary import ARMS, DEFAULT_INPUT_AGES, INPUT_NAMES, OUTPUT_MODES, WRIST_CAMERA
 from sim2real_vla_ros.nodes import common
 from sim2real_vla_ros.nodes.node_support import BackgroundWorker, FaultLog, LevelTracker, load_node_bundle
@@ -312,23 +311,12 @@ class ActorNode(Node):
     def _on_plan_state(self, msg: String) -> None:
         try:
             payload = common.parse_json_message(msg, required=("schema",))
+            instruction, image_size, problem = actor_plan_inputs(payload, self.bundle.instruction_embedding)
         except ValueError as exc:
             self.faults.fault("malformed_plan_state", str(exc))
             return
-        if payload["schema"] != PLAN_STATE_SCHEMA:
-            self.faults.fault("malformed_plan_state", f"schema {payload['schema']!r}, expected {PLAN_STATE_SCHEMA!r}")
-            return
-        size = payload.get("image_size")
-        image_size = None
-        if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
-            image_size = (size[0], size[1])
-        instruction = str(payload.get("instruction") or "")
-        if instruction:
-            try:
-                self.bundle.instruction_embedding(instruction)
-            except UnknownInstructionError as exc:
-                self.faults.fault("unknown_instruction", str(exc))
-                instruction = ""
+        if problem:
+            self.faults.fault("unknown_instruction", problem)
         self.controller.on_plan(instruction, image_size)
 
     def _on_estop(self, msg: Bool) -> None:

@@ -63,14 +63,13 @@ from sim2real_vla_ros import graph
 from sim2real_vla_ros.core import robot
 from sim2real_vla_ros.core.control.actor_controller import (ActorConfig, ActorController, FaultCounter,
                                                             observation_of)
-from sim2real_vla_ros.core.control.actor_io import arm_state_from_joint_state
+from sim2real_vla_ros.core.control.actor_io import actor_plan_inputs, arm_state_from_joint_state
 from sim2real_vla_ros.core.control.safety import SafetyLimits
 from sim2real_vla_ros.core.control.vendor import urdf_to_vendor, vendor_to_arm
 from sim2real_vla_ros.core.perception.camera_pairing import FramePairer
 from sim2real_vla_ros.core.perception.masking import CameraMasker
-from sim2real_vla_ros.core.policy.bundle import UnknownInstructionError
 from sim2real_vla_ros.core.task import tasks
-from sim2real_vla_ros.core.task.payloads import PLAN_STATE_SCHEMA, parse_plan_state, parse_validator_event
+from sim2real_vla_ros.core.task.payloads import parse_plan_state, parse_validator_event
 from sim2real_vla_ros.core.task.planner_logic import PlannerConfig, PlannerCore
 from sim2real_vla_ros.core.task.validator_logic import ValidatorConfig, ValidatorCore, parse_scripted_probability
 from sim2real_vla_ros.core.vocabulary import CAMERAS, INPUT_NAMES, TOP_CAMERA, WRIST_CAMERA
@@ -428,23 +427,7 @@ class InProcessRunner:
             self._plan_states.append((now, payload))
             self.validator.on_plan(parse_plan_state(payload, self.bundle.manifest.keypoints_per_arm))
             for actor in self.actors.values():
-                actor.on_plan(*self._actor_plan_inputs(payload))
-
-    def _actor_plan_inputs(self, payload: Mapping[str, Any]) -> Tuple[str, Optional[tuple]]:
-        """What the actor node takes from a plan_state (``ActorNode._on_plan_state``)."""
-        if payload["schema"] != PLAN_STATE_SCHEMA:
-            raise ValueError(f"plan_state schema {payload['schema']!r}")
-        size = payload.get("image_size")
-        image_size = None
-        if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
-            image_size = (size[0], size[1])
-        instruction = str(payload.get("instruction") or "")
-        if instruction:
-            try:
-                self.bundle.instruction_embedding(instruction)
-            except UnknownInstructionError:
-                instruction = ""
-        return instruction, image_size
+                actor.on_plan(*actor_plan_inputs(payload, self.bundle.instruction_embedding)[:2])
 
     def _validator(self, now: float) -> None:
         decided = self.validator.tick(now)
