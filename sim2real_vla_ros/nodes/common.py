@@ -256,11 +256,13 @@ def _uses_sim_time(node: Node) -> bool:
 
 def declare(node: Node, name: str, default: Any, description: str,
             check: Optional[Callable[[Any], bool]] = None, requirement: str = "") -> Any:
-    """Declare one read-only parameter and return its checked value (see :class:`Param`).
+    """Declare one parameter and return its checked value: the form that predates :class:`Param`.
 
     Kept for nodes not yet converted to a ``PARAMETERS`` tuple; prefer :func:`declare_parameters`.
+    As before, the descriptor is not marked read-only: such a node refuses or applies run-time
+    sets in its own set-parameters callback (the actor's live ``velocity_scale``).
     """
-    return declare_parameters(node, [Param(name, default, description, check, requirement)])[name]
+    return declare_parameters(node, [Param(name, default, description, check, requirement, read_only=False)])[name]
 
 
 def on_set_parameters(node: Node, params: Sequence[Param], apply: Callable[[Dict[str, Any]], None]) -> None:
