@@ -3,8 +3,9 @@
 One run, the same real model for both: the reference bundle's left-arm actor
 (:class:`ActorPipeline`: encoder, greedy FAST token generation, FAST decode, unnormalise),
 with an artificial inference delay of 100, 200 and 300 ms added to its measured compute time.
-Everything happens in simulated time (:func:`sim2real_vla_ros.core.control.actor_loop.run_episode`,
-a deterministic discrete-event simulation, no sleeps):
+Both modes run the actor node's own control object, :class:`ActorController` (schedule, chunk
+executor, safety filter), in simulated time (:func:`actor_episode.run_episode`, a deterministic
+discrete-event simulation, no sleeps):
 
 * control loop at 50 Hz; every command goes through :class:`SafetyFilter` with the left arm's
   URDF limits and the default safety configuration (the actor node's);
@@ -36,7 +37,7 @@ Metrics (medians over seeds; each seed is one episode per mode and delay):
   25 Hz) have been executed, i.e. the same amount of policy motion in every mode;
 * seam velocity / acceleration: the largest ``|v|`` (rad/s) and ``|a|`` (rad/s^2) over
   joints 1-6 of the commands actually sent, within the seam windows of
-  :mod:`sim2real_vla_ros.core.control.actor_loop` (the finger, in metres, is left out); the largest over
+  :mod:`actor_episode` (the finger, in metres, is left out); the largest over
   all seams of the episode. The same over the whole episode for context, and the whole
   episode's RMS and 95th-percentile ``|a|`` (the maximum is the safety filter's limit in
   every mode; these show how hard the motion is in between).
@@ -57,14 +58,14 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime
 
-from sim2real_vla_ros.core.control.actor_loop import LoopConfig, LoopResult, PolicyOutput, run_episode
 from sim2real_vla_ros.core.policy.actor_pipeline import ActorObservation, ActorPipeline
 from sim2real_vla_ros.core.policy.bundle import load_bundle
-from sim2real_vla_ros.core.control.chunk_executor import ChunkExecutor
+from sim2real_vla_ros.core.control.actor_controller import ActorConfig, ActorController
 from sim2real_vla_ros.core.policy.observation import apply_mask
 from sim2real_vla_ros.core.robot import arm_limits
-from sim2real_vla_ros.core.control.safety import SafetyFilter, SafetyLimits
+from sim2real_vla_ros.core.control.safety import SafetyLimits
 from sim2real_vla_ros.paths import share_path
+from actor_episode import LoopConfig, LoopResult, PolicyOutput, run_episode
 from bench_common import machine, write_results
 
 ARM = "left"
@@ -113,7 +114,7 @@ def make_scenarios(bundle, limits: SafetyLimits, seeds: range) -> list[Scenario]
 
 
 class ModelPolicy:
-    """The real actor pipeline as a :data:`~sim2real_vla_ros.core.control.actor_loop.Policy`.
+    """The real actor pipeline as a :data:`actor_episode.Policy`.
 
     Parameters
     ----------
@@ -178,21 +179,18 @@ def fresh_ticks_per_chunk(steps: int, chunk_dt: float, control_dt: float) -> int
 
 def run_mode(mode: str, scenario: Scenario, pipeline: ActorPipeline, limits: SafetyLimits, args,
              delay_s: float, chunk_dt: float, compute_s: float | None) -> tuple[LoopResult, ModelPolicy]:
-    """One episode of ``sync`` or ``async/<blend>[+<interpolation>]``."""
+    """One episode of ``sync`` or ``async/<blend>[+<interpolation>]`` on a fresh ActorController."""
     schedule, _, blend = mode.partition("/")
     blend, _, interpolation = blend.partition("+")
-    executor = ChunkExecutor(
-        chunk_dt, blend=blend or "none", crossfade_steps=int(math.ceil(args.crossfade_s / chunk_dt - _EPS)),
-        ensemble_decay=args.ensemble_decay, max_velocity=limits.max_velocity,
-        max_acceleration=limits.max_acceleration, num_joints=limits.num_joints,
-        interpolation=interpolation or "linear")
-    config = LoopConfig(
-        schedule, extra_delay_s=delay_s, motion_s=args.motion_s, control_dt=1.0 / args.control_rate_hz,
-        threshold_steps=int(math.ceil(args.request_threshold_s / chunk_dt - _EPS)),
-        action_horizon=args.sync_horizon, tracking_time_constant_s=args.tracking_tau,
-        max_time_s=4.0 * args.motion_s + 10.0)
+    config = ActorConfig(arm=ARM, control_rate_hz=args.control_rate_hz, output_mode="stream", blend=blend or "none",
+                         crossfade_s=args.crossfade_s, ensemble_decay=args.ensemble_decay,
+                         chunk_interpolation=interpolation or "linear", request_threshold_s=args.request_threshold_s,
+                         schedule=schedule, sync_horizon=args.sync_horizon)
+    controller = ActorController(config, limits, chunk_dt, pipeline.bundle.manifest.keypoints_per_arm)
+    world = LoopConfig(extra_delay_s=delay_s, motion_s=args.motion_s, tracking_time_constant_s=args.tracking_tau,
+                       max_time_s=4.0 * args.motion_s + 10.0)
     policy = ModelPolicy(pipeline, scenario, compute_s)
-    result = run_episode(policy, executor, SafetyFilter(limits), config, scenario.initial_state, REVOLUTE_JOINTS)
+    result = run_episode(policy, controller, world, scenario.initial_state, REVOLUTE_JOINTS)
     return result, policy
 
 

@@ -4,6 +4,13 @@ import os
 import platform
 import sys
 
+# training/ (the reference-bundle generator, imported for its synthetic scenes) lives at the
+# repository root, outside the installed package: a benchmark run as a script sees only
+# benchmarks/ on its path.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.append(REPO_ROOT)
+
 
 def cpu_model() -> str:
     """The CPU's model name, for the results files' machine section."""

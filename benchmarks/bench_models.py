@@ -27,8 +27,8 @@ import onnxruntime
 from sim2real_vla_ros.core.policy.actor_pipeline import ActorPipeline
 from sim2real_vla_ros.core.policy.bundle import load_bundle
 from sim2real_vla_ros.paths import share_path
+from bench_common import cpu_model, machine, write_results  # first: puts the repo root (training/) on the path
 from training.make_reference_bundle import SyntheticWorld, random_actor_observation
-from bench_common import cpu_model, machine, write_results
 
 RESULTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_models.json")
 VARIANTS = {

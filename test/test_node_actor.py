@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.srv import ListParameters
+from rcl_interfaces.srv import ListParameters, SetParameters
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
@@ -163,6 +164,30 @@ class TestClosedLoop:
         listing = probe.call(ListParameters, "/actor_left/list_parameters", ListParameters.Request(depth=0))
         undeclared = sorted(set(section) - set(listing.result.names))
         assert not undeclared, f"config/vla.yaml actor_left sets undeclared parameters {undeclared}"
+
+    def test_velocity_scale_applies_live_and_other_parameters_are_refused(self, actor, probe):
+        name = "/actor_left/set_parameters"
+
+        def set_parameter(parameter, value):
+            request = SetParameters.Request(parameters=[Parameter(parameter, value=value).to_parameter_msg()])
+            return probe.call(SetParameters, name, request).results[0]
+
+        refused = set_parameter("control_rate_hz", 10.0)
+        assert not refused.successful and "restart the node" in refused.reason
+        assert not set_parameter("velocity_scale", 1.5).successful
+        assert set_parameter("velocity_scale", 0.1).successful
+        try:
+            # The limit ramps down at the acceleration limit (at most ~0.4 s from the URDF velocity).
+            start = probe.world.now() + 1.0
+            wait_for(lambda: commands(probe, "left", start)[0].size > 50, 20.0, "1 s of commands after the ramp",
+                     processes=[actor])
+            _, positions = commands(probe, "left", start)
+            # The filter bounds each step by the velocity limit over the nominal tick.
+            steps = np.abs(np.diff(positions, axis=0))
+            slow = 0.1 * arm_limits("left").velocity * TICK_S
+            assert np.all(steps <= slow + 1e-9), f"largest steps {steps.max(axis=0)} vs {slow}"
+        finally:
+            assert set_parameter("velocity_scale", 1.0).successful
 
     def test_estop_holds_the_command_within_one_tick(self, actor, probe):
         # The e-stop must land while a chunk executes. On a loaded machine the arm can already be

@@ -87,6 +87,7 @@ class Options:
     image_record_rate_hz: float = IMAGE_RECORD_RATE_HZ
     quiet: bool = False
     extra_sim_parameters: Dict[str, object] = field(default_factory=dict)
+    namespace: str = ""
     # Per-node parameter overrides ({node name: {parameter: value}}), applied after config/vla.yaml:
     # how a run passes test hooks (e.g. the validator's scripted_probabilities) explicitly.
     node_parameters: Dict[str, Dict[str, object]] = field(default_factory=dict)
@@ -121,6 +122,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
     parser.add_argument("--arms", default="left,right", help="arms that get an actor (default: %(default)s)")
     parser.add_argument("--connect-timeout-s", type=float, default=120.0,
                         help="wall seconds for the graph to connect (default: %(default)s)")
+    parser.add_argument("--namespace", default="",
+                        help="run the simulator, the VLA nodes and the recorder in this ROS namespace, e.g. robot1 "
+                             "(/clock and /diagnostics stay global; default: the root)")
     parser.add_argument("--param", action="append", default=[], metavar="NODE.NAME:=VALUE",
                         help="a parameter override for one node, value as in --ros-args -p (a YAML scalar), e.g. "
                              "validator.scripted_probabilities:='\"1.0\"' (test hooks are accepted: every node "
@@ -130,7 +134,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
                       out=args.out, real_time_factor=args.real_time_factor, bundle=args.bundle,
                       params_file=args.params_file,
                       domain_id=args.domain_id, output_mode=args.output_mode, arms=graph.parse_arms(args.arms),
-                      connect_timeout_s=args.connect_timeout_s, node_parameters=parse_node_parameters(args.param))
+                      connect_timeout_s=args.connect_timeout_s, namespace=args.namespace,
+                      node_parameters=parse_node_parameters(args.param))
     validate(options)
     return options
 
@@ -179,6 +184,7 @@ def validate(options: Options) -> None:
         raise ValueError(f"--params-file {options.params_file!r} does not exist")
     if missing_arms:
         raise ValueError(f"task {task.name} uses arms {list(task.arms)}; --arms lacks {missing_arms}")
+    graph.absolute_namespace(options.namespace)  # ValueError for an invalid --namespace
     nodes = {graph.SIM_NODE, graph.CAMERA_MASK_NODE, graph.PLANNER_NODE, graph.VALIDATOR_NODE,
              *(graph.actor_node_name(arm) for arm in options.arms)}
     unknown = sorted(set(options.node_parameters) - nodes)
@@ -279,13 +285,13 @@ def choose_domain_id(requested: Optional[int]) -> int:
 
 
 def graph_specs(options: Options) -> List[graph.NodeSpec]:
-    """The simulator and the VLA nodes of this run (graph.py's single definition)."""
+    """The simulator and the VLA nodes of this run (the graph package's single definition)."""
     interface = graph.command_interface_for(options.output_mode)
     specs = graph.simulator_nodes("mujoco", task=options.task, seed=options.seed,
                                   real_time_factor=float(options.real_time_factor), command_interface=interface,
-                                  extra_parameters=options.extra_sim_parameters or None)
+                                  extra_parameters=options.extra_sim_parameters or None, namespace=options.namespace)
     specs += graph.vla_nodes(bundle_path=options.bundle, params_file=options.params_file or None, arms=options.arms,
-                             output_mode=options.output_mode)
+                             output_mode=options.output_mode, namespace=options.namespace)
     specs = [dataclasses.replace(spec, parameters={**spec.parameters, **options.node_parameters[spec.name]})
              if spec.name in options.node_parameters else spec for spec in specs]
     not_here = [spec.name for spec in specs if not spec.runs_here]
@@ -398,7 +404,8 @@ class DryRun:
                          "params_file": self.options.params_file or graph.default_params_file(),
                          "real_time_factor_setting": self.options.real_time_factor,
                          "duration_limit_sim_s": self.options.duration_s, "max_steps": self.options.max_steps,
-                         "output_mode": self.options.output_mode, "folder": self.folder}
+                         "output_mode": self.options.output_mode, "folder": self.folder,
+                         "namespace": graph.absolute_namespace(self.options.namespace) or "/"}
 
     def _start_processes(self, specs: List[graph.NodeSpec]) -> None:
         env = child_environment(self.domain_id)
@@ -431,8 +438,9 @@ class DryRun:
 
     # -------------------------------------------------------------- phases
     def _wait_connected(self, node) -> dict:
-        connections = graph.expected_connections(arms=self.options.arms, output_mode=self.options.output_mode)
-        services = graph.expected_services()
+        connections = graph.expected_connections(arms=self.options.arms, output_mode=self.options.output_mode,
+                                                 namespace=self.options.namespace)
+        services = graph.expected_services(namespace=self.options.namespace)
         state = {"missing": None, "publishers_ok_at": None}
 
         def connected() -> bool:
@@ -531,7 +539,8 @@ class DryRun:
         overlay_fps = float(graph.expected_parameters(planner).get("overlay_rate_hz", 5.0))
         context = rclpy.Context()
         rclpy.init(context=context)
-        node = Node(RECORDER_NODE, context=context,
+        # In the graph's namespace: the recorded topics and the instruction resolve where the graph's do.
+        node = Node(RECORDER_NODE, context=context, namespace=graph.absolute_namespace(self.options.namespace),
                     parameter_overrides=[Parameter("use_sim_time", Parameter.Type.BOOL, True)])
         executor = SingleThreadedExecutor(context=context)
         recorder = None

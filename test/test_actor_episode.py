@@ -1,12 +1,12 @@
-"""Unit tests of the simulated actor control loop (no rclpy, simulated time only)."""
+"""The shipped ActorController in a simulated-time episode (benchmarks/actor_episode.py; no rclpy)."""
 import math
 
 import numpy as np
 import pytest
 
-from sim2real_vla_ros.core.control.actor_loop import LoopConfig, PolicyOutput, run_episode
-from sim2real_vla_ros.core.control.chunk_executor import ChunkExecutor
-from sim2real_vla_ros.core.control.safety import SafetyFilter, SafetyLimits
+from benchmarks.actor_episode import LoopConfig, PolicyOutput, run_episode
+from sim2real_vla_ros.core.control.actor_controller import ActorConfig, ActorController
+from sim2real_vla_ros.core.control.safety import SafetyLimits
 
 CONTROL_DT = 0.02
 CHUNK_DT = 0.02
@@ -41,11 +41,13 @@ def ramp_policy(calls: list):
 
 
 def run(schedule: str, blend: str = "crossfade", calls: list | None = None, policy=None):
-    config = LoopConfig(schedule, extra_delay_s=DELAY_S, motion_s=3.0, control_dt=CONTROL_DT,
-                        threshold_steps=THRESHOLD_STEPS)
-    executor = ChunkExecutor(CHUNK_DT, blend="none" if schedule == "sync" else blend, crossfade_steps=CROSSFADE_STEPS)
+    config = ActorConfig(arm="left", control_rate_hz=1.0 / CONTROL_DT, output_mode="stream", blend=blend,
+                         crossfade_s=CROSSFADE_STEPS * CHUNK_DT, chunk_interpolation="linear",
+                         request_threshold_s=THRESHOLD_STEPS * CHUNK_DT, schedule=schedule)
+    controller = ActorController(config, limits(), CHUNK_DT, keypoints_per_arm=1)
     policy = policy or ramp_policy([] if calls is None else calls)
-    return run_episode(policy, executor, SafetyFilter(limits()), config, np.zeros(7), joint_indices=range(6))
+    return run_episode(policy, controller, LoopConfig(extra_delay_s=DELAY_S, motion_s=3.0), np.zeros(7),
+                       joint_indices=range(6))
 
 
 def test_sync_holds_while_inference_runs():
@@ -102,9 +104,9 @@ def test_failed_inference_is_counted_and_retried():
 
 def test_invalid_config_names_the_field():
     with pytest.raises(ValueError, match="schedule"):
-        LoopConfig("later", extra_delay_s=0.1, motion_s=1.0)
+        ActorConfig(arm="left", schedule="later")
     with pytest.raises(ValueError, match="extra_delay_s"):
-        LoopConfig("sync", extra_delay_s=-0.1, motion_s=1.0)
+        LoopConfig(extra_delay_s=-0.1, motion_s=1.0)
 
 
 def jumping_policy():

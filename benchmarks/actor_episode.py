@@ -1,51 +1,46 @@
-"""A deterministic simulation of one actor's control loop in simulated time (pure, ROS-free).
+"""One actor episode in simulated time: the shipped ActorController against a policy callable.
 
-It runs the same pieces the actor node runs, :class:`ChunkExecutor` and :class:`SafetyFilter`,
-against a policy callable, on a simulated clock, so the two ways of scheduling inference can be
-compared without wall-clock sleeps or ROS:
+The actor node's own control object (:class:`ActorController`: schedule, chunk executor,
+safety filter) runs on a simulated clock against a policy, so the two ways of scheduling
+inference can be compared without wall-clock sleeps or ROS. The schedule is the controller's
+(``ActorConfig.schedule``); this module only simulates the world around it: the clock, the
+policy's latency and the arm's tracking.
 
-* ``'sync'``: openpi's ``ActionChunkBroker``. When the chunk has run out, the loop takes an
-  observation and infers; the robot gets no fresh setpoint while inference runs (the executor
-  holds the chunk's last point, the safety filter brings the arm to rest); the result is then
-  executed from its step 0 (no latency compensation), ``action_horizon`` steps of it.
-* ``'async'``: our actor. Inference is requested as soon as at most ``threshold_steps`` of the
-  newest chunk remain; the result is spliced in at the moment it becomes available with the
-  *measured* time since its observation (elapsed steps skipped) and blended at the seam
-  (the executor's ``blend``); the loop never waits.
+* ``'sync'``: openpi's ``ActionChunkBroker``: the controller asks for a chunk when the last one
+  has run out; the robot gets no fresh setpoint while inference runs; the result is executed
+  from its step 0 (re-stamped at the first tick after it arrived: no latency compensation).
+* ``'async'``: the shipped actor: the controller asks as soon as at most ``request_threshold_s``
+  of the newest chunk remains; the result is spliced in at the moment it becomes available
+  with the *measured* time since its observation and blended at the seam; the loop never waits.
 
 Time model
 ----------
-The control loop ticks every ``control_dt`` at ``t_k = k control_dt``. A policy call made at a
-tick observes the robot at that tick; the policy reports how long its computation took
-(``PolicyOutput.compute_s``, measured by the caller or fixed), and its result becomes available
-``compute_s + extra_delay_s`` later. At most one inference is in flight. In ``'async'`` the
-chunk is submitted at that exact time (between ticks, as the inference callback would); in
-``'sync'`` at the first tick after it, which executes its step 0.
+The control loop ticks every ``dt`` (the controller's) at ``t_k = k dt``. A policy call made
+at a tick observes the robot at that tick; the policy reports how long its computation took
+(``PolicyOutput.compute_s``), and its result becomes available ``compute_s + extra_delay_s``
+later. At most one inference is in flight (the controller's rule). ``'async'`` submits the
+chunk at that exact time (between ticks, as the node's inference thread would); ``'sync'`` at
+the first tick after it, which executes its step 0.
 
 Robot model
 -----------
 The measured joint state follows the command sent at the previous tick, either exactly
 (``tracking_time_constant_s = 0``: perfect tracking with a one-tick delay) or through a
-first-order lag ``x += (1 - exp(-dt / tau)) (command - x)``.
+first-order lag ``x += (1 - exp(-dt / tau)) (command - x)``. Camera inputs are fresh every tick.
 
 Episode
 -------
 The episode ends when ``motion_s`` seconds of fresh setpoints have been executed (a tick whose
-setpoint comes from a chunk that has not run out counts ``control_dt``), or at ``max_time_s``.
-That is a fixed amount of policy motion, e.g. 8 chunks of 1 s; the episode time is how long the
-loop needed for it, waits included.
+setpoint comes from a chunk that has not run out counts ``dt``), or at ``max_time_s``.
 
 Seams
 -----
 Each accepted chunk after the first opens a seam window on the commands actually sent: from two
 ticks before the earlier of (the splice, the end of the previous chunk) to two ticks after the
 later of (the end of the blend, ``seam_settle_s`` after the splice), for ``'ensemble'`` also
-two ticks after the previous chunk's end (where it stops contributing). The settle time gives
-every schedule the same time after a splice for the safety filter to absorb a jump: without
-it an unblended seam would be judged only by its first two ticks. The largest ``|v|`` and
-``|a|`` of the sent commands (finite differences over the control grid) inside the windows
-are the seam velocity and acceleration; ticks in which the safety filter had to cut the
-velocity or acceleration are counted too (``rate_limited``).
+two ticks after the previous chunk's end (where it stops contributing). The largest ``|v|`` and
+``|a|`` of the sent commands inside the windows are the seam velocity and acceleration; ticks
+in which the safety filter had to cut the velocity or acceleration are counted too.
 """
 from __future__ import annotations
 
@@ -55,16 +50,16 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from sim2real_vla_ros.core.control.actor_io import InferenceRequest, inference_due
-from sim2real_vla_ros.core.control.chunk_executor import ChunkExecutor, SpliceReport, TickStats
-from sim2real_vla_ros.core.control.safety import SafetyEventKind, SafetyFilter
+from sim2real_vla_ros.core.control.actor_controller import ActorController
+from sim2real_vla_ros.core.control.chunk_executor import ChunkExecutor, SpliceReport
+from sim2real_vla_ros.core.control.safety import SafetyEventKind
 
-SCHEDULES = ("sync", "async")
 _SEAM_MARGIN_TICKS = 2
 _RATE_LIMIT_KINDS = frozenset(
     {SafetyEventKind.VELOCITY_LIMITED, SafetyEventKind.ACCELERATION_LIMITED, SafetyEventKind.LIMIT_BRAKING}
 )
 _TIME_EPS = 1e-9
+_FRAME = "simulated frame"  # the policy renders its own scenario; the controller only needs a payload
 
 
 @dataclass(frozen=True)
@@ -90,23 +85,21 @@ Policy = Callable[[np.ndarray, float], PolicyOutput]
 """``policy(measured_joint_state, obs_stamp_s) -> PolicyOutput``."""
 
 
+
+Policy = Callable[[np.ndarray, float], PolicyOutput]
+"""``policy(measured_joint_state, obs_stamp_s) -> PolicyOutput``."""
+
+
 @dataclass(frozen=True)
 class LoopConfig:
-    """How one simulated episode is scheduled.
+    """The simulated world around the controller in one episode.
 
     Parameters
     ----------
-    schedule : {'sync', 'async'}
     extra_delay_s : float
         Artificial latency added to every inference (transport, a slower GPU...).
     motion_s : float
         Seconds of fresh setpoints that end the episode.
-    control_dt : float
-        Control period (0.02 s = 50 Hz).
-    threshold_steps : int
-        ``'async'``: request inference when at most this many chunk steps remain.
-    action_horizon : int or None
-        ``'sync'``: chunk steps executed before inferring again (None: the whole chunk).
     tracking_time_constant_s : float
         0 for perfect tracking (one-tick delay), else the first-order lag of the arm.
     max_time_s : float
@@ -115,33 +108,21 @@ class LoopConfig:
         Minimum length of a seam window after the splice (see the module docstring).
     """
 
-    schedule: str
     extra_delay_s: float
     motion_s: float
-    control_dt: float = 0.02
-    threshold_steps: int = 0
-    action_horizon: int | None = None
     tracking_time_constant_s: float = 0.0
     max_time_s: float = 120.0
     seam_settle_s: float = 0.2
 
     def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"LoopConfig: schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         for name in ("extra_delay_s", "tracking_time_constant_s", "seam_settle_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"LoopConfig: {name} must be finite and >= 0, got {value!r}")
-        for name in ("motion_s", "control_dt", "max_time_s"):
+        for name in ("motion_s", "max_time_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"LoopConfig: {name} must be finite and > 0, got {value!r}")
-        if int(self.threshold_steps) != self.threshold_steps or self.threshold_steps < 0:
-            raise ValueError(f"LoopConfig: threshold_steps must be an integer >= 0, got {self.threshold_steps!r}")
-        if self.action_horizon is not None and (
-            int(self.action_horizon) != self.action_horizon or self.action_horizon < 1
-        ):
-            raise ValueError(f"LoopConfig: action_horizon must be an integer >= 1 or None, got {self.action_horizon!r}")
 
 
 @dataclass
@@ -208,12 +189,13 @@ class LoopResult:
         return self.ticks_without_fresh / self.ticks if self.ticks else 0.0
 
 
+
 @dataclass
 class _Pending:
     """One inference in flight."""
 
+    snapshot: object
     chunk: np.ndarray | None
-    obs_stamp_s: float
     ready_s: float
     fault: str
 
@@ -236,152 +218,130 @@ class _State:
     windows: list = field(default_factory=list)
 
 
-def run_episode(
-    policy: Policy,
-    executor: ChunkExecutor,
-    safety: SafetyFilter,
-    config: LoopConfig,
-    initial_state: Sequence[float],
-    joint_indices: Sequence[int] | None = None,
-) -> LoopResult:
-    """Simulate one episode of the control loop (see the module docstring).
+def run_episode(policy: Policy, controller: ActorController, config: LoopConfig, initial_state: Sequence[float],
+                joint_indices: Sequence[int] | None = None) -> LoopResult:
+    """Simulate one episode of the controller's control loop (see the module docstring).
 
     Parameters
     ----------
     policy : callable
-        ``policy(measured_joint_state, obs_stamp_s) -> PolicyOutput``; it is called
-        synchronously in simulated time, so its real duration does not matter here.
-    executor : ChunkExecutor
-        A fresh executor; its ``dt`` is the chunk step spacing (may differ from
-        ``config.control_dt``: setpoints are interpolated in time). Use ``blend='none'`` for
-        ``'sync'`` (each chunk starts after the robot has held, there is nothing to blend).
-    safety : SafetyFilter
-        A fresh filter; every command goes through it.
+        ``policy(measured_joint_state, obs_stamp_s) -> PolicyOutput``, called synchronously
+        in simulated time (its real duration does not matter here).
+    controller : ActorController
+        A fresh controller; its config chooses the schedule, blend, control rate.
     config : LoopConfig
     initial_state : sequence of float
         The arm's measured joint state at time 0 (at rest).
     joint_indices : sequence of int, optional
-        Joints the velocity / acceleration / path metrics cover (default: all), e.g. the six
-        revolute joints of a Piper arm (the gripper finger is in metres).
-
-    Returns
-    -------
-    LoopResult
+        Joints the velocity / acceleration / path metrics cover (default: all).
 
     Raises
     ------
     ValueError
-        ``initial_state`` does not match the executor's joint count.
+        ``initial_state`` does not match the controller's joint count.
     """
     measured = np.asarray(initial_state, dtype=float).copy()
-    if measured.shape != (executor.num_joints,):
-        raise ValueError(f"run_episode: initial_state has shape {measured.shape}, expected ({executor.num_joints},)")
-    dt = config.control_dt
-    stamps_names = tuple(safety.limits.max_input_age_s)
+    if measured.shape != (controller.chunks.num_joints,):
+        raise ValueError(f"run_episode: initial_state has shape {measured.shape}, "
+                         f"expected ({controller.chunks.num_joints},)")
+    dt = controller.dt
+    _start_task(controller)
     state = _State(measured=measured)
-    stats = TickStats(dt)
+    stats = controller.execution_stats
     commands, times, limited = [], [], []
-    fresh_ticks = 0
     end_s = math.nan
-    max_ticks = int(math.ceil(config.max_time_s / dt))
-    for tick in range(max_ticks + 1):
+    fresh_needed = int(round(config.motion_s / dt))
+    for tick in range(int(math.ceil(config.max_time_s / dt)) + 1):
         now = tick * dt
-        _deliver(state, executor, config, now)
-        setpoint = executor.setpoint(now)
-        # Simulated inputs are always fresh: this benchmark is about scheduling, not staleness.
-        decision = safety.filter(setpoint.positions, state.measured, now, {name: now for name in stamps_names},
-                                 False, dt)
-        commands.append(decision.command)
+        _deliver(state, controller, config, now)
+        controller.on_joint_state(state.measured, now)
+        controller.on_image("cam_high", _FRAME, now)
+        controller.on_image("wrist", _FRAME, now)
+        output = controller.tick(now)
+        commands.append(output.command)
         times.append(now)
-        limited.append(any(event.kind in _RATE_LIMIT_KINDS for event in decision.reasons))
-        if not math.isnan(state.first_chunk_s):
-            stats.record(now, setpoint.fresh)
-            fresh_ticks += int(setpoint.fresh)
-        if fresh_ticks * dt >= config.motion_s - _TIME_EPS:
+        limited.append(any(event.kind in _RATE_LIMIT_KINDS for event in output.decision.reasons))
+        if stats.ticks - stats.ticks_without_fresh >= fresh_needed:
             end_s = now
             break
-        if state.pending is None and _wants_inference(executor, config, setpoint.fresh, now):
-            _request(state, policy, config, now)
-        state.measured = _track(state.measured, decision.command, config)
-    return _result(state, executor, safety, stats, (commands, times, limited), end_s, dt, joint_indices)
+        if output.request_inference:
+            _request(state, policy, controller, config, now)
+        state.measured = _track(state.measured, output.command, config, dt)
+    return _result(state, controller, (commands, times, limited), end_s, dt, joint_indices)
 
 
-def _wants_inference(executor: ChunkExecutor, config: LoopConfig, fresh: bool, now: float) -> bool:
-    if config.schedule == "sync":
-        return not fresh  # the chunk ran out (or there is none yet): the broker infers now
-    # The actor node's own rule; the simulated cameras give a new observation every tick.
-    request = InferenceRequest(active=True, in_flight=False,
-                               needs_chunk=executor.needs_new_chunk(now, config.threshold_steps),
-                               target_changed=False, newest_observation_s=now, last_inferred_observation_s=None)
-    return inference_due(request)
+def _start_task(controller: ActorController) -> None:
+    """Give the controller a target and an instruction, as the planner would."""
+    controller.on_plan("simulated task", (1, 1))
+    controller.on_affordance(np.full((controller.keypoints_per_arm, 2), 0.5), 0, 0.0)
 
 
-def _request(state: _State, policy: Policy, config: LoopConfig, now: float) -> None:
-    output = policy(state.measured.copy(), now)
+def _request(state: _State, policy: Policy, controller: ActorController, config: LoopConfig, now: float) -> None:
+    snapshot = controller.take_snapshot()
+    if snapshot is None:
+        controller.inference_finished()
+        return
+    output = policy(snapshot.joints.copy(), snapshot.stamp_s)
     compute = float(output.compute_s)
     if not (math.isfinite(compute) and compute >= 0):
         raise ValueError(f"run_episode: policy returned compute_s={output.compute_s!r}; expected a finite value >= 0")
     state.inferences += 1
     state.compute_s.append(compute)
-    chunk = output.chunk
-    if chunk is not None and config.schedule == "sync" and config.action_horizon is not None:
-        chunk = np.asarray(chunk)[: config.action_horizon]
-    state.pending = _Pending(chunk, now, now + compute + config.extra_delay_s, output.fault)
+    state.pending = _Pending(snapshot, output.chunk, now + compute + config.extra_delay_s, output.fault)
 
 
-def _deliver(state: _State, executor: ChunkExecutor, config: LoopConfig, now: float) -> None:
-    """Hand a result that became available by ``now`` to the executor."""
+def _deliver(state: _State, controller: ActorController, config: LoopConfig, now: float) -> None:
+    """Hand a result that became available by ``now`` to the controller."""
     pending = state.pending
     if pending is None or pending.ready_s > now + _TIME_EPS:
         return
     state.pending = None
-    if pending.chunk is None:
-        state.failed += 1
-        return
-    if config.schedule == "sync":
-        # The broker blocks until the result is there, then executes step 0 at once.
-        stamp, splice_s = now, now
-    else:
-        stamp, splice_s = pending.obs_stamp_s, pending.ready_s
-    report = executor.submit(pending.chunk, stamp, splice_s)
-    if report.dropped:
+    sync = controller.config.schedule == "sync"
+    # The broker blocks until the result is there, then executes step 0 at once; the async
+    # actor splices it in the moment it is ready, stamped with its observation.
+    splice_s, stamp = (now, now) if sync else (pending.ready_s, pending.snapshot.stamp_s)
+    try:
+        if pending.chunk is None:
+            state.failed += 1
+            controller.record_failure("inference_failure", pending.fault or "the policy returned no chunk")
+            return
+        report = controller.submit_chunk(pending.snapshot, pending.chunk, splice_s,
+                                         execute_from_s=stamp if sync else None)
+    finally:
+        controller.inference_finished()
+    if report is None:
         return
     if math.isnan(state.first_chunk_s):
         state.first_chunk_s = splice_s
     elif state.previous_chunk_end_s is not None:
-        state.windows.append(_seam_window(report, splice_s, state.previous_chunk_end_s, executor, config))
-    state.previous_chunk_end_s = stamp + (len(pending.chunk) - 1) * executor.dt
+        state.windows.append(_seam_window(report, splice_s, state.previous_chunk_end_s, controller.chunks,
+                                          config, controller.dt))
+    steps = len(pending.chunk) if not sync or controller.config.sync_horizon is None else \
+        min(len(pending.chunk), controller.config.sync_horizon)
+    state.previous_chunk_end_s = stamp + (steps - 1) * controller.chunks.dt
 
 
-def _seam_window(
-    report: SpliceReport, splice_s: float, previous_end_s: float, executor: ChunkExecutor, config: LoopConfig
-) -> _SeamWindow:
-    margin = _SEAM_MARGIN_TICKS * config.control_dt
+def _seam_window(report: SpliceReport, splice_s: float, previous_end_s: float, executor: ChunkExecutor,
+                 config: LoopConfig, dt: float) -> _SeamWindow:
+    margin = _SEAM_MARGIN_TICKS * dt
     end = splice_s + max(report.blend_steps * executor.dt, config.seam_settle_s) + margin
     if executor.blend == "ensemble":
         end = max(end, previous_end_s + margin)
     return _SeamWindow(min(splice_s, previous_end_s) - margin, end)
 
 
-def _track(measured: np.ndarray, command: np.ndarray | None, config: LoopConfig) -> np.ndarray:
+def _track(measured: np.ndarray, command: np.ndarray | None, config: LoopConfig, dt: float) -> np.ndarray:
     if command is None:
         return measured
     if config.tracking_time_constant_s == 0.0:
         return command.copy()
-    gain = 1.0 - math.exp(-config.control_dt / config.tracking_time_constant_s)
+    gain = 1.0 - math.exp(-dt / config.tracking_time_constant_s)
     return measured + gain * (command - measured)
 
 
-def _result(
-    state: _State,
-    executor: ChunkExecutor,
-    safety: SafetyFilter,
-    stats: TickStats,
-    trace: tuple[list, list, list],
-    end_s: float,
-    dt: float,
-    joint_indices: Sequence[int] | None,
-) -> LoopResult:
+def _result(state: _State, controller: ActorController, trace: tuple[list, list, list], end_s: float, dt: float,
+            joint_indices: Sequence[int] | None) -> LoopResult:
+    executor, safety, stats = controller.chunks, controller.safety, controller.execution_stats
     commands, times, limited = trace
     command_array = np.stack(commands)
     time_array = np.asarray(times)
