@@ -537,3 +537,21 @@ def test_position_controllers_in_controllers_yaml_forward_the_arm_joints(arm):
     assert name in active and graph.ARM_CONTROLLERS[arm] in inactive
     with pytest.raises(ValueError, match="inactive"):
         graph.controller_spawner_nodes(["joint_state_broadcaster"], inactive=[name])
+
+
+def test_dry_run_param_overrides_reach_only_their_node_and_are_checked():
+    from sim2real_vla_ros.tools import dry_run
+
+    options = dry_run.parse_args(["--param", 'validator.scripted_probabilities:="1.0"',
+                                  "--param", "validator.max_input_age_s.wrist:=0.7", "--param", "planner.autostart:=true"])
+    assert options.node_parameters == {"validator": {"scripted_probabilities": "1.0", "max_input_age_s.wrist": 0.7},
+                                       "planner": {"autostart": True}}
+    specs = {spec.name: spec for spec in dry_run.graph_specs(options)}
+    validator = graph.to_command(specs["validator"], sys.executable)
+    assert 'scripted_probabilities:="1.0"' in validator and "max_input_age_s.wrist:=0.7" in validator
+    assert "use_sim_time:=true" in validator  # a test hook needs it, and the dry run always runs on sim time
+    assert not any("scripted_probabilities" in arg for arg in graph.to_command(specs["camera_mask"], sys.executable))
+    with pytest.raises(ValueError, match="NODE.NAME:=VALUE"):
+        dry_run.parse_args(["--param", "threshold:=0.6"])
+    with pytest.raises(ValueError, match=r"\['vendor_bridge'\]"):
+        dry_run.parse_args(["--param", "vendor_bridge.max_age_s:=0.2"])

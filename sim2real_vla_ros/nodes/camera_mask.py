@@ -1,5 +1,9 @@
 """camera_mask node: pairs the three cameras, runs the mask model, publishes masks and masked images.
 
+Only the newest frame per camera is kept (no backlog): while the model runs, newer frames
+replace older ones, and the next set is formed from the newest frames only. Parameters:
+``PARAMETERS`` below (the README's table is generated from it).
+
 Subscriptions
 -------------
 /cam_high/image_raw, /cam_left_wrist/image_raw, /cam_right_wrist/image_raw : sensor_msgs/Image
@@ -15,20 +19,6 @@ Publications
     source frame's header; the three cameras of a set are published together.
 /diagnostics : diagnostic_msgs/DiagnosticArray
     Sets processed, drops by reason, per-camera rate, processing and end-to-end latency.
-
-Parameters
-----------
-bundle_path, inference_backend, intra_op_threads
-    The model bundle and runtime (see ``node_support.declare_bundle_parameters``).
-max_skew_s : float (0.05)
-    Largest stamp difference within a camera set; frames that cannot pair are dropped and counted.
-max_input_age_s.camera : float (0.5)
-    Frames older than this when a set is formed are dropped as stale.
-diagnostics_rate_hz : float (1.0)
-    /diagnostics publication rate.
-
-Only the newest frame per camera is kept (no backlog): while the model runs, newer frames
-replace older ones, and the next set is formed from the newest frames only.
 """
 from __future__ import annotations
 
@@ -45,7 +35,18 @@ from sim2real_vla_ros.core.perception.masking import CameraMasker
 from sim2real_vla_ros.core.policy.observation import LatencyWindow
 from sim2real_vla_ros.core.vocabulary import CAMERAS
 from sim2real_vla_ros.nodes import common
-from sim2real_vla_ros.nodes.node_support import BackgroundWorker, FaultLog, LevelTracker, load_node_bundle
+from sim2real_vla_ros.nodes.common import Param
+from sim2real_vla_ros.nodes.node_support import (BUNDLE_PARAMETERS, DIAGNOSTICS_RATE, BackgroundWorker, FaultLog,
+                                                 LevelTracker, load_node_bundle)
+
+PARAMETERS = (
+    *BUNDLE_PARAMETERS,
+    Param("max_skew_s", 0.05, "Largest stamp difference between the three cameras of a set (s); frames that "
+          "cannot pair are dropped and counted", lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    Param("max_input_age_s.camera", 0.5, "Frames older than this when a set is formed are dropped as stale (s)",
+          lambda v: 0.0 < v <= 10.0, "in (0, 10]"),
+    DIAGNOSTICS_RATE,
+)
 
 
 class CameraMaskNode(Node):
@@ -53,15 +54,11 @@ class CameraMaskNode(Node):
 
     def __init__(self) -> None:
         super().__init__("camera_mask")
-        self.max_skew_s = common.declare(self, "max_skew_s", 0.05,
-                                         "Largest stamp difference between the three cameras of a set (s)",
-                                         lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
-        self.max_age_s = common.declare(self, "max_input_age_s.camera", 0.5,
-                                        "Frames older than this when a set is formed are dropped (s)",
-                                        lambda v: 0.0 < v <= 10.0, "in (0, 10]")
-        diagnostics_rate = common.declare(self, "diagnostics_rate_hz", 1.0, "/diagnostics publication rate (Hz)",
-                                          lambda v: 0.0 < v <= 50.0, "in (0, 50]")
-        self.bundle = load_node_bundle(self)
+        values = common.declare_parameters(self, PARAMETERS)
+        self.max_skew_s = values["max_skew_s"]
+        self.max_age_s = values["max_input_age_s.camera"]
+        diagnostics_rate = values["diagnostics_rate_hz"]
+        self.bundle = load_node_bundle(self, values)
         self._check_bundle_cameras()
         image = self.bundle.manifest.image
         self.model_size = (image.width, image.height)

@@ -1,5 +1,8 @@
 """planner node: the chain of affordances (paper section 4.1) at a low rate, gated by the validator.
 
+Parameters: ``PARAMETERS`` below (the README's table is generated from it); ``instruction``
+can be set at run time (``ros2 param set /planner instruction '...'``), the others are read-only.
+
 Subscriptions
 -------------
 /vla/masked/cam_high : sensor_msgs/Image rgb8
@@ -36,24 +39,6 @@ Services
     Stop the task and hold (phase idle, empty affordances).
 /vla/set_estop : std_srvs/SetBool
     true engages the e-stop (task stopped, arms hold), false releases it (start again to resume).
-
-Parameters
-----------
-bundle_path, inference_backend, intra_op_threads : the model bundle and runtime.
-instruction : str ('') task instruction used by /vla/start (runtime-settable).
-autostart : bool (false) start with ``instruction`` at the first timer tick.
-planner_rate_hz : float (2.0) planner timer rate, on the node clock (sim time with use_sim_time).
-chain_length : int (1) K, previous affordances the planner is conditioned on (must match the model).
-max_retries : int (2) re-plans of one step before the task aborts (keep equal to the validator's).
-max_steps : int (10) largest number of affordances in a chain; more fails the task.
-done_threshold : float (0.5) the chain succeeds when the model's done probability exceeds it.
-backstop_timeout_s : float (0.0) re-plan a step when no validator event came for this long; 0 = off.
-max_input_age_s.cam_high : float (1.0) an older masked cam_high image is not used for a prediction.
-image_width, image_height : int (0) native cam_high size; 0 = from /cam_high/camera_info.
-overlay_source : str ('masked') draw the overlay on the masked (model-resolution) or raw cam_high image.
-overlay_rate_hz : float (5.0) overlay and marker publication rate.
-marker_depth_m : float (1.0) depth along each keypoint's camera ray at which markers are drawn.
-diagnostics_rate_hz : float (1.0) /diagnostics rate.
 """
 from __future__ import annotations
 
@@ -64,7 +49,6 @@ from typing import Optional
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point, Point32, PolygonStamped
-from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Bool, ColorRGBA, String
@@ -79,11 +63,45 @@ from sim2real_vla_ros.core.policy.observation import pixels_to_optical_points
 from sim2real_vla_ros.core.perception.overlay import ARM_COLORS, draw_affordances
 from sim2real_vla_ros.core.task.payloads import EVENT_WIRE_NAMES, parse_validator_event
 from sim2real_vla_ros.nodes import common
-from sim2real_vla_ros.nodes.node_support import BackgroundWorker, FaultLog, LevelTracker, load_node_bundle
+from sim2real_vla_ros.nodes.common import Param
+from sim2real_vla_ros.nodes.node_support import (BUNDLE_PARAMETERS, DIAGNOSTICS_RATE, BackgroundWorker, FaultLog,
+                                                 LevelTracker, load_node_bundle)
 from sim2real_vla_ros.core.vocabulary import ARMS
 
 FRAME_ID = "cam_high_optical_frame"
 OVERLAY_SOURCES = ("masked", "raw")
+
+PARAMETERS = (
+    *BUNDLE_PARAMETERS,
+    Param("instruction", "", "Task instruction used by /vla/start (must have an embedding in the bundle); '' = "
+          "wait for /vla/instruction", read_only=False),
+    Param("autostart", False, "Start with 'instruction' at the first timer tick (no /vla/start needed)"),
+    Param("planner_rate_hz", 2.0, "Planner timer rate (Hz, node clock: sim time under use_sim_time)",
+          lambda v: 0.0 < v <= 50.0, "in (0, 50]"),
+    Param("chain_length", 1, "K: previous affordances the planner is conditioned on (checked against the model)",
+          lambda v: 1 <= v <= 16, "in [1, 16]"),
+    Param("max_retries", 2, "Re-plans of one step before the task aborts (keep equal to the validator's "
+          "max_retries)", lambda v: 0 <= v <= 100, "in [0, 100]"),
+    Param("max_steps", 10, "Largest number of affordances in one task; more fails it",
+          lambda v: 1 <= v <= 1000, "in [1, 1000]"),
+    Param("done_threshold", 0.5, "The task succeeds when the model's done probability exceeds this",
+          lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    Param("backstop_timeout_s", 0.0, "Re-plan a step after this long without a validator event (s); 0 = off "
+          "(rely on the validator)", lambda v: v >= 0.0, ">= 0"),
+    Param("max_input_age_s.cam_high", 1.0, "Oldest masked cam_high image a prediction may use (s)",
+          lambda v: 0.0 < v <= 60.0, "in (0, 60]"),
+    Param("image_width", 0, "Native cam_high width (px) of the published keypoints; 0 = from camera_info "
+          "(image_width and image_height: both 0 or both set)", lambda v: 0 <= v <= 16384, "in [0, 16384]"),
+    Param("image_height", 0, "Native cam_high height (px); 0 = from camera_info",
+          lambda v: 0 <= v <= 16384, "in [0, 16384]"),
+    Param("overlay_source", "masked", "Image the overlay is drawn on: masked (model resolution) or raw (native "
+          "cam_high)", lambda v: v in OVERLAY_SOURCES, f"one of {list(OVERLAY_SOURCES)}"),
+    Param("overlay_rate_hz", 5.0, "Overlay image and rviz marker rate (Hz)", lambda v: 0.0 < v <= 60.0,
+          "in (0, 60]"),
+    Param("marker_depth_m", 1.0, "Depth of the keypoint markers along their camera rays (m)",
+          lambda v: 0.0 < v <= 20.0, "in (0, 20]"),
+    DIAGNOSTICS_RATE,
+)
 
 
 class PlannerNode(Node):
@@ -91,8 +109,8 @@ class PlannerNode(Node):
 
     def __init__(self) -> None:
         super().__init__("planner")
-        self._declare_parameters()
-        self.bundle = load_node_bundle(self)
+        values = self._declare_parameters()
+        self.bundle = load_node_bundle(self, values)
         manifest = self.bundle.manifest
         self.model = self.bundle.model("planner")
         self.model_size = (manifest.image.width, manifest.image.height)
@@ -116,49 +134,32 @@ class PlannerNode(Node):
         self._tick_rate = RateMeter(window_s=max(5.0, 5.0 / self.rate_hz))
         self._ticks = 0
         self._create_interfaces()
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        common.on_set_parameters(self, PARAMETERS, self._apply_parameters)
         with self._lock:
             self._publish_state_locked(common.now_seconds(self))
         self.get_logger().info(f"planner ready: {self.rate_hz} Hz, K={self.chain_length}, "
                                f"P={manifest.keypoints_per_arm}, instruction={self._instruction!r}")
 
     # ------------------------------------------------------------------ set-up
-    def _declare_parameters(self) -> None:
-        declare = common.declare
-        self.instruction_param = declare(self, "instruction", "", "Task instruction used by /vla/start "
-                                         "(must have an embedding in the bundle); can be set at run time")
-        self.autostart = declare(self, "autostart", False, "Start with 'instruction' at the first timer tick")
-        self.rate_hz = declare(self, "planner_rate_hz", 2.0, "Planner timer rate (Hz, node clock)",
-                               lambda v: 0.0 < v <= 50.0, "in (0, 50]")
-        self.chain_length = declare(self, "chain_length", 1, "K: previous affordances the planner is conditioned on",
-                                    lambda v: 1 <= v <= 16, "in [1, 16]")
-        self.max_retries = declare(self, "max_retries", 2, "Re-plans of one step before the task aborts "
-                                   "(keep equal to the validator's max_retries)", lambda v: 0 <= v <= 100,
-                                   "in [0, 100]")
-        self.max_steps = declare(self, "max_steps", 10, "Largest number of affordances in one task",
-                                 lambda v: 1 <= v <= 1000, "in [1, 1000]")
-        self.done_threshold = declare(self, "done_threshold", 0.5, "Done probability above which the task succeeds",
-                                      lambda v: 0.0 <= v < 1.0, "in [0, 1)")
-        self.backstop_timeout_s = declare(self, "backstop_timeout_s", 0.0, "Re-plan a step after this long without a "
-                                          "validator event (s); 0 = rely on the validator",
-                                          lambda v: v >= 0.0, ">= 0")
-        self.max_image_age_s = declare(self, "max_input_age_s.cam_high", 1.0, "Oldest masked cam_high image a "
-                                       "prediction may use (s)", lambda v: 0.0 < v <= 60.0, "in (0, 60]")
-        self.image_width = declare(self, "image_width", 0, "Native cam_high width (px); 0 = from camera_info",
-                                   lambda v: 0 <= v <= 16384, "in [0, 16384]")
-        self.image_height = declare(self, "image_height", 0, "Native cam_high height (px); 0 = from camera_info",
-                                    lambda v: 0 <= v <= 16384, "in [0, 16384]")
+    def _declare_parameters(self) -> dict:
+        values = common.declare_parameters(self, PARAMETERS)
+        self.instruction_param = values["instruction"]
+        self.autostart = values["autostart"]
+        self.rate_hz = values["planner_rate_hz"]
+        self.chain_length = values["chain_length"]
+        self.max_retries = values["max_retries"]
+        self.max_steps = values["max_steps"]
+        self.done_threshold = values["done_threshold"]
+        self.backstop_timeout_s = values["backstop_timeout_s"]
+        self.max_image_age_s = values["max_input_age_s.cam_high"]
+        self.image_width, self.image_height = values["image_width"], values["image_height"]
         if (self.image_width == 0) != (self.image_height == 0):
             raise ValueError("parameters 'image_width' and 'image_height' must both be 0 (camera_info) or both set")
-        self.overlay_source = declare(self, "overlay_source", "masked", "Image the overlay is drawn on: masked "
-                                      "(model resolution) or raw (native cam_high)", lambda v: v in OVERLAY_SOURCES,
-                                      f"one of {list(OVERLAY_SOURCES)}")
-        self.overlay_rate_hz = declare(self, "overlay_rate_hz", 5.0, "Overlay image and marker rate (Hz)",
-                                       lambda v: 0.0 < v <= 60.0, "in (0, 60]")
-        self.marker_depth_m = declare(self, "marker_depth_m", 1.0, "Depth of the keypoint markers along their "
-                                      "camera rays (m)", lambda v: 0.0 < v <= 20.0, "in (0, 20]")
-        self.diagnostics_rate_hz = declare(self, "diagnostics_rate_hz", 1.0, "/diagnostics rate (Hz)",
-                                           lambda v: 0.0 < v <= 50.0, "in (0, 50]")
+        self.overlay_source = values["overlay_source"]
+        self.overlay_rate_hz = values["overlay_rate_hz"]
+        self.marker_depth_m = values["marker_depth_m"]
+        self.diagnostics_rate_hz = values["diagnostics_rate_hz"]
+        return values
 
     def _check_chain_length(self) -> None:
         shape = self.model.input_specs["prev_affordance"].shape
@@ -204,15 +205,10 @@ class PlannerNode(Node):
         self.create_timer(1.0 / self.overlay_rate_hz, guard(self._publish_visuals, "visuals_error"))
         self.create_timer(1.0 / self.diagnostics_rate_hz, guard(self._publish_diagnostics, "diagnostics_error"))
 
-    def _on_set_parameters(self, params) -> SetParametersResult:
-        for param in params:
-            if param.name == "instruction":
-                with self._lock:
-                    self._instruction = str(param.value)
-            elif param.name != "use_sim_time":
-                return SetParametersResult(successful=False,
-                                           reason=f"'{param.name}' is read at start-up; restart the node to change it")
-        return SetParametersResult(successful=True)
+    def _apply_parameters(self, values: dict) -> None:
+        """A run-time set of the live parameters (only ``instruction``): used by the next /vla/start."""
+        with self._lock:
+            self._instruction = str(values["instruction"])
 
     # ------------------------------------------------------------------ inputs
     def _on_masked(self, msg: Image) -> None:

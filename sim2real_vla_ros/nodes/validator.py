@@ -4,7 +4,9 @@ For each active arm it runs the validator model on the newest masked cam_high im
 arm's masked wrist image, the arm's target (normalised keypoints) and its joint state
 (normalised with the bundle's action normaliser), feeds the probability to the gate, and
 publishes the gate's decisions: ``open`` after N consecutive positives of every active arm
-and a minimum dwell, ``replan`` on a step timeout, ``abort`` after M re-plans.
+and a minimum dwell, ``replan`` on a step timeout, ``abort`` after M re-plans. Parameters:
+``PARAMETERS`` below (the README's table is generated from it); ``scripted_probabilities`` is
+a test / dry-run hook, refused unless ``use_sim_time`` is true.
 
 Subscriptions
 -------------
@@ -20,23 +22,6 @@ Publications
 /vla/task_state : std_msgs/String JSON (latched), schema ``vla_task_state/1``: phase, index,
     per-arm {active, achieved, consecutive, prob}, retries, last_reason, decisions_count
 /diagnostics : diagnostic_msgs/DiagnosticArray
-
-Parameters
-----------
-bundle_path, inference_backend, intra_op_threads : the model bundle and runtime.
-validator_rate_hz : float (5.0) decision rate (node clock).
-threshold : float (0.5) a probability >= threshold is a positive decision.
-consecutive_required : int (3) N consecutive positives per active arm to open the gate.
-min_dwell_s : float (0.5) minimum time a target must be current before the gate opens.
-step_timeout_s : float (20.0) time without opening after which a re-plan is requested.
-max_retries : int (2) M re-plans per step; the next timeout aborts the task.
-max_input_age_s.cam_high : float (0.5) an older masked cam_high image gives no decision (counted).
-max_input_age_s.wrist : float (0.5) an older masked wrist image gives no decision (counted).
-max_input_age_s.joint_state : float (0.5) older joint states give no decision (counted).
-scripted_probabilities : str ('model') TEST / DRY-RUN ONLY: a fixed probability such as '1.0'
-    or '0.0' replaces the model output (inputs are still required and checked), so the gate
-    sequence can be scripted. Never set it on a robot.
-diagnostics_rate_hz : float (1.0) /diagnostics rate.
 """
 from __future__ import annotations
 
@@ -55,9 +40,46 @@ from sim2real_vla_ros.core.robot import arm_joint_names
 from sim2real_vla_ros.core.task.validator_logic import (MODEL_SOURCE, ValidatorConfig, ValidatorCore,
                                                         parse_scripted_probability)
 from sim2real_vla_ros.nodes import common
-from sim2real_vla_ros.nodes.node_support import BackgroundWorker, FaultLog, LevelTracker, load_node_bundle
+from sim2real_vla_ros.nodes.common import Param
+from sim2real_vla_ros.nodes.node_support import (BUNDLE_PARAMETERS, DIAGNOSTICS_RATE, BackgroundWorker, FaultLog,
+                                                 LevelTracker, load_node_bundle)
 
 TOP_CAMERA = "cam_high"
+
+
+def _scripted_ok(text: str) -> bool:
+    try:
+        parse_scripted_probability(text)
+    except ValueError:
+        return False
+    return True
+
+
+PARAMETERS = (
+    *BUNDLE_PARAMETERS,
+    Param("validator_rate_hz", 5.0, "Validator decision rate (Hz, node clock)", lambda v: 0.0 < v <= 100.0,
+          "in (0, 100]"),
+    Param("threshold", 0.5, "A probability >= threshold is a positive decision", lambda v: 0.0 < v <= 1.0,
+          "in (0, 1]"),
+    Param("consecutive_required", 3, "N: consecutive positive decisions every active arm needs to open the gate",
+          lambda v: 1 <= v <= 1000, "in [1, 1000]"),
+    Param("min_dwell_s", 0.5, "Minimum time a target is current before the gate may open (s)",
+          lambda v: 0.0 <= v <= 600.0, "in [0, 600]"),
+    Param("step_timeout_s", 20.0, "Time without opening after which a re-plan is requested (s)",
+          lambda v: 0.0 < v <= 3600.0, "in (0, 3600]"),
+    Param("max_retries", 2, "M: re-plans per step; the next timeout aborts the task (keep equal to the "
+          "planner's)", lambda v: 0 <= v <= 100, "in [0, 100]"),
+    Param("max_input_age_s.cam_high", 0.5, "An older masked cam_high image gives no decision (s, counted)",
+          lambda v: 0.0 < v <= 60.0, "in (0, 60]"),
+    Param("max_input_age_s.wrist", 0.5, "An older masked wrist image gives no decision (s, counted)",
+          lambda v: 0.0 < v <= 60.0, "in (0, 60]"),
+    Param("max_input_age_s.joint_state", 0.5, "Older joint states give no decision (s, counted)",
+          lambda v: 0.0 < v <= 60.0, "in (0, 60]"),
+    Param("scripted_probabilities", MODEL_SOURCE, "'model', or a fixed probability that replaces the validator "
+          "model's output (inputs are still required and checked) so the gate sequence can be scripted",
+          _scripted_ok, "'model' or a probability in [0, 1]", test_hook=True),
+    DIAGNOSTICS_RATE,
+)
 
 
 class ValidatorNode(Node):
@@ -65,8 +87,8 @@ class ValidatorNode(Node):
 
     def __init__(self) -> None:
         super().__init__("validator")
-        self._declare_parameters()
-        self.bundle = load_node_bundle(self)
+        values = self._declare_parameters()
+        self.bundle = load_node_bundle(self, values)
         self.model = self.bundle.model("validator")
         self.keypoints_per_arm = self.bundle.manifest.keypoints_per_arm
         self.faults = FaultLog(self)
@@ -86,32 +108,20 @@ class ValidatorNode(Node):
             f"timeout {self.step_timeout_s} s, M={self.max_retries}, probabilities from "
             f"{'the model' if self.scripted is None else f'a SCRIPTED constant {self.scripted} (test/dry run only)'}")
 
-    def _declare_parameters(self) -> None:
-        declare = common.declare
-        self.rate_hz = declare(self, "validator_rate_hz", 5.0, "Validator decision rate (Hz, node clock)",
-                               lambda v: 0.0 < v <= 100.0, "in (0, 100]")
-        self.threshold = declare(self, "threshold", 0.5, "A probability >= threshold is a positive decision",
-                                 lambda v: 0.0 < v <= 1.0, "in (0, 1]")
-        self.consecutive_required = declare(self, "consecutive_required", 3, "N: consecutive positive decisions "
-                                            "every active arm needs to open the gate", lambda v: 1 <= v <= 1000,
-                                            "in [1, 1000]")
-        self.min_dwell_s = declare(self, "min_dwell_s", 0.5, "Minimum time a target is current before the gate "
-                                   "may open (s)", lambda v: 0.0 <= v <= 600.0, "in [0, 600]")
-        self.step_timeout_s = declare(self, "step_timeout_s", 20.0, "Time without opening after which a re-plan "
-                                      "is requested (s)", lambda v: 0.0 < v <= 3600.0, "in (0, 3600]")
-        self.max_retries = declare(self, "max_retries", 2, "M: re-plans per step; the next timeout aborts the task",
-                                   lambda v: 0 <= v <= 100, "in [0, 100]")
-        self.max_top_age_s = declare(self, "max_input_age_s.cam_high", 0.5, "An older masked cam_high image gives "
-                                     "no decision (s)", lambda v: 0.0 < v <= 60.0, "in (0, 60]")
-        self.max_wrist_age_s = declare(self, "max_input_age_s.wrist", 0.5, "An older masked wrist image gives no "
-                                       "decision (s)", lambda v: 0.0 < v <= 60.0, "in (0, 60]")
-        self.max_joint_age_s = declare(self, "max_input_age_s.joint_state", 0.5, "Older joint states give no "
-                                       "decision (s)", lambda v: 0.0 < v <= 60.0, "in (0, 60]")
-        scripted = declare(self, "scripted_probabilities", MODEL_SOURCE, "TEST / DRY-RUN ONLY: 'model' (default) "
-                           "or a fixed probability in [0, 1] that replaces the validator model's output")
-        self.scripted = parse_scripted_probability(scripted)
-        self.diagnostics_rate_hz = declare(self, "diagnostics_rate_hz", 1.0, "/diagnostics rate (Hz)",
-                                           lambda v: 0.0 < v <= 50.0, "in (0, 50]")
+    def _declare_parameters(self) -> dict:
+        values = common.declare_parameters(self, PARAMETERS)
+        self.rate_hz = values["validator_rate_hz"]
+        self.threshold = values["threshold"]
+        self.consecutive_required = values["consecutive_required"]
+        self.min_dwell_s = values["min_dwell_s"]
+        self.step_timeout_s = values["step_timeout_s"]
+        self.max_retries = values["max_retries"]
+        self.max_top_age_s = values["max_input_age_s.cam_high"]
+        self.max_wrist_age_s = values["max_input_age_s.wrist"]
+        self.max_joint_age_s = values["max_input_age_s.joint_state"]
+        self.scripted = parse_scripted_probability(values["scripted_probabilities"])
+        self.diagnostics_rate_hz = values["diagnostics_rate_hz"]
+        return values
 
     def destroy_node(self) -> None:
         self._decision_worker.stop()

@@ -27,6 +27,7 @@ task never started, sim time stalled, a bad argument).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import json
 import math
@@ -87,6 +88,9 @@ class Options:
     quiet: bool = False
     extra_sim_parameters: Dict[str, object] = field(default_factory=dict)
     namespace: str = ""
+    # Per-node parameter overrides ({node name: {parameter: value}}), applied after config/vla.yaml:
+    # how a run passes test hooks (e.g. the validator's scripted_probabilities) explicitly.
+    node_parameters: Dict[str, Dict[str, object]] = field(default_factory=dict)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
@@ -121,14 +125,41 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
     parser.add_argument("--namespace", default="",
                         help="run the simulator, the VLA nodes and the recorder in this ROS namespace, e.g. robot1 "
                              "(/clock and /diagnostics stay global; default: the root)")
+    parser.add_argument("--param", action="append", default=[], metavar="NODE.NAME:=VALUE",
+                        help="a parameter override for one node, value as in --ros-args -p (a YAML scalar), e.g. "
+                             "validator.scripted_probabilities:='\"1.0\"' (test hooks are accepted: every node "
+                             "runs with use_sim_time); repeatable")
     args = parser.parse_args(argv)
     options = Options(task=args.task, seed=args.seed, duration_s=args.duration_s, max_steps=args.max_steps,
                       out=args.out, real_time_factor=args.real_time_factor, bundle=args.bundle,
                       params_file=args.params_file,
                       domain_id=args.domain_id, output_mode=args.output_mode, arms=graph.parse_arms(args.arms),
-                      connect_timeout_s=args.connect_timeout_s, namespace=args.namespace)
+                      connect_timeout_s=args.connect_timeout_s, namespace=args.namespace,
+                      node_parameters=parse_node_parameters(args.param))
     validate(options)
     return options
+
+
+def parse_node_parameters(items: Sequence[str]) -> Dict[str, Dict[str, object]]:
+    """``['validator.scripted_probabilities:="1.0"', ...]`` -> ``{'validator': {'scripted_probabilities': '1.0'}}``.
+
+    The value is read as ``--ros-args -p`` reads it (a YAML scalar or flow list): quote a string
+    that looks like a number.
+    """
+    import yaml
+
+    parsed: Dict[str, Dict[str, object]] = {}
+    for item in items:
+        target, separator, text = item.partition(":=")
+        node, dot, name = target.partition(".")
+        if not separator or not dot or not node or not name:
+            raise ValueError(f"--param {item!r}: expected NODE.NAME:=VALUE, e.g. validator.threshold:=0.6")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--param {item!r}: the value is not a YAML scalar ({exc})") from None
+        parsed.setdefault(node, {})[name] = value
+    return parsed
 
 
 def validate(options: Options) -> None:
@@ -154,6 +185,11 @@ def validate(options: Options) -> None:
     if missing_arms:
         raise ValueError(f"task {task.name} uses arms {list(task.arms)}; --arms lacks {missing_arms}")
     graph.absolute_namespace(options.namespace)  # ValueError for an invalid --namespace
+    nodes = {graph.SIM_NODE, graph.CAMERA_MASK_NODE, graph.PLANNER_NODE, graph.VALIDATOR_NODE,
+             *(graph.actor_node_name(arm) for arm in options.arms)}
+    unknown = sorted(set(options.node_parameters) - nodes)
+    if unknown:
+        raise ValueError(f"--param names nodes {unknown} that this run does not start (it starts {sorted(nodes)})")
 
 
 # ----------------------------------------------------------------------------- processes
@@ -256,6 +292,8 @@ def graph_specs(options: Options) -> List[graph.NodeSpec]:
                                   extra_parameters=options.extra_sim_parameters or None, namespace=options.namespace)
     specs += graph.vla_nodes(bundle_path=options.bundle, params_file=options.params_file or None, arms=options.arms,
                              output_mode=options.output_mode, namespace=options.namespace)
+    specs = [dataclasses.replace(spec, parameters={**spec.parameters, **options.node_parameters[spec.name]})
+             if spec.name in options.node_parameters else spec for spec in specs]
     not_here = [spec.name for spec in specs if not spec.runs_here]
     if not_here:
         raise DryRunError(f"graph nodes that cannot run here: {not_here}")
