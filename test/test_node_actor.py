@@ -17,7 +17,7 @@ from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from actor_world import BUNDLE, MODULE, RATE_HZ, TICK_S, VLA_YAML, FakeWorld, start_actor
-from ros_harness import NodeProcess, Probe, wait_for
+from ros_harness import NodeProcess, Probe, WallClock, wait_for
 from sim2real_vla_ros import graph
 from sim2real_vla_ros.core.robot import arm_joint_names, arm_limits
 from sim2real_vla_ros.nodes import common
@@ -39,7 +39,9 @@ def probe():
     probe.subscribe(JointState, "/master/joint_right", common.COMMAND_QOS)
     probe.subscribe(DiagnosticArray, "/diagnostics", common.COMMAND_QOS)
     probe.world = FakeWorld(probe)
+    probe.clock = WallClock(probe)
     yield probe
+    probe.clock.close()
     probe.world.close()
     probe.shutdown()
     rclpy.shutdown()
@@ -102,8 +104,11 @@ def actor(probe):
 @pytest.fixture(scope="class")
 def actors(probe):
     """actor_left (stream) with NaN chunks and actor_right (vendor) with undecodable tokens, every 2nd inference."""
-    left = start_actor("left", output_mode="stream", fault_injection="nan_chunk", fault_injection_period=2)
-    right = start_actor("right", output_mode="vendor", fault_injection="undecodable_tokens", fault_injection_period=2)
+    # Fault injection is a test hook: refused unless use_sim_time (the probe's WallClock feeds /clock).
+    left = start_actor("left", output_mode="stream", fault_injection="nan_chunk", fault_injection_period=2,
+                       use_sim_time=True)
+    right = start_actor("right", output_mode="vendor", fault_injection="undecodable_tokens", fault_injection_period=2,
+                        use_sim_time=True)
     yield left, right
     stop(left)
     stop(right)
@@ -173,7 +178,7 @@ class TestClosedLoop:
             return probe.call(SetParameters, name, request).results[0]
 
         refused = set_parameter("control_rate_hz", 10.0)
-        assert not refused.successful and "restart the node" in refused.reason
+        assert not refused.successful and "read-only" in refused.reason
         assert not set_parameter("velocity_scale", 1.5).successful
         assert set_parameter("velocity_scale", 0.1).successful
         try:
@@ -327,6 +332,13 @@ class TestFaultInjection:
             assert_within_limits(commands(probe, arm)[1], arm, f"actor_{arm} commands")
             for chunk in probe.received(f"/vla/actor_{arm}/chunk"):
                 assert np.all(np.isfinite([p.positions for p in chunk.points])), "a NaN chunk was published"
+
+
+def test_fault_injection_is_refused_without_sim_time():
+    process = start_actor("left", fault_injection="nan_chunk")
+    assert process.wait_exit(60.0) == 1
+    fatal = [line for line in process.output.splitlines() if "[FATAL]" in line]
+    assert len(fatal) == 1 and "fault_injection" in fatal[0] and "use_sim_time" in fatal[0], process.output[-2000:]
 
 
 def test_missing_model_file_and_bad_arm_fail_at_startup_with_a_clear_message(tmp_path):

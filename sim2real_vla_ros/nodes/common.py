@@ -185,6 +185,9 @@ class Param:
         A test / dry-run hook (fault injection, scripted outputs): a value other than the
         default is refused at start-up unless ``use_sim_time`` is true, so it cannot be
         switched on for a robot by accident.
+    required : bool
+        The default is a placeholder that fails ``check``: the node refuses to start unless the
+        parameter is given (the actor's ``arm``).
     """
 
     name: str
@@ -194,6 +197,7 @@ class Param:
     requirement: str = ""
     read_only: bool = True
     test_hook: bool = False
+    required: bool = False
 
     @property
     def is_float(self) -> bool:
