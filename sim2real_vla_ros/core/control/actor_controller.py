@@ -40,7 +40,8 @@ from sim2real_vla_ros.core.control.actor_io import (AffordanceError, InferenceRe
                                                     inference_due, safe_trajectory_tail)
 from sim2real_vla_ros.core.control.chunk_executor import (BLEND_MODES, INTERPOLATIONS, ChunkExecutor, Setpoint,
                                                           SpliceReport, TickStats)
-from sim2real_vla_ros.core.control.safety import SafetyDecision, SafetyFilter, SafetyLimits, check_input_ages
+from sim2real_vla_ros.core.control.safety import (SafetyDecision, SafetyEventKind, SafetyFilter, SafetyLimits,
+                                                  check_input_ages)
 from sim2real_vla_ros.core.policy.actor_pipeline import ActorObservation
 from sim2real_vla_ros.core.policy.observation import LatencyWindow
 from sim2real_vla_ros.core.vocabulary import ARMS, INPUT_NAMES, OUTPUT_MODES
@@ -89,6 +90,17 @@ class ActorConfig:
     @property
     def dt(self) -> float:
         return 1.0 / self.control_rate_hz
+
+    def warnings(self) -> list:
+        """Settings that work but are likely a mistake, in words (a node logs them at start-up)."""
+        found = []
+        if self.blend == "crossfade" and self.request_threshold_s < self.crossfade_s:
+            # The blend mixes in the old chunk for crossfade_s after the new one arrives: if the old
+            # one ends first, its last step is held and the arm's velocity dips mid-blend.
+            found.append(f"request_threshold_s {self.request_threshold_s:g} < crossfade_s {self.crossfade_s:g}: the "
+                         "current chunk can end during a crossfade (velocity dips); choose request_threshold_s >= "
+                         "crossfade_s + the expected inference latency")
+        return found
 
 
 @dataclass(frozen=True)
@@ -518,6 +530,17 @@ class ActorController:
         seam["max_acceleration"] = max(seam["max_acceleration"], float(np.max(report.seam_acceleration[REVOLUTE])))
 
     # ------------------------------------------------------------------ diagnostics
+    def health_counts(self, faults: Optional[Mapping[str, int]] = None) -> tuple:
+        """(errors, warnings) totals: inference failures, dropped chunks, malformed inputs and
+        callback errors; holds on stale or missing inputs. ``faults``: counts by reason (default:
+        the controller's own; a node passes its log, which also holds its callbacks' faults)."""
+        faults = self.faults.snapshot() if faults is None else faults
+        errors = sum(n for key, n in faults.items()
+                     if key.startswith(("inference_", "chunk_dropped", "malformed")) or key.endswith("_error"))
+        counters = self.safety.counters
+        warnings = counters.count_kind(SafetyEventKind.STALE_INPUT) + counters.count_kind(SafetyEventKind.NO_MEASURED_STATE)
+        return errors, warnings
+
     def diagnostics(self) -> Dict[str, Any]:
         """Every counter and statistic, flat (keys as /diagnostics shows them)."""
         target = self.target()
