@@ -171,7 +171,7 @@ def test_from_limits_takes_the_urdf_and_the_filter_allowances():
     validator = JointReadingValidator.from_limits(urdf, safety)
     np.testing.assert_array_equal(validator.upper, urdf.upper)
     np.testing.assert_allclose(validator.max_tracking_error, 0.2)
-    assert validator.tracking_lag_s == pytest.approx(0.2) and validator.reacquire_after_s == pytest.approx(0.1)
+    assert validator.tracking_lag_s == pytest.approx(0.1) and validator.reacquire_after_s == pytest.approx(0.1)
     assert validator.joint_names[0] == "left_joint1"
     with pytest.raises(ValueError, match="speed_factor"):
         make_validator(speed_factor=0.5)

@@ -67,8 +67,9 @@ DEFAULT_SPEED_FACTOR = 1.5
 drives' own limit a little; a 1e6 rad or a swapped-arm sample exceeds it by orders)."""
 DEFAULT_NOISE = (0.01,) * 6 + (0.002,)
 """rad / m: reading noise allowed on top of every distance check (two samples 1 ms apart)."""
-DEFAULT_TRACKING_LAG_S = 0.2
-"""s: commands this recent span the positions the arm may be at (its tracking lag)."""
+DEFAULT_TRACKING_LAG_S = 0.1
+"""s: commands this recent span the positions the arm may be at (its tracking lag; the safety
+filter allows the same lag, ``|v| * max_input_age_s['joint_state']``, in its tracking rule)."""
 DEFAULT_CONFIRMATIONS = 2
 """Consecutive mutually plausible readings needed when there is no recent accepted one."""
 DEFAULT_REACQUIRE_AFTER_S = 0.1
@@ -229,7 +230,7 @@ class JointReadingValidator:
             ``robot.arm_limits(arm)``: the URDF, not the filter's narrowed limits.
         safety_limits : SafetyLimits, optional
             Supplies ``max_tracking_error`` and, from ``max_input_age_s['joint_state']``,
-            ``reacquire_after_s`` (that age) and ``tracking_lag_s`` (twice it).
+            ``reacquire_after_s`` and ``tracking_lag_s`` (both that age).
         **overrides
             Any constructor keyword.
         """
@@ -239,7 +240,7 @@ class JointReadingValidator:
             age = dict(safety_limits.max_input_age_s).get("joint_state")
             if age:
                 options["reacquire_after_s"] = float(age)
-                options["tracking_lag_s"] = 2.0 * float(age)
+                options["tracking_lag_s"] = float(age)
         options.update(overrides)
         return cls(joint_limits.lower, joint_limits.upper, joint_limits.velocity, **options)
 
