@@ -66,7 +66,9 @@ def synthetic_run(ticks: int = 200) -> RunData:
                                                                   "safety.ticks": "500", "inference.ok": "9",
                                                                   "tick.ticks_without_fresh_setpoint": "7",
                                                                   "tick.jitter_p50_ms": "0.5",
-                                                                  "seam.max_jump": "0.01"}),
+                                                                  "seam.max_jump": "0.01",
+                                                                  "joint_reading.accepted": "900",
+                                                                  "joint_reading.rejected:outside_limits": "1"}),
     ]
     data.sim_status = [(9.5, {"task": "pour_water_single", "success": False, "seed": 42,
                               "counters": {"accepted:/left_arm_controller/joint_trajectory": 3}}),
@@ -175,7 +177,8 @@ def test_bunched_ticks_show_in_the_velocity_by_stamps_only():
 
 def test_safety_section_collects_nonzero_counters_of_every_node_and_rejected_commands():
     safety = build_report(synthetic_run())["safety"]
-    assert safety["by_node"]["actor_left"] == {"safety.stale_input:cam_high": 4}
+    assert safety["by_node"]["actor_left"] == {"joint_reading.rejected:outside_limits": 1,
+                                               "safety.stale_input:cam_high": 4}
     assert safety["by_node"]["planner"] == {"count.stale_input": 3}
     assert safety["by_node"]["sim_mujoco"] == {"rejected:/left_arm_controller/joint_trajectory": 2}
     assert safety["actor_safety_events"] == {"left": {"stale_input:cam_high": 4}}

@@ -54,7 +54,8 @@ SEAM_WINDOW_S = 0.25
 _P50_KEY = re.compile(r"^(?P<stage>.*?)[._]?p50_ms$")
 # Diagnostics value prefixes that count events (faults, drops, holds) in each node, and the
 # keys under them that are totals rather than events.
-_EVENT_PREFIXES = ("safety.", "fault.", "count.", "dropped.", "rejected:", "executor.dropped", "inference.")
+_EVENT_PREFIXES = ("safety.", "fault.", "count.", "dropped.", "rejected:", "executor.dropped", "inference.",
+                   "joint_reading.rejected:")
 _NOT_EVENTS = ("safety.ticks", "inference.ok")
 
 
