@@ -218,6 +218,11 @@ class JointReadingValidator:
         self._pending: tuple[np.ndarray, float] | None = None    # last plausible reading while confirming
         self._agreeing = 0
         self._commands: deque[tuple[float, np.ndarray]] = deque()
+        # The span of the recent commands, widened by the allowance: kept up to date by commanded()
+        # (50 Hz) so that check() (every sample, 200 Hz or more) only compares.
+        self._span: tuple[np.ndarray, np.ndarray] | None = None
+        self._allowance = self.max_tracking_error + self.noise
+        self._bounds = (self.lower - self.position_margin, self.upper + self.position_margin)
 
     @classmethod
     def from_limits(cls, joint_limits: object, safety_limits: object = None, **overrides) -> "JointReadingValidator":
@@ -304,6 +309,8 @@ class JointReadingValidator:
             horizon = stamp_s - self.tracking_lag_s
             while len(self._commands) > 1 and self._commands[0][0] < horizon:
                 self._commands.popleft()
+            recent = np.array([recorded for _, recorded in self._commands])
+            self._span = (recent.min(axis=0) - self._allowance, recent.max(axis=0) + self._allowance)
 
     def reset_time(self) -> None:
         """The clock jumped back (a restarted /clock, a system time step): forget every stamp.
@@ -323,6 +330,7 @@ class JointReadingValidator:
             self._pending = None
             self._agreeing = 0
             self._commands.clear()
+            self._span = None
 
     # ------------------------------------------------------------------ outputs
     def counters(self) -> dict[str, int | str]:
@@ -367,7 +375,8 @@ class JointReadingValidator:
             return self._reject("non_finite", ~finite)
         if not (isinstance(stamp_s, (int, float)) and math.isfinite(stamp_s)):
             return self._reject("stamp_not_finite", detail=repr(stamp_s))
-        outside = (vector < self.lower - self.position_margin) | (vector > self.upper + self.position_margin)
+        low, high = self._bounds
+        outside = (vector < low) | (vector > high)
         if outside.any():
             return self._reject("outside_limits", outside, np.array2string(vector[outside], precision=4))
         if now_s is not None and math.isfinite(now_s) and stamp_s > now_s + self.max_stamp_lead_s:
@@ -402,15 +411,13 @@ class JointReadingValidator:
 
     def _off_command(self, vector: np.ndarray) -> tuple[np.ndarray, str] | None:
         """Joints further outside the span of recent commands than the tracking allowance."""
-        if not self._commands:
+        if self._span is None:
             return None
-        recent = np.array([command for _, command in self._commands])
-        below = recent.min(axis=0) - vector
-        above = vector - recent.max(axis=0)
-        distance = np.maximum(np.maximum(below, above), 0.0)
-        off = distance > self.max_tracking_error + self.noise
+        low, high = self._span
+        off = (vector < low) | (vector > high)
         if not off.any():
             return None
+        distance = np.maximum(low - vector, vector - high) + self._allowance
         return off, f"{np.array2string(distance[off], precision=4)} outside the commanded span"
 
 

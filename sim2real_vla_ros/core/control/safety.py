@@ -807,6 +807,24 @@ class SafetyFilter:
         self._last_command: np.ndarray | None = None
         self._last_velocity: np.ndarray | None = None
         self._last_target: np.ndarray | None = None  # to estimate the target's velocity
+        # Precomputed bounds for the per-tick fast paths (the detailed functions run on a failure).
+        self._plausible = (limits.lower - limits.max_deviation_from_measured,
+                           limits.upper + limits.max_deviation_from_measured)
+        self._position_bounds = (limits.lower - INVARIANT_ABSOLUTE_TOLERANCE,
+                                 limits.upper + INVARIANT_ABSOLUTE_TOLERANCE)
+        self._rate_bounds: tuple[float, np.ndarray, np.ndarray] | None = None  # (dt, max step, max jerk)
+
+    def _passes(self, previous: np.ndarray, previous_velocity: np.ndarray, command: np.ndarray, dt: float) -> bool:
+        """Fast path of :func:`command_violations` (same bounds; NaN fails every comparison)."""
+        if self._rate_bounds is None or self._rate_bounds[0] != dt:
+            scale = 1.0 + INVARIANT_RELATIVE_TOLERANCE
+            self._rate_bounds = (dt, self.limits.max_velocity * dt * scale + INVARIANT_ABSOLUTE_TOLERANCE,
+                                 self.limits.max_acceleration * dt * dt * scale + INVARIANT_ABSOLUTE_TOLERANCE)
+        _, max_step, max_jerk = self._rate_bounds
+        step = command - previous
+        low, high = self._position_bounds
+        return bool((np.abs(step) <= max_step).all() and (np.abs(step - previous_velocity * dt) <= max_jerk).all()
+                    and (command >= low).all() and (command <= high).all())
 
     @property
     def last_command(self) -> np.ndarray | None:
@@ -912,7 +930,8 @@ class SafetyFilter:
         candidate_vector = as_finite_vector(candidate, size)
         measured_vector = as_finite_vector(measured, size)
         implausible: tuple[int, ...] = ()
-        if measured_vector is not None:
+        low, high = self._plausible
+        if measured_vector is not None and not ((measured_vector >= low).all() and (measured_vector <= high).all()):
             implausible = implausible_joints(measured_vector, self.limits)
             if implausible:
                 measured_vector = None  # not used at all: not for the start, tracking or deviation
@@ -985,7 +1004,9 @@ class SafetyFilter:
     ) -> SafetyDecision:
         """Check ``command`` (rule 9), record it as sent and return the decision."""
         previous, previous_velocity = self._last_command, self._last_velocity
-        violations = command_violations(previous, previous_velocity, command, self.limits, dt, freeze)
+        violations: tuple[SafetyEvent, ...] = ()
+        if not self._passes(previous, previous_velocity, command, dt):
+            violations = command_violations(previous, previous_velocity, command, self.limits, dt, freeze)
         if violations:
             # Not sent: the controlled stop from the last command instead, or the freeze if even
             # that fails the check (a corrupted state); both are holds.
