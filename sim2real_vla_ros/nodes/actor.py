@@ -153,7 +153,7 @@ class ActorNode(Node):
         self.faults = FaultLog(self)
         self.controller = ActorController(config, safety_limits(values), 1.0 / self.bundle.manifest.action.control_rate_hz,
                                           self.bundle.manifest.keypoints_per_arm, FaultCounter(self.faults.fault),
-                                          full_velocity=arm_limits(self.arm).velocity)
+                                          urdf_limits=arm_limits(self.arm))
         for warning in config.warnings():
             self.get_logger().warning(warning)
         self._stop = threading.Event()  # set at shutdown: interrupts the artificial delay, stops publishing
@@ -241,8 +241,12 @@ class ActorNode(Node):
             joints = arm_state_from_joint_state(msg.name, msg.position, self.arm)
         except ValueError as exc:
             self.faults.fault("malformed_joint_state", str(exc))
+            self.controller.on_malformed_joint_state(str(exc))
             return
-        self.controller.on_joint_state(joints, common.stamp_to_seconds(msg.header.stamp))
+        verdict = self.controller.on_joint_state(joints, common.stamp_to_seconds(msg.header.stamp),
+                                                 common.now_seconds(self))
+        if not verdict.accepted:
+            self.faults.fault(f"joint_reading_rejected.{verdict.reason}", verdict.detail)
 
     def _on_affordance(self, msg: PolygonStamped) -> None:
         points = msg.polygon.points
