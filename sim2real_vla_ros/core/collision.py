@@ -48,6 +48,10 @@ PAIR_KINDS = ("self", "arm_arm", "table", "body")
 with the other fixed parts (robot body, arm bases, camera mast, cam_high)."""
 SKIPPED_REASONS = frozenset({"Adjacent", "Default", "Always"})
 """Disabled pairs that :class:`CollisionScene` does not check (see the module docstring)."""
+FINGER_PAIRS = frozenset((f"{side}_link7", f"{side}_link8") for side in ARMS)
+"""Never checked by :class:`CollisionScene` either: the two fingers of a gripper are one
+mechanism (joint8 mimics joint7) whose pads close to 2 mm of each other by design; the SRDF
+keeps the Setup Assistant's verdict for them ('Never')."""
 
 Pair = Tuple[str, str]
 
@@ -173,7 +177,7 @@ class CollisionScene:
     """
 
     def __init__(self, own_arm: Optional[str] = None, skipped_pairs: Optional[Iterable[Pair]] = None,
-                 urdf_text: Optional[str] = None) -> None:
+                 urdf_text: Optional[str] = None, check_fingers: bool = False) -> None:
         if own_arm is not None and own_arm not in ARMS:
             raise ValueError(f"own_arm must be None or one of {ARMS}, got {own_arm!r}")
         self.own_arm = own_arm
@@ -181,6 +185,8 @@ class CollisionScene:
         if skipped_pairs is None:
             skipped_pairs = skipped_pairs_from_srdf()
         self.skipped = frozenset(pair(*p) for p in skipped_pairs)
+        if not check_fingers:
+            self.skipped |= FINGER_PAIRS
         spec = mujoco.MjSpec.from_string(mujoco_urdf_text(urdf_text))
         spec.modelname = "cobot_magic_collision"
         self._configure(spec)
@@ -367,7 +373,7 @@ def compute_acm(samples: int = DEFAULT_ACM_SAMPLES, seed: int = DEFAULT_ACM_SEED
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     groups = link_groups(urdf_text)
-    scene = CollisionScene(None, skipped_pairs=(), urdf_text=urdf_text)
+    scene = CollisionScene(None, skipped_pairs=(), urdf_text=urdf_text, check_fingers=True)
     links = groups.all_links
     disabled: Dict[Pair, str] = {p: "Adjacent" for p in groups.adjacent}
     scene.pose(np.zeros(7), np.zeros(7))

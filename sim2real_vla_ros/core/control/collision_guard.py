@@ -6,7 +6,7 @@ the URDF's collision primitives in MuJoCo, the same geometry the simulator colli
 SRDF's matrix was computed on) with this arm at the setpoint and the other arm at its last
 reading, and measures the signed distance of every checked link pair that involves this arm:
 
-* ``self``       this arm against itself (non-adjacent links);
+* ``self``       this arm against itself (non-adjacent links, and its own base);
 * ``arm_arm``    this arm against the other arm;
 * ``table``      this arm against the table;
 * ``body``       this arm against the fixed robot parts (robot body, arm bases, camera mast,
@@ -36,9 +36,12 @@ at its velocity limit (:func:`velocity_bound`). A reading older than ``max_other
 
 Motion of this arm between two checks
 -------------------------------------
-With ``own_from_q7`` (the command sent last tick) the own geometry is inflated by how far the
-straight joint-space step from it can move any point (``sum_i radius_i |dq_i|``), so a thin
-obstacle cannot slip between two checked setpoints.
+With ``own_from_q7`` (the command sent last tick) the distances to the other arm and the fixed
+parts must also cover how far the straight joint-space step from it can move any point
+(``sum_i radius_i |dq_i|``), so a thin obstacle cannot slip between two checked setpoints.
+Self pairs are not inflated (only the joints between the two links move them relative to
+each other, a few millimetres per tick); the two fingers of a gripper are never checked
+against each other (:data:`core.collision.FINGER_PAIRS`).
 """
 from __future__ import annotations
 
@@ -85,8 +88,8 @@ class GuardVerdict:
     min_clearance_m : float
         Smallest (distance - required distance) over the measured pairs; negative when blocked;
         inf when no pair came within the generation horizon.
-    min_distance_m : float
-        Smallest raw signed distance measured (m; negative = penetration), inf if none.
+    distance_m : float
+        Raw signed distance of that pair (m; negative = penetration), inf if none measured.
     pair : tuple of str or None
         The link pair with the smallest clearance.
     """
@@ -94,15 +97,17 @@ class GuardVerdict:
     ok: bool
     reason: str
     min_clearance_m: float
-    min_distance_m: float
+    distance_m: float
     pair: Optional[Tuple[str, str]]
 
 
 def velocity_bound(measured_velocity, max_velocity, max_acceleration, interval_s: float) -> np.ndarray:
-    """Per joint: the fastest the other arm can move within ``interval_s`` from its reading.
+    """Per joint: a bound on the other arm's mean speed over ``interval_s`` after its reading.
 
-    ``min(max_velocity, |measured_velocity| + max_acceleration * interval_s)``; a missing or
-    non-finite measured velocity gives ``max_velocity``.
+    Starting at ``|v|`` and accelerating at most ``a``, a joint covers at most
+    ``|v| t + a t^2 / 2`` in ``t``, i.e. a mean speed of ``|v| + a t / 2``, and never more than
+    ``max_velocity``: ``min(max_velocity, |measured_velocity| + max_acceleration * interval_s / 2)``.
+    A missing or non-finite measured velocity gives ``max_velocity``.
     """
     vmax = np.asarray(max_velocity, dtype=float)
     if measured_velocity is None:
@@ -110,7 +115,7 @@ def velocity_bound(measured_velocity, max_velocity, max_acceleration, interval_s
     v = np.abs(np.asarray(measured_velocity, dtype=float))
     if v.shape != vmax.shape or not np.all(np.isfinite(v)):
         return vmax.copy()
-    return np.minimum(vmax, v + np.asarray(max_acceleration, dtype=float) * float(interval_s))
+    return np.minimum(vmax, v + 0.5 * np.asarray(max_acceleration, dtype=float) * float(interval_s))
 
 
 class CollisionGuard:
@@ -169,6 +174,7 @@ class CollisionGuard:
         self._fixed_geoms = side == 0
         links = self.scene.geom_link
         self._table_geoms = np.array([link == "table_link" for link in links])
+        self._own_base_geoms = np.array([link == f"{arm}_base_link" for link in links])
         self._lock = threading.Lock()
         self.counters: Counter = Counter()
         self.checks = 0
@@ -176,11 +182,16 @@ class CollisionGuard:
 
     # ------------------------------------------------------------------ allowances
     def own_sweep(self, own_q7, own_from_q7) -> float:
-        """Farthest any point of this arm moves along the straight step ``own_from_q7 -> own_q7`` (m)."""
+        """Half of the farthest any point of this arm moves along the step ``own_from_q7 -> own_q7`` (m).
+
+        Half: a point of the straight step is within half the sweep of one of its two ends, and
+        both ends are checked (the previous one in the previous tick, with the same allowance
+        when the speed is steady), so the clearance holds along the whole step.
+        """
         if own_from_q7 is None:
             return 0.0
         delta = np.abs(np.asarray(own_q7, float) - np.asarray(own_from_q7, float))
-        return float(self.own_radii @ delta[:6] + delta[6])
+        return 0.5 * float(self.own_radii @ delta[:6] + delta[6])
 
     def other_sweep(self, other_age_s: float, other_velocity_bound) -> float:
         """Farthest any point of the other arm moves within ``other_age_s + horizon_s`` (m)."""
@@ -190,7 +201,7 @@ class CollisionGuard:
 
     # ------------------------------------------------------------------ checks
     def check(self, own_q7, other_q7, other_age_s: Optional[float], other_velocity_bound,
-              own_from_q7=None) -> GuardVerdict:
+              own_from_q7=None, lookahead_s: float = 0.0) -> GuardVerdict:
         """May this arm be commanded to ``own_q7`` now?
 
         Parameters
@@ -206,6 +217,9 @@ class CollisionGuard:
             (rad/s, m/s); see :func:`velocity_bound`.
         own_from_q7 : array_like (7,), optional
             The command sent last tick (inflates by the step's sweep).
+        lookahead_s : float
+            How far in the future this setpoint is executed (a trajectory's later points): the
+            other arm's allowance covers that much more motion.
 
         Returns
         -------
@@ -213,7 +227,8 @@ class CollisionGuard:
             Also counted: ``checks``, and per blocked reason ``counters[reason]``.
         """
         with self._lock:
-            verdict = self._check(own_q7, other_q7, other_age_s, other_velocity_bound, own_from_q7)
+            verdict = self._check(own_q7, other_q7, other_age_s, other_velocity_bound, own_from_q7,
+                                  max(0.0, float(lookahead_s)))
             self.checks += 1
             if not verdict.ok:
                 self.counters[verdict.reason] += 1
@@ -224,8 +239,8 @@ class CollisionGuard:
                    own_from_q7=None) -> Tuple[int, GuardVerdict]:
         """Check consecutive setpoints (a trajectory message's points, ``horizon_s`` apart).
 
-        Point k is checked with the other arm's allowance grown by k periods and the sweep from
-        point k-1 (the first from ``own_from_q7``). Stops at the first blocked point.
+        Point k is checked with the other arm's allowance grown by k periods (``lookahead_s``) and
+        the sweep from point k-1 (the first from ``own_from_q7``). Stops at the first blocked point.
 
         Returns
         -------
@@ -237,14 +252,13 @@ class CollisionGuard:
         previous = own_from_q7
         verdict = GuardVerdict(True, "", math.inf, math.inf, None)
         for k, row in enumerate(rows):
-            age = None if other_age_s is None else float(other_age_s) + k * self.horizon_s
-            verdict = self.check(row, other_q7, age, other_velocity_bound, previous)
+            verdict = self.check(row, other_q7, other_age_s, other_velocity_bound, previous, k * self.horizon_s)
             if not verdict.ok:
                 return k, verdict
             previous = row
         return len(rows), verdict
 
-    def _check(self, own_q7, other_q7, other_age_s, other_velocity_bound, own_from_q7) -> GuardVerdict:
+    def _check(self, own_q7, other_q7, other_age_s, other_velocity_bound, own_from_q7, lookahead_s) -> GuardVerdict:
         own = np.asarray(own_q7, dtype=float).reshape(-1)
         if own.shape != (7,) or not np.all(np.isfinite(own)):
             return GuardVerdict(False, "bad_input", -math.inf, -math.inf, None)
@@ -255,7 +269,7 @@ class CollisionGuard:
         if not fresh:
             return GuardVerdict(False, "other_state_stale", -math.inf, -math.inf, None)
         own_sweep = self.own_sweep(own, own_from_q7)
-        other_sweep = self.other_sweep(abs(other_age_s), other_velocity_bound)
+        other_sweep = self.other_sweep(abs(other_age_s) + lookahead_s, other_velocity_bound)
         scene, model = self.scene, self.scene.model
         scene.set_arm(self.arm, own)
         scene.set_arm(self.other, other)
@@ -263,7 +277,10 @@ class CollisionGuard:
         # MuJoCo generates a contact when the distance is below max(margin_a, margin_b): give
         # each geom class the requirement of the pairs it is in (own-own: self, own-fixed:
         # table/body, own-other: arm-arm; arm_arm is the largest by construction below).
-        need_self = self.margins["self"] + own_sweep
+        # Self pairs: only the joints between the two links move them relative to each other,
+        # a few mm per tick, so the step's whole-arm sweep is not added; fixed parts: this arm's
+        # sweep; the other arm: both sweeps.
+        need_self = self.margins["self"]
         need_table = self.margins["table"] + own_sweep
         need_body = self.margins["body"] + own_sweep
         need_arm = max(self.margins["arm_arm"] + own_sweep + other_sweep, need_self)
@@ -282,6 +299,9 @@ class CollisionGuard:
         involves_other = self._other_geoms[g1] | self._other_geoms[g2]
         involves_fixed = self._fixed_geoms[g1] | self._fixed_geoms[g2]
         involves_table = self._table_geoms[g1] | self._table_geoms[g2]
+        own_base = self._own_base_geoms[g1] | self._own_base_geoms[g2]
+        # This arm's own base is two joints from its upper arm: a self pair, not a fixed part.
+        involves_fixed = involves_fixed & ~own_base
         need = np.where(involves_other, need_arm,
                         np.where(involves_table, need_table, np.where(involves_fixed, need_body, need_self)))
         clearance = dist - need
@@ -289,10 +309,10 @@ class CollisionGuard:
         links = scene.geom_link
         worst_pair = collision.pair(links[g1[i]], links[g2[i]])
         if clearance[i] >= 0.0:
-            return GuardVerdict(True, "", float(clearance[i]), float(dist.min()), worst_pair)
+            return GuardVerdict(True, "", float(clearance[i]), float(dist[i]), worst_pair)
         kind = ("arm_arm" if involves_other[i] else "table" if involves_table[i]
                 else "body" if involves_fixed[i] else "self")
-        return GuardVerdict(False, kind, float(clearance[i]), float(dist.min()), worst_pair)
+        return GuardVerdict(False, kind, float(clearance[i]), float(dist[i]), worst_pair)
 
     # ------------------------------------------------------------------ diagnostics
     def diagnostics(self) -> Dict[str, object]:
