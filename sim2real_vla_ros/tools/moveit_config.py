@@ -29,6 +29,7 @@ from sim2real_vla_ros.core.vocabulary import ARMS
 ROBOT_NAME = "cobot_magic"
 ARM_GROUPS = {side: f"{side}_arm" for side in ARMS}
 GRIPPER_GROUPS = {side: f"{side}_gripper" for side in ARMS}
+MANIPULATOR_GROUPS = {side: f"{side}_manipulator" for side in ARMS}
 BOTH_ARMS = "both_arms"
 GRIPPERS = "grippers"
 ARM_TIP_LINK = "link6"  # the chain ends at the flange; <side>_tcp is 0.143 m further along z
@@ -42,15 +43,18 @@ def arm_joints(side: str) -> list:
 def named_states(task_specs: Mapping[str, task_config.TaskSpec]) -> list:
     """(state name, group, {joint: value}) of every named state.
 
-    ``home``: all arm joints 0 (the arms folded onto their bases, the Setup Assistant's
-    default state); ``<task>_start`` per task: both arms at its Table 6 start pose;
-    ``open`` / ``closed`` for the grippers.
+    ``home``: all joints 0 (the arms folded onto their bases, the Setup Assistant's default
+    state, grippers closed); ``<task>_start`` per task: both arms and grippers at its Table 6
+    start pose; ``open`` / ``closed`` for the grippers.
+
+    ``both_arms`` holds the grippers' joint7 too, so a plan for it carries all 7 joints of each
+    arm's joint_trajectory_controller (config/controllers.yaml refuses partial goals).
     """
-    states = [("home", BOTH_ARMS, {name: 0.0 for side in ARMS for name in arm_joints(side)})]
+    states = [("home", BOTH_ARMS, {name: 0.0 for side in ARMS for name in robot.arm_joint_names(side)})]
     for name, spec in task_specs.items():
         values = {}
         for side in ARMS:
-            values.update(zip(arm_joints(side), spec.init_joints(side)[:6].tolist()))
+            values.update(zip(robot.arm_joint_names(side), spec.init_joints(side).tolist()))
         states.append((f"{name}_start", BOTH_ARMS, values))
     for label, pick in (("open", "upper"), ("closed", "lower")):
         values = {}
@@ -85,8 +89,13 @@ def srdf_text(acm: collision.AcmResult, task_specs: Mapping[str, task_config.Tas
                 f'    <joint name="{side}_joint7"/>',
                 f'    <joint name="{robot.mimic_joint_name(side)}"/>',
                 "  </group>"]
+    for side in ARMS:
+        out += [f'  <group name="{MANIPULATOR_GROUPS[side]}">',
+                f'    <group name="{ARM_GROUPS[side]}"/>',
+                f'    <group name="{GRIPPER_GROUPS[side]}"/>',
+                "  </group>"]
     out += [f'  <group name="{BOTH_ARMS}">']
-    out += [f'    <group name="{ARM_GROUPS[side]}"/>' for side in ARMS]
+    out += [f'    <group name="{MANIPULATOR_GROUPS[side]}"/>' for side in ARMS]
     out += ["  </group>", f'  <group name="{GRIPPERS}">']
     out += [f'    <group name="{GRIPPER_GROUPS[side]}"/>' for side in ARMS]
     out += ["  </group>"]
