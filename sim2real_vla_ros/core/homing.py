@@ -15,10 +15,13 @@ Method, and why it is enough here
 
 Every edge is checked at configurations so close that no point of either arm moves more than
 ``resolution_m`` between two checks (the bound is :meth:`CollisionScene.motion_radii`: joint i
-turning by dq moves no point further than radius_i * dq). Every check requires ``margin_m`` of
-clearance; a pair's distance changes by at most the displacement of its two links, so between
-two checks the clearance stays above ``margin_m - resolution_m / 2`` (> 0 with the defaults
-2 cm / 2 cm: at least 1 cm everywhere along the path, not just at the samples).
+turning by dq moves no point further than radius_i * dq). Every check requires the margin of
+the pair's kind (:data:`DEFAULT_MARGINS_M`); a pair's distance changes by at most the
+displacement of its two links, so between two checks the clearance stays above
+``margin - resolution_m / 2``: with the defaults (2 cm resolution; 6 cm between the arms,
+2 cm to the table and the robot body) at least 1 cm everywhere along the path, not just at
+the samples. Self pairs (3 mm margin) are only guaranteed at the samples: their relative
+motion comes from the few joints between the two links.
 
 Timing: each segment is a synchronised trapezoidal profile (all 14 joints start and stop
 together, at rest at every waypoint), so the executed path is exactly the checked straight
@@ -38,12 +41,15 @@ from sim2real_vla_ros.core import collision, robot
 from sim2real_vla_ros.core.control import safety
 from sim2real_vla_ros.core.vocabulary import ARMS
 
-DEFAULT_MARGINS_M = {"arm_arm": 0.02, "table": 0.02, "body": 0.02, "self": 0.003}
-"""Clearance per pair kind (core.collision.PAIR_KINDS). Self pairs get 3 mm: the forearm and
-the wrist-pitch link primitives sit 8 mm apart in every configuration (link4's housing is
-between them), so a 2 cm self margin would forbid every pose."""
+DEFAULT_MARGINS_M = {"arm_arm": 0.06, "table": 0.02, "body": 0.02, "self": 0.003}
+"""Clearance per pair kind (core.collision.PAIR_KINDS). Between the arms the plan keeps room
+for the collision guard's own allowances while both arms move (its 2 cm margin plus how far
+each arm can move within a tick and a joint-state age), so the guard that checks every
+executed sample does not stop a planned path. Self pairs get 3 mm: the forearm and the
+wrist-pitch link primitives sit 8 mm apart in every configuration (link4's housing is between
+them), so a larger self margin would forbid every pose."""
 DEFAULT_RESOLUTION_M = 0.02
-DEFAULT_SPEED_SCALE = 0.3
+DEFAULT_SPEED_SCALE = 0.2
 DEFAULT_PLANNING_TIME_S = 10.0
 RRT_STEP = 0.4  # joint-space extension step (rad, max norm over joints)
 
@@ -133,7 +139,7 @@ class JointSpacePlanner:
         Raises
         ------
         HomingError
-            Start or goal not clear by ``margin_m``, or no path within ``time_limit_s``.
+            Start or goal closer than its margins to a collision, or no path within ``time_limit_s``.
         """
         t0 = time.perf_counter()
         self.checks = 0
@@ -290,3 +296,94 @@ def _trapezoid(u: float, ramp: float = 0.25) -> float:
 def start_pose(task) -> np.ndarray:
     """A task's Table 6 start pose as 14 values (left 7, right 7)."""
     return np.concatenate([task.init_joints(side) for side in ARMS])
+
+
+# --------------------------------------------------------------------------- execution
+
+
+class HomingExecutor:
+    """Sends a timed homing trajectory through each arm's safety filter and collision guard.
+
+    The same command path as the actors: every tick each arm's next sample is checked by its
+    :class:`CollisionGuard` against the other arm's measured state (a blocked sample is not sent:
+    the filter decelerates the arm to a hold, reason ``collision_guard:<kind>``), then passed
+    through its :class:`SafetyFilter` (limits, velocity, acceleration, tracking error), and the
+    filter's command is what the caller sends. ROS-free: the caller supplies time and state.
+
+    Parameters
+    ----------
+    trajectory : np.ndarray [n, 14]
+        From :func:`time_parameterize` (left 7, right 7), ``dt`` apart.
+    dt : float
+        Control period (s), the trajectory's spacing.
+    guards : mapping side -> CollisionGuard, optional
+        Default: one per arm with its default margins.
+    goal_tolerance : float
+        Done when every joint is within this of the last sample (rad; m for the finger x 0.1).
+    """
+
+    def __init__(self, trajectory, dt: float, guards=None, goal_tolerance: float = 0.02) -> None:
+        from sim2real_vla_ros.core.control.collision_guard import CollisionGuard
+
+        self.trajectory = np.asarray(trajectory, float).reshape(-1, 14)
+        if self.trajectory.shape[0] < 1:
+            raise ValueError("trajectory is empty")
+        if not (math.isfinite(dt) and dt > 0):
+            raise ValueError(f"dt must be > 0, got {dt}")
+        self.dt = float(dt)
+        self.goal_tolerance = float(goal_tolerance)
+        self.filters = {side: safety.SafetyFilter(safety.SafetyLimits.from_config(
+            robot.arm_limits(side), {"max_input_age_s": {"joint_state": 0.1}})) for side in ARMS}
+        self.guards = dict(guards) if guards is not None else {side: CollisionGuard(side) for side in ARMS}
+        self.index = 0
+        self.sent = {side: None for side in ARMS}
+        self.blocked = {side: 0 for side in ARMS}
+
+    @property
+    def goal(self) -> np.ndarray:
+        return self.trajectory[-1]
+
+    def done(self, measured: dict) -> bool:
+        """The trajectory is over and both arms are at its end (within the tolerance)."""
+        if self.index < len(self.trajectory):
+            return False
+        error = np.abs(np.concatenate([measured["left"], measured["right"]]) - self.goal)
+        error[[6, 13]] *= 10.0
+        return bool(np.all(error <= self.goal_tolerance))
+
+    def tick(self, now_s: float, measured: dict, measured_stamp_s: float, velocities: Optional[dict] = None) -> dict:
+        """Commands {side: 7 values or None} for this tick.
+
+        ``measured``: {side: 7 measured positions}; ``velocities``: {side: 7 measured velocities}
+        (optional, tightens the guard's allowance for the other arm).
+        """
+        row = self.trajectory[min(self.index, len(self.trajectory) - 1)]
+        commands, held = {}, False
+        for index, side in enumerate(ARMS):
+            other = ARMS[1 - index]
+            candidate = row[7 * index: 7 * index + 7]
+            fault = None
+            guard = self.guards[side]
+            vmax = robot.arm_limits(other).velocity
+            bound = vmax if velocities is None else _velocity_bound(velocities.get(other), vmax,
+                                                                    self.filters[other].limits.max_acceleration,
+                                                                    now_s - measured_stamp_s + guard.horizon_s)
+            verdict = guard.check(candidate, measured[other], now_s - measured_stamp_s, bound, self.sent[side])
+            if not verdict.ok:
+                self.blocked[side] += 1
+                held = True
+                candidate, fault = None, f"collision_guard:{verdict.reason}"
+            decision = self.filters[side].filter(candidate, measured[side], now_s, {"joint_state": measured_stamp_s},
+                                                 False, self.dt, candidate_fault=fault)
+            commands[side] = decision.command
+            if decision.command is not None:
+                self.sent[side] = decision.command
+        if not held:  # a blocked arm pauses the whole trajectory (both arms stay on the checked path)
+            self.index += 1
+        return commands
+
+
+def _velocity_bound(velocity, vmax, amax, interval):
+    from sim2real_vla_ros.core.control.collision_guard import velocity_bound
+
+    return velocity_bound(velocity, vmax, amax, max(0.0, interval))
