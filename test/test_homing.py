@@ -148,3 +148,22 @@ def test_homing_executes_in_the_simulator_through_the_filter_and_guard(planner, 
         assert executor.blocked == {"left": 0, "right": 0}
     finally:
         sim.close()
+
+
+def test_go_to_start_arguments_and_moveit_configuration():
+    """The console script's arguments, and the MoveItPy parameter dictionary it would pass
+    (the moveit_py path itself is not run here: moveit_py has no PyPI wheel)."""
+    from sim2real_vla_ros.tools import go_to_start
+
+    args = go_to_start.parse_args(["--task", "items_handover_place", "--backend", "fallback"])
+    assert args.task == "items_handover_place" and args.backend == "fallback"
+    with pytest.raises(SystemExit):
+        go_to_start.parse_args(["--speed-scale", "0"])
+    config = go_to_start.moveit_config_dict()
+    assert "<robot" in config["robot_description"] and "both_arms" in config["robot_description_semantic"]
+    assert set(config["robot_description_kinematics"]) == {"left_arm", "right_arm"}
+    assert config["planning_pipelines"]["pipeline_names"] == ["ompl"]
+    assert config["moveit_simple_controller_manager"]["controller_names"]
+    assert "items_handover_place_start" in config["robot_description_semantic"]
+    if not go_to_start.moveit_available():
+        assert go_to_start.main(["--backend", "moveit"]) == 1
