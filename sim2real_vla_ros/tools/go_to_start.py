@@ -196,6 +196,12 @@ def run_fallback(args: argparse.Namespace) -> int:
         if args.plan_only:
             return 0
         executor = homing.HomingExecutor(trajectory, dt)
+        node.stamp_s = None  # the reading planned from aged while planning: wait for a fresh one
+        while node.stamp_s is None:
+            rclpy.spin_once(node, timeout_sec=0.1)
+            if common.now_seconds(node) > deadline:
+                print("[go_to_start] joint states stopped", flush=True)
+                return 1
         next_tick = common.now_seconds(node)
         while True:
             rclpy.spin_once(node, timeout_sec=max(0.0, next_tick - common.now_seconds(node)))
