@@ -311,3 +311,34 @@ def _count(stops, source, verdict: GuardVerdict) -> None:
     if not verdict.ok:
         stops[f"{source}.{'false' if verdict.distance_m > 0 else 'true'}"] += 1
         stops[f"{source}.{verdict.reason}"] += 1
+
+
+def test_actor_wiring_blocks_before_the_filter_commits_and_holds_the_last_command(guards):
+    """The proposed per-tick wiring: check the filter's preview, hold with estop=True when blocked."""
+    from sim2real_vla_ros.core.control.collision_guard import OtherArmState
+    from sim2real_vla_ros.core.control.safety import SafetyFilter, SafetyLimits
+
+    _task, start, goals = handover_collision_course()
+    limits = SafetyLimits.from_config(robot.arm_limits("left"), {"max_input_age_s": {"joint_state": 0.1}})
+    safety = SafetyFilter(limits)
+    other = OtherArmState(goals[1], np.zeros(7), 0.0, robot.arm_limits("right").velocity, AMAX)
+    measured = start[0].copy()
+    sent = []
+    for tick in range(400):
+        now = tick * DT
+        other = OtherArmState(goals[1], np.zeros(7), now, other.max_velocity, other.max_acceleration)
+        verdict = guards["left"].check_next_command(safety, goals[0], measured, other, now, DT)
+        blocked = verdict is not None and not verdict.ok
+        decision = safety.filter(goals[0], measured, now, {"joint_state": now}, blocked, DT)
+        if blocked:
+            np.testing.assert_allclose(decision.command, sent[-1])  # held the last sent command
+            break
+        sent.append(decision.command)
+        measured = decision.command  # perfect tracking
+    else:
+        pytest.fail("the guard never blocked")
+    scene = collision.CollisionScene(None)
+    assert arm_arm_distance(scene, sent[-1], goals[1]) >= DEFAULT_MARGINS_M["arm_arm"] - 1e-9
+    tail = np.stack([sent[-1] + k * (goals[0] - sent[-1]) / 5 for k in range(6)])
+    n = guards["left"].check_trajectory_tail(tail, other, now)
+    assert 1 <= n < 6

@@ -101,6 +101,23 @@ class GuardVerdict:
     pair: Optional[Tuple[str, str]]
 
 
+@dataclass(frozen=True)
+class OtherArmState:
+    """The other arm as the actor knows it: its latest /joint_states reading and its limits.
+
+    ``positions`` / ``velocities``: its 7 values (joints 1-6 + joint7) from the message
+    (velocities None when the message has none); ``stamp_s``: the message's header stamp (same
+    clock as ``now_s``); ``max_velocity`` / ``max_acceleration``: its safety filter's limits
+    (bound its motion until the next reading).
+    """
+
+    positions: np.ndarray
+    velocities: Optional[np.ndarray]
+    stamp_s: float
+    max_velocity: np.ndarray
+    max_acceleration: np.ndarray
+
+
 def velocity_bound(measured_velocity, max_velocity, max_acceleration, interval_s: float) -> np.ndarray:
     """Per joint: a bound on the other arm's mean speed over ``interval_s`` after its reading.
 
@@ -313,6 +330,48 @@ class CollisionGuard:
         kind = ("arm_arm" if involves_other[i] else "table" if involves_table[i]
                 else "body" if involves_fixed[i] else "self")
         return GuardVerdict(False, kind, float(clearance[i]), float(dist[i]), worst_pair)
+
+    # ------------------------------------------------------------------ actor wiring
+    def allowance_inputs(self, other: Optional[OtherArmState], now_s: float):
+        """(other positions, age, velocity bound) for :meth:`check` from an :class:`OtherArmState`."""
+        if other is None:
+            return None, None, 0.0
+        age = float(now_s) - float(other.stamp_s)
+        bound = velocity_bound(other.velocities, other.max_velocity, other.max_acceleration,
+                               max(0.0, age) + self.horizon_s)
+        return other.positions, age, bound
+
+    def check_next_command(self, safety_filter, candidate, measured, other: Optional[OtherArmState],
+                           now_s: float, dt: float) -> Optional[GuardVerdict]:
+        """Check the command ``safety_filter`` would send for ``candidate`` this tick, before it commits.
+
+        Uses :meth:`SafetyFilter.preview` (the filter's rules rolled one tick forward without
+        changing its state), so a blocked command is never committed: the caller then calls
+        ``safety_filter.filter(..., estop=True, ...)`` for this tick, which holds the last
+        command sent (checked in its own tick). Returns None when there is nothing to check
+        (no candidate, or the filter has not started).
+        """
+        if candidate is None:
+            return None
+        planned = safety_filter.preview(np.asarray(candidate, dtype=float).reshape(1, -1), measured, dt)
+        if len(planned) == 0:
+            return None
+        positions, age, bound = self.allowance_inputs(other, now_s)
+        return self.check(planned[0], positions, age, bound, safety_filter.last_command)
+
+    def check_trajectory_tail(self, points, other: Optional[OtherArmState], now_s: float) -> int:
+        """Trajectory mode: how many leading points of the message (command first) may be sent.
+
+        Point 0 is the command already checked by :meth:`check_next_command`; points 1.. are
+        checked with the other arm's allowance grown by their time ahead. Publish
+        ``points[:n]``; n >= 1 whenever point 0 was allowed.
+        """
+        rows = np.asarray(points, dtype=float).reshape(-1, 7)
+        positions, age, bound = self.allowance_inputs(other, now_s)
+        for k in range(1, len(rows)):
+            if not self.check(rows[k], positions, age, bound, rows[k - 1], k * self.horizon_s).ok:
+                return k
+        return len(rows)
 
     # ------------------------------------------------------------------ diagnostics
     def diagnostics(self) -> Dict[str, object]:
