@@ -3,8 +3,11 @@
 For every trajectory message an actor sent (``<arm>_arm_controller/joint_trajectory``: this
 tick's command and its safe tail), the guard of that arm checks every point against the other
 arm's latest ``joint_states`` reading before it (age from the header stamps, velocity bound from
-its measured velocity), as the actor would once the guard is wired in. A stop is *false* when the
-blocking pair's raw distance is positive (only margins and motion allowances made it fail).
+its measured velocity), as the actor would once the guard is wired in. ``command_blocked``: the
+tick's command itself failed (the arm would have held); *false* when the blocking pair's raw
+distance is positive (only margins and motion allowances made it fail). ``tail_truncated``: only
+later points failed (their allowance for the other arm grows with how far ahead they are), so
+the message would have been shortened, the arm not stopped.
 
     python benchmarks/replay_collision_guard.py runs/<run>/run.mcap [--json out.json]
 """
@@ -89,9 +92,12 @@ def replay(path: str) -> dict:
             counts["points"] += len(values)
             if np.isfinite(verdict.min_clearance_m):
                 clearances.append(verdict.min_clearance_m)
-            if n_ok < len(values):
-                counts[f"stopped.{verdict.reason}"] += 1
-                counts["stopped.false" if verdict.distance_m > 0 else "stopped.true"] += 1
+            if n_ok == 0:  # the command itself: the arm would have held
+                counts[f"command_blocked.{verdict.reason}"] += 1
+                counts["command_blocked.false" if verdict.distance_m > 0 else "command_blocked.true"] += 1
+            elif n_ok < len(values):  # only future points: the message would have been shortened
+                counts[f"tail_truncated.{verdict.reason}"] += 1
+                counts[f"tail_points_dropped"] += len(values) - n_ok
             previous = values[0]
         result[arm] = {**dict(counts), "closest_clearance_m": min(clearances) if clearances else None}
     return result
