@@ -7,6 +7,8 @@ with ``fusestatic`` off, keeps every fixed link (camera optical frames, TCPs, th
 body. This module then adds what a URDF cannot say: the floor and lights, position
 actuators for joints 1-7 of each arm, the three cameras at the URDF optical frames, and the
 task's objects (:mod:`sim2real_vla_ros.sim.objects`). No MJCF copy of the robot exists.
+Every collision is on (arm-arm, self, table, objects) except the link pairs the SRDF's computed
+matrix marks as touching by construction (:mod:`sim2real_vla_ros.core.collision`).
 """
 from __future__ import annotations
 
