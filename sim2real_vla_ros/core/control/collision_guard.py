@@ -51,6 +51,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
+import mujoco
 import numpy as np
 
 from sim2real_vla_ros.core import collision
@@ -305,8 +306,6 @@ class CollisionGuard:
         margin[self._own_geoms] = need_self
         margin[self._fixed_geoms] = max(need_table, need_body, need_self)
         margin[self._other_geoms] = min(need_arm, _MAX_GENERATION_MARGIN_M)
-        import mujoco  # local: keeps the import cost out of module import for ROS-only users
-
         mujoco.mj_collision(model, scene.data)
         n = scene.data.ncon
         if n == 0:
