@@ -55,6 +55,7 @@ setup(
             "vendor_bridge = sim2real_vla_ros.nodes.vendor_bridge:main",
             "build_engine = sim2real_vla_ros.tools.build_engine:main",
             "dry_run = sim2real_vla_ros.tools.dry_run:main",
+            "go_to_start = sim2real_vla_ros.tools.go_to_start:main",
         ],
     },
 )

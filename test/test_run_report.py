@@ -185,6 +185,17 @@ def test_safety_section_collects_nonzero_counters_of_every_node_and_rejected_com
     assert safety["actor_safety_event_total"] == 4
 
 
+def test_safety_section_counts_collision_guard_stops_per_arm():
+    data = synthetic_run()
+    data.diagnostics.append(DiagnosticRecord(13.0, "actor_right", "actor", 0, "ok",
+                                             {"collision_guard.checks": "500", "collision_guard.blocked.arm_arm": "3",
+                                              "collision_guard.blocked.table": "0"}))
+    safety = build_report(data)["safety"]
+    assert safety["by_node"]["actor_right"] == {"collision_guard.blocked.arm_arm": 3}
+    assert safety["actor_collision_guard_stops"]["right"] == {"arm_arm": 3}
+    assert safety["actor_collision_guard_stop_total"] == 3
+
+
 def test_simulator_section_uses_the_last_status_of_the_episode():
     sim = build_report(synthetic_run())["simulator"]
     assert sim["task_success"] is False and sim["criteria"] == {"poured": False} and sim["received"] == 2

@@ -7,6 +7,8 @@ with ``fusestatic`` off, keeps every fixed link (camera optical frames, TCPs, th
 body. This module then adds what a URDF cannot say: the floor and lights, position
 actuators for joints 1-7 of each arm, the three cameras at the URDF optical frames, and the
 task's objects (:mod:`sim2real_vla_ros.sim.objects`). No MJCF copy of the robot exists.
+Every collision is on (arm-arm, self, table, objects) except the link pairs the SRDF's computed
+matrix marks as touching by construction (:mod:`sim2real_vla_ros.core.control.collision`).
 """
 from __future__ import annotations
 
@@ -17,17 +19,18 @@ from typing import Dict, Sequence, Tuple
 import mujoco
 
 from sim2real_vla_ros.core import robot
+from sim2real_vla_ros.core.control import collision
 from sim2real_vla_ros.sim import objects as sim_objects
 
 DEFAULT_TIMESTEP_S = 0.002  # 500 Hz, the rate ros2_control runs the vendor's Piper controllers at
 TABLE_BODY = "table_link"
 
-# Contact bits (see objects.py): robot geoms collide with objects (bit 1) and the environment
-# (table, floor) but not with each other. The primitive link shapes overlap at every joint and
-# would otherwise need a hand-kept exclude list; arm-arm self-collision avoidance is the
-# planner's job, not this simulator's.
+# Contact bits (see objects.py): robot geoms collide with objects (bit 1), the environment
+# (table, floor) and each other: arm-arm and self collision are on. Link pairs that touch by
+# construction (the SRDF's Adjacent / Default / Always entries, computed by sampling in
+# core/control/collision.py) are excluded; MuJoCo already skips parent-child bodies.
 ROBOT_CONTYPE = 2
-ROBOT_CONAFFINITY = 1
+ROBOT_CONAFFINITY = 1 | 2
 ENVIRONMENT_CONTYPE = 1
 ENVIRONMENT_CONAFFINITY = 1 | 2
 # URDF collision geoms go to group 3, hidden by MuJoCo's default render options; the URDF
@@ -96,6 +99,17 @@ def _configure_geoms(spec: mujoco.MjSpec) -> None:
             if is_finger:
                 geom.friction = FINGER_FRICTION
                 geom.condim = FINGER_CONDIM
+
+
+def _exclude_touching_pairs(spec: mujoco.MjSpec) -> int:
+    """Exclude the link pairs the SRDF disables as touching by construction (see core.collision)."""
+    names = {body.name for body in spec.bodies}
+    excluded = 0
+    for a, b in sorted(collision.skipped_pairs_from_srdf()):
+        if a in names and b in names:
+            spec.add_exclude(bodyname1=a, bodyname2=b)
+            excluded += 1
+    return excluded
 
 
 def _add_actuators(spec: mujoco.MjSpec, limits: Dict[str, robot.JointLimits]) -> Dict[str, Tuple[str, ...]]:
@@ -240,6 +254,7 @@ def build_spec(
     spec.visual.quality.offsamples = int(multisamples)
 
     _configure_geoms(spec)
+    _exclude_touching_pairs(spec)
     for body in _robot_bodies(spec):
         body.gravcomp = 1.0  # the arms' own weight is compensated, as the Piper firmware does
     limits = {side: robot.arm_limits(side) for side in robot.ARMS}

@@ -168,6 +168,20 @@ class Simulator:
         q, v = self._commands[side]
         return q.copy(), v.copy()
 
+    def set_arm_positions(self, side: str, positions: Sequence[float]) -> None:
+        """Teleport one arm to ``positions`` (7 values, clipped to the limits), at rest, commanded to stay.
+
+        For tests and tools that need an arm somewhere other than the task's start pose; an
+        episode's arms get there by :meth:`reset` or by the homing tool, not by teleporting.
+        """
+        q = robot.arm_limits(side).clip(positions)
+        self.data.qpos[self._arm_qpos[side]] = q
+        self.data.qpos[self._mimic_qpos[side]] = -q[-1]
+        own = [i for i, name in enumerate(robot.ALL_JOINT_NAMES) if name.startswith(f"{side}_")]
+        self.data.qvel[self._dof_adr[own]] = 0.0
+        self.set_arm_command(side, q)
+        mujoco.mj_forward(self.model, self.data)
+
     # ---------------------------------------------------------------- commands
     def set_arm_command(self, side: str, positions: Sequence[float], velocities: Optional[Sequence[float]] = None) -> None:
         """Command one arm's servos: desired 7 positions and (optional) velocities.

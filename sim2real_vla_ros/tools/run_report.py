@@ -13,8 +13,8 @@ The recorder (``tools/recorder.py``) turns the run's messages into plain records
   setpoint (derived from the chunks, and as the actor counted them), joint-limit and
   non-finite checks of every command actually sent, seam continuity (joint velocity and
   acceleration of the sent commands around each chunk arrival, against the rest);
-- every safety event with its count (the actors' ``safety.*`` diagnostics, the other nodes'
-  fault / drop counters, the simulator's rejected commands);
+- every safety event with its count (the actors' ``safety.*`` and ``collision_guard.blocked.*``
+  diagnostics, the other nodes' fault / drop counters, the simulator's rejected commands);
 - the simulator's privileged task success (``/sim/task_status``);
 - episode sim time, wall time and real-time factor;
 - the run's checks and its verdict (:func:`verdict`): the exit status of the dry run and every
@@ -55,7 +55,7 @@ _P50_KEY = re.compile(r"^(?P<stage>.*?)[._]?p50_ms$")
 # Diagnostics value prefixes that count events (faults, drops, holds) in each node, and the
 # keys under them that are totals rather than events.
 _EVENT_PREFIXES = ("safety.", "fault.", "count.", "dropped.", "rejected:", "executor.dropped", "inference.",
-                   "joint_reading.rejected:")
+                   "joint_reading.rejected:", "collision_guard.blocked.")
 _NOT_EVENTS = ("safety.ticks", "inference.ok")
 
 
@@ -557,7 +557,13 @@ def safety_section(data: RunData) -> dict:
     actor_safety = {node[len("actor_"):]: {key[len("safety."):]: count for key, count in events.items()
                                            if key.startswith("safety.")}
                     for node, events in by_node.items() if node.startswith("actor_")}
+    guard_prefix = "collision_guard.blocked."
+    actor_guard = {node[len("actor_"):]: {key[len(guard_prefix):]: count for key, count in events.items()
+                                          if key.startswith(guard_prefix)}
+                   for node, events in by_node.items() if node.startswith("actor_")}
     return {"actor_safety_events": actor_safety, "by_node": by_node, "totals": dict(sorted(totals.items())),
+            "actor_collision_guard_stops": actor_guard,
+            "actor_collision_guard_stop_total": sum(sum(events.values()) for events in actor_guard.values()),
             "actor_safety_event_total": sum(count for events in actor_safety.values() for key, count in events.items()
                                             if key != "held_ticks")}
 
