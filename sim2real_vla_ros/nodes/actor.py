@@ -52,6 +52,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros.core.control.actor_controller import ActorConfig, ActorController, FaultCounter, observation_of
+from sim2real_vla_ros.core.control.collision_guard import CollisionGuard
 from sim2real_vla_ros.core.control.actor_io import (FAULT_INJECTIONS, UndecodableTokensDecoder, actor_plan_inputs,
                                                     arm_state_from_joint_state, inject_nan)
 from sim2real_vla_ros.core.control.chunk_executor import BLEND_MODES, INTERPOLATIONS
@@ -112,6 +113,8 @@ PARAMETERS = (
     Param("max_tracking_error", list(DEFAULT_MAX_TRACKING_ERROR), "Last command - measured state beyond this (plus "
           "velocity x joint-state age) holds: the arm is blocked or not following (rad / m)", _per_joint_ok,
           f"{ARM_DOF} positive values"),
+    Param("collision_guard", True, "Check every command against self, arm-arm, table and body collisions (both "
+          "arms' joints must be in joint_states; without the other arm's reading the arm holds)"),
     Param("top_image_width", 0, "cam_high native width (px) of the affordance pixels; 0 = the planner's image_size "
           "in vla/plan_state", lambda v: 0 <= v <= 10000, "in [0, 10000]"),
     Param("top_image_height", 0, "cam_high native height (px) of the affordance pixels; 0 = the planner's "
@@ -151,9 +154,12 @@ class ActorNode(Node):
             self.pipeline.decoder = UndecodableTokensDecoder(self.pipeline.decoder, spec.bos_id, spec.eos_id,
                                                              enabled=lambda: self._inject_now)
         self.faults = FaultLog(self)
+        self.other_arm = next(arm for arm in ARMS if arm != self.arm)
+        guard = CollisionGuard(self.arm, horizon_s=config.dt) if values["collision_guard"] else None
         self.controller = ActorController(config, safety_limits(values), 1.0 / self.bundle.manifest.action.control_rate_hz,
                                           self.bundle.manifest.keypoints_per_arm, FaultCounter(self.faults.fault),
-                                          urdf_limits=arm_limits(self.arm))
+                                          urdf_limits=arm_limits(self.arm), guard=guard,
+                                          other_limits=safety_limits({**values, "arm": self.other_arm}))
         for warning in config.warnings():
             self.get_logger().warning(warning)
         self._stop = threading.Event()  # set at shutdown: interrupts the artificial delay, stops publishing
@@ -243,10 +249,25 @@ class ActorNode(Node):
             self.faults.fault("malformed_joint_state", str(exc))
             self.controller.on_malformed_joint_state(str(exc))
             return
-        verdict = self.controller.on_joint_state(joints, common.stamp_to_seconds(msg.header.stamp),
-                                                 common.now_seconds(self))
+        stamp_s = common.stamp_to_seconds(msg.header.stamp)
+        verdict = self.controller.on_joint_state(joints, stamp_s, common.now_seconds(self))
         if not verdict.accepted:
             self.faults.fault(f"joint_reading_rejected.{verdict.reason}", verdict.detail)
+        if self.controller.guard is not None:
+            self._on_other_arm(msg, stamp_s)
+
+    def _on_other_arm(self, msg: JointState, stamp_s: float) -> None:
+        try:
+            other = arm_state_from_joint_state(msg.name, msg.position, self.other_arm)
+        except ValueError:
+            return  # only this arm's joints (a vendor /puppet topic): the guard holds on a stale other arm
+        velocities = None
+        if len(msg.velocity) == len(msg.name):
+            try:
+                velocities = arm_state_from_joint_state(msg.name, msg.velocity, self.other_arm)
+            except ValueError:
+                velocities = None  # unknown velocities are bounded by the other arm's limit
+        self.controller.on_other_arm(other, velocities, stamp_s)
 
     def _on_affordance(self, msg: PolygonStamped) -> None:
         points = msg.polygon.points

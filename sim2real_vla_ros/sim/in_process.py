@@ -61,10 +61,10 @@ import numpy as np
 
 from sim2real_vla_ros import graph
 from sim2real_vla_ros.core import robot
-from sim2real_vla_ros.core.control.actor_controller import (ActorConfig, ActorController, FaultCounter,
+from sim2real_vla_ros.core.control.actor_controller import (ActorController, FaultCounter,
                                                             observation_of)
+from sim2real_vla_ros.core.control.collision_guard import CollisionGuard
 from sim2real_vla_ros.core.control.actor_io import actor_plan_inputs, arm_state_from_joint_state
-from sim2real_vla_ros.core.control.safety import SafetyLimits
 from sim2real_vla_ros.core.control.vendor import urdf_to_vendor, vendor_to_arm
 from sim2real_vla_ros.core.perception.camera_pairing import FramePairer
 from sim2real_vla_ros.core.perception.masking import CameraMasker
@@ -72,7 +72,7 @@ from sim2real_vla_ros.core.task import tasks
 from sim2real_vla_ros.core.task.payloads import parse_plan_state, parse_validator_event
 from sim2real_vla_ros.core.task.planner_logic import PlannerConfig, PlannerCore
 from sim2real_vla_ros.core.task.validator_logic import ValidatorConfig, ValidatorCore, parse_scripted_probability
-from sim2real_vla_ros.core.vocabulary import CAMERAS, INPUT_NAMES, TOP_CAMERA, WRIST_CAMERA
+from sim2real_vla_ros.core.vocabulary import CAMERAS, TOP_CAMERA, WRIST_CAMERA
 
 SUMMARY_SCHEMA = "vla_in_process_summary/1"
 TERMINAL_PHASES = ("succeeded", "failed", "aborted")
@@ -169,24 +169,27 @@ def validator_config(values: Mapping[str, Any]) -> ValidatorConfig:
                            **kwargs)
 
 
-def actor_config(arm: str, values: Mapping[str, Any]) -> ActorConfig:
-    kwargs = _pick(values, {
-        "control_rate_hz": "control_rate_hz", "output_mode": "output_mode", "blend": "blend",
-        "crossfade_s": "crossfade_s", "ensemble_decay": "ensemble_decay",
-        "chunk_interpolation": "chunk_interpolation", "request_threshold_s": "request_threshold_s",
-        "trajectory_horizon_steps": "trajectory_horizon_steps", "instruction": "instruction"})
-    size = (values.get("top_image_width", 0), values.get("top_image_height", 0))
-    return ActorConfig(arm=arm, top_image_size=size if size[0] else None, **kwargs)
+def actor_values(arm: str, given: Mapping[str, Any]) -> Dict[str, Any]:
+    """The actor node's parameter values for ``arm``: its declared defaults and checks
+    (``nodes.actor.PARAMETERS``) applied to the spec's values, as the node reads them."""
+    from sim2real_vla_ros.nodes.actor import PARAMETERS
+
+    values = {param.name: param.validate(given.get(param.name, param.default)) for param in PARAMETERS
+              if param.name != "arm"}
+    return {**values, "arm": arm}
 
 
-def actor_limits(arm: str, values: Mapping[str, Any]) -> SafetyLimits:
-    safety = {key: values[key] for key in ("velocity_scale", "position_margin", "max_acceleration",
-                                           "max_deviation_from_measured", "ramp_velocity", "max_tracking_error")
-              if key in values}
-    ages = {name: values[f"max_input_age_s.{name}"] for name in INPUT_NAMES if f"max_input_age_s.{name}" in values}
-    if ages:
-        safety["max_input_age_s"] = ages
-    return SafetyLimits.from_config(robot.arm_limits(arm), safety)
+def build_actor(arm: str, given: Mapping[str, Any], bundle, faults: FaultCounter) -> ActorController:
+    """The controller the actor node builds for these parameter values (same functions)."""
+    from sim2real_vla_ros.nodes.actor import actor_config, safety_limits
+
+    values = actor_values(arm, given)
+    config = actor_config(values)
+    other = next(side for side in robot.ARMS if side != arm)
+    guard = CollisionGuard(arm, horizon_s=config.dt) if values["collision_guard"] else None
+    return ActorController(config, safety_limits(values), 1.0 / bundle.manifest.action.control_rate_hz,
+                           bundle.manifest.keypoints_per_arm, faults, urdf_limits=robot.arm_limits(arm), guard=guard,
+                           other_limits=safety_limits({**values, "arm": other}))
 
 
 # ----------------------------------------------------------------------------- results
@@ -321,10 +324,7 @@ class InProcessRunner:
         for arm in self.arms:
             values = nodes[graph.actor_node_name(arm)]
             self.actor_faults[arm] = FaultCounter()
-            self.actors[arm] = ActorController(actor_config(arm, values), actor_limits(arm, values),
-                                               1.0 / self.bundle.manifest.action.control_rate_hz,
-                                               self.bundle.manifest.keypoints_per_arm, self.actor_faults[arm],
-                                               urdf_limits=robot.arm_limits(arm))
+            self.actors[arm] = build_actor(arm, values, self.bundle, self.actor_faults[arm])
             self.pipelines[arm] = ActorPipeline(self.bundle, arm, relaxed_decode=bool(values.get("relaxed_decode",
                                                                                                   False)))
         self.records = {arm: ArmRecord() for arm in self.arms}
@@ -342,8 +342,12 @@ class InProcessRunner:
     # ------------------------------------------------------------------ graph steps
     def _joint_states(self, now: float) -> None:
         names, positions = robot.ALL_JOINT_NAMES, self.sim.joint_positions()
+        velocities = self.sim.joint_velocities()
         for arm, actor in self.actors.items():
-            actor.on_joint_state(arm_state_from_joint_state(names, positions, arm), now)
+            actor.on_joint_state(arm_state_from_joint_state(names, positions, arm), now, now)
+            other = next(side for side in robot.ARMS if side != arm)
+            actor.on_other_arm(arm_state_from_joint_state(names, positions, other),
+                               arm_state_from_joint_state(names, velocities, other), now)
         for arm in robot.ARMS:
             self.validator.on_joint_state(arm, arm_state_from_joint_state(names, positions, arm), now)
 

@@ -40,6 +40,7 @@ from sim2real_vla_ros.core.control.actor_io import (AffordanceError, InferenceRe
                                                     inference_due, safe_trajectory_tail)
 from sim2real_vla_ros.core.control.chunk_executor import (BLEND_MODES, INTERPOLATIONS, ChunkExecutor, Setpoint,
                                                           SpliceReport, TickStats)
+from sim2real_vla_ros.core.control.collision_guard import CollisionGuard, OtherArmState
 from sim2real_vla_ros.core.control.joint_reading import (JointReadingValidator, ReadingVerdict, ValidatedJointState,
                                                          validator_diagnostics)
 from sim2real_vla_ros.core.control.safety import (SafetyDecision, SafetyEventKind, SafetyFilter, SafetyLimits,
@@ -211,10 +212,20 @@ class ActorController:
         The arm's URDF limits (``lower``, ``upper``, ``velocity``; ``robot.arm_limits(arm)``):
         what a joint reading is validated against, and the velocity limits at speed scale 1
         that :meth:`set_velocity_scale` scales. Default: the filter's own limits.
+    guard : CollisionGuard, optional
+        Checks every command (and trajectory point) against self, arm-arm, table and body
+        collisions before it is sent; needs the other arm's state (:meth:`on_other_arm`), else
+        it holds. None: no collision check (single-arm benchmarks).
+    other_limits : SafetyLimits, optional
+        The other arm's limits (its maximum velocity and acceleration bound its motion between
+        readings); required with ``guard``.
     """
 
     def __init__(self, config: ActorConfig, limits: SafetyLimits, chunk_dt: float, keypoints_per_arm: int,
-                 faults: Optional[FaultCounter] = None, urdf_limits=None) -> None:
+                 faults: Optional[FaultCounter] = None, urdf_limits=None, guard: Optional[CollisionGuard] = None,
+                 other_limits: Optional[SafetyLimits] = None) -> None:
+        if guard is not None and other_limits is None:
+            raise ValueError("ActorController: a collision guard needs the other arm's limits (other_limits)")
         self.config = config
         self.limits = limits
         self.dt = config.dt
@@ -230,6 +241,9 @@ class ActorController:
         # Every joint reading is validated before it is believed; a rejected one is not stored,
         # so its age grows and the filter's stale-input hold stops the arm (joint_reading.py).
         self.joint_state = ValidatedJointState(JointReadingValidator.from_limits(urdf_limits, limits))
+        self.guard = guard
+        self._other_limits = other_limits
+        self._other: Optional[OtherArmState] = None
         self._base_ramp_velocity = limits.ramp_velocity.copy()
         self._velocity_target = limits.max_velocity.copy()
         self.threshold_steps = 0 if config.schedule == "sync" else \
@@ -274,6 +288,15 @@ class ActorController:
         ``now_s`` (the control clock) lets a reading stamped in the future be refused.
         """
         return self.joint_state.update(positions, stamp_s, now_s)
+
+    def on_other_arm(self, positions: np.ndarray, velocities: Optional[np.ndarray], stamp_s: float) -> None:
+        """The other arm's reading (from the same /joint_states), for the collision guard."""
+        if self._other_limits is None:
+            return
+        self._other = OtherArmState(np.asarray(positions, dtype=np.float64),
+                                    None if velocities is None else np.asarray(velocities, dtype=np.float64),
+                                    float(stamp_s), self._other_limits.max_velocity,
+                                    self._other_limits.max_acceleration)
 
     def on_malformed_joint_state(self, detail: str) -> None:
         """A joint-state message that could not be read (counted as a rejected reading)."""
@@ -378,7 +401,11 @@ class ActorController:
         setpoint = self.chunks.setpoint(slot) if active else None
         candidate = None if setpoint is None else setpoint.positions
         fault = self._last_failure if active and candidate is None else None
-        decision = self.safety.filter(candidate, measured, now_s, stamps, estop, self.dt, candidate_fault=fault)
+        # A command the guard refuses is never committed: the filter freezes this tick instead
+        # (holds the last command sent, which was checked in its own tick).
+        blocked = self._guard_blocks(candidate, measured, estop, now_s)
+        decision = self.safety.filter(candidate, measured, now_s, stamps, estop or blocked, self.dt,
+                                      candidate_fault=fault)
         self.tick_stats.record(now_s, True)
         if setpoint is not None and setpoint.positions is not None:
             self.execution_stats.record(now_s, setpoint.fresh)
@@ -387,7 +414,8 @@ class ActorController:
             self.commands += 1
             self.joint_state.commanded(decision.command, now_s)
             if self.config.output_mode == "trajectory":
-                trajectory = self._trajectory_points(decision, slot, measured, setpoint)
+                trajectory = self._guarded(self._trajectory_points(decision, slot, measured, setpoint), decision,
+                                           measured, now_s)
         request = active and self._request_due(now_s, stamps, target, setpoint)
         return TickOutput(decision, slot, trajectory, request, active)
 
@@ -429,6 +457,27 @@ class ActorController:
             future = np.stack([self.chunks.setpoint(slot_s + k * self.dt).positions for k in range(1, horizon + 1)])
         tail = safe_trajectory_tail(self.safety, future, measured, self.dt)
         return np.vstack([decision.command[None], tail])
+
+    def _guard_blocks(self, candidate, measured, estop: bool, now_s: float) -> bool:
+        if self.guard is None or candidate is None or estop:
+            return False
+        verdict = self.guard.check_next_command(self.safety, candidate, measured, self._other, now_s, self.dt)
+        return verdict is not None and not verdict.ok
+
+    def _guarded(self, points: np.ndarray, decision: SafetyDecision, measured, now_s: float) -> np.ndarray:
+        """Trajectory points the guard allows: all of them, else the command and a stop from it.
+
+        A message cut short at a blocked point would leave the controller holding a point it
+        reached at speed; the stop tail (the filter's controlled stop) ends at rest instead, and
+        is itself cut only if even stopping would come too close (then the controller holds).
+        """
+        if self.guard is None:
+            return points
+        allowed = self.guard.check_trajectory_tail(points, self._other, now_s)
+        if allowed == len(points):
+            return points
+        stop = np.vstack([decision.command[None], safe_trajectory_tail(self.safety, None, measured, self.dt)])
+        return stop[: max(1, self.guard.check_trajectory_tail(stop, self._other, now_s))]
 
     def _request_due(self, now_s: float, stamps: Mapping[str, Optional[float]], target: Target,
                      setpoint: Optional[Setpoint]) -> bool:
@@ -568,6 +617,7 @@ class ActorController:
             **{f"executor.{key}": value for key, value in self.chunks.counters().items()},
             **{f"safety.{key}": value for key, value in self.safety.counters.as_dict().items()},
             **validator_diagnostics(self.joint_state.validator),
+            **(self.guard.diagnostics() if self.guard is not None else {}),
             **{f"fault.{key}": value for key, value in self.faults.snapshot().items()},
             **{f"seam.{key}": value for key, value in self.seam.items()},
             **{f"execution.{key}": _none(value) for key, value in self.execution_stats.summary().items()},
