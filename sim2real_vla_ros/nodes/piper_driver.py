@@ -24,7 +24,8 @@ Subscriptions
 -------------
 <arm>_arm_controller/joint_trajectory : trajectory_msgs/JointTrajectory
     joint_trajectory_controller semantics as released (a new trajectory replaces the old one;
-    stamp 0 = now; a future stamp starts interpolating at once from the measured state).
+    stamp 0 = now; a future stamp starts interpolating at once; it starts from the desired
+    state with ``interpolate_from_desired_state``, else from the measured one).
 <arm>_arm_position_controller/commands : std_msgs/Float64MultiArray
     forward_command_controller semantics: 7 values (joints 1-6 rad, joint7 finger m), applied
     at once (the firmware moves there at ``speed_rate`` percent of its maximum speed).
@@ -168,6 +169,9 @@ class PiperDriverNode(Node):
                                   "enabled within this (s)", _positive, "> 0")
         p["firmware_timeout_s"] = d(self, "firmware_timeout_s", 2.0, "Refuse to start when an arm does not "
                                     "answer the firmware query within this (s)", _positive, "> 0")
+        p["interpolate_from_desired_state"] = d(
+            self, "interpolate_from_desired_state", True, "A new trajectory starts from the desired state (as "
+            "config/controllers.yaml sets joint_trajectory_controller) instead of the measured one")
         p["enable_on_start"] = d(self, "enable_on_start", True, "Run the enable sequence at start-up (the "
                                  "arms then hold where they are)")
         p["diagnostics_rate_hz"] = d(self, "diagnostics_rate_hz", 1.0, "/diagnostics rate (Hz)",
@@ -201,7 +205,9 @@ class PiperDriverNode(Node):
             piper = PiperArm(config)
             piper.connect()
             limits = robot.arm_limits(arm)
-            self.supervisors[arm] = ArmSupervisor(piper, TrajectoryArmController(arm), limits.lower, limits.upper)
+            self.supervisors[arm] = ArmSupervisor(
+                piper, TrajectoryArmController(arm, interpolate_from_desired_state=p["interpolate_from_desired_state"]),
+                limits.lower, limits.upper)
         for arm, supervisor in self.supervisors.items():
             version = supervisor.arm.check_firmware(p["firmware_timeout_s"])  # FirmwareError: exit 1
             self.get_logger().info(f"{arm} arm on {p['ports'][arm]} ({p['bustype']}): firmware {version}")

@@ -29,7 +29,7 @@ node can be pushed into a namespace).
 Subscribes
 ----------
 /left_arm_controller/joint_trajectory,    trajectory_msgs/JointTrajectory  (``command_interface:=ros2_control``)
-/right_arm_controller/joint_trajectory    joint_trajectory_controller semantics (core.trajectory);
+/right_arm_controller/joint_trajectory    joint_trajectory_controller semantics (sim.trajectory);
                                           a rejected message is logged with its reason and counted
 /left_arm_position_controller/commands,   std_msgs/Float64MultiArray  (``command_interface:=ros2_control``)
 /right_arm_position_controller/commands   forward_command_controller semantics: 7 positions
@@ -67,6 +67,10 @@ render_multisamples (int)    anti-aliasing samples, 0 = off (fast on a CPU)
 status_rate_hz (float)       /sim/task_status rate in sim time
 command_interface (str)      ros2_control | vendor
 interpolation (str)          linear | cubic (trajectory interpolation)
+trajectory_replacement (str) replace (joint_trajectory_controller as released, default) |
+                             splice (ros2_controllers master); see sim.trajectory
+interpolate_from_desired_state (bool)  a new trajectory starts from the desired state (true,
+                             as config/controllers.yaml sets the real JTC) or the measured one
 jitter (bool)                apply the task's +-jitter_m initial end-effector jitter
 """
 from __future__ import annotations
@@ -93,7 +97,7 @@ from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros.core import robot
 
 from sim2real_vla_ros.core.task import tasks
-from sim2real_vla_ros.sim.trajectory import TrajectoryPoint
+from sim2real_vla_ros.sim.trajectory import REPLACEMENTS, TrajectoryPoint
 from sim2real_vla_ros.core.control.vendor import urdf_to_vendor, vendor_to_arm
 from sim2real_vla_ros.nodes.common import (COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, json_message,
                                            numpy_to_image, run_node, seconds_to_stamp, stamp_to_seconds)
@@ -234,6 +238,12 @@ class SimNode(Node):
                                               "ros2_control (JointTrajectory topics) or vendor (/master, /puppet)",
                                               COMMAND_INTERFACES)
         self.interpolation = self._choice("interpolation", "linear", "Trajectory interpolation", ("linear", "cubic"))
+        self.trajectory_replacement = self._choice(
+            "trajectory_replacement", "replace", "What a new trajectory does to the current one: replace "
+            "(joint_trajectory_controller as released) or splice (ros2_controllers master only)", REPLACEMENTS)
+        self.interpolate_from_desired_state = bool(self._declare(
+            "interpolate_from_desired_state", True, "A new trajectory starts from the desired state (as "
+            "config/controllers.yaml sets the real controller) instead of the measured one"))
         rates = {"clock_rate_hz": self.clock_rate_hz, "joint_state_rate_hz": self.joint_state_rate_hz,
                  "status_rate_hz": self.status_rate_hz}
         rates.update({f"{camera}.rate_hz": rate for camera, rate in self.camera_rates.items()})
@@ -245,7 +255,9 @@ class SimNode(Node):
     # --------------------------------------------------------------- interfaces
     def _make_controllers(self) -> None:
         if self.command_interface == "ros2_control":
-            self.controllers = {side: TrajectoryArmController(side, self.interpolation) for side in robot.ARMS}
+            self.controllers = {side: TrajectoryArmController(side, self.interpolation, self.trajectory_replacement,
+                                                              self.interpolate_from_desired_state)
+                                for side in robot.ARMS}
         else:
             self.controllers = {side: DirectArmController(side) for side in robot.ARMS}
         self._hold_initial_pose()
