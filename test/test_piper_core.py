@@ -224,3 +224,15 @@ def test_old_firmware_or_no_answer_refuses_to_start():
             silent.arm.check_firmware(0.5)
     finally:
         silent.close()
+
+
+def test_the_robot_graph_with_interface_piper_runs_the_driver_instead_of_ros2_control():
+    from sim2real_vla_ros import graph
+
+    specs = graph.robot_nodes(robot.urdf_xml(ros2_control_plugin="none"), interface="piper",
+                              piper_parameters={"can_left": "can0", "can_right": "can1"})
+    assert [spec.name for spec in specs] == [graph.ROBOT_STATE_PUBLISHER_NODE, graph.PIPER_DRIVER_NODE]
+    driver = specs[1]
+    assert driver.parameters["can_left"] == "can0" and driver.parameters["can_right"] == "can1"
+    with pytest.raises(ValueError, match="output_mode"):
+        graph.robot_nodes(robot.urdf_xml(ros2_control_plugin="none"), interface="piper", output_mode="vendor")
