@@ -180,6 +180,11 @@ class PiperDriverNode(Node):
                          "the hardware-in-the-loop dry run; needs bustype virtual)")
         p["emulator_rate_hz"] = d(self, "emulator_rate_hz", 200.0, "Feedback rate of the emulated arms (Hz)",
                                   lambda v: 1.0 <= v <= 1000.0, "in [1, 1000]")
+        for arm in ARMS:
+            p[f"emulator_initial_{arm}"] = d(
+                self, f"emulator_initial_{arm}", [0.0, 0.5, -0.5, 0.0, 0.0, 0.0, 0.0],
+                f"Start joints of the emulated {arm} arm (joints 1-6 rad, finger m)",
+                lambda v: len(v) == 7 and all(math.isfinite(x) for x in v), "7 finite numbers")
         p["emulator_firmware"] = d(self, "emulator_firmware", "S-V1.6-3", "Firmware version the emulated arms "
                                    "report (tests of the firmware check)", lambda v: bool(v), "non-empty")
         if p["emulate"] and p["bustype"] != "virtual":
@@ -194,7 +199,7 @@ class PiperDriverNode(Node):
             for arm in self.arms:
                 self.emulators[arm] = emulator_for_side(
                     p["ports"][arm], arm, feedback_rate_hz=p["emulator_rate_hz"], firmware=p["emulator_firmware"],
-                    initial=[0.0, 0.5, -0.5, 0.0, 0.0, 0.0, 0.0]).start()
+                    initial=list(p[f"emulator_initial_{arm}"])).start()
         for arm in self.arms:
             config = PiperArmConfig(side=arm, can_port=p["ports"][arm], bustype=p["bustype"],
                                     judge_can=p["judge_can"], speed_rate=p["speed_rate"],
@@ -333,7 +338,7 @@ class PiperDriverNode(Node):
             emulator = self.emulators.get(arm)
             if emulator is not None:  # what reached the emulated arm, for tests and the HIL dry run
                 values.update({"emulated": True, "emulator.out_of_limit_commands": emulator.out_of_limit_commands,
-                               "emulator.joint_commands": len(emulator.joint_commands),
+                               "emulator.joint_commands": emulator.joint_command_count,
                                "emulator.estop_commands": emulator.estop_commands,
                                "emulator.dropped_frames": emulator.dropped})
             level = 0 if supervisor.state == "running" else 2 if supervisor.state in ("hold", "estop") else 1

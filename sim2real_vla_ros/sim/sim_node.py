@@ -72,6 +72,10 @@ trajectory_replacement (str) replace (joint_trajectory_controller as released, d
 interpolate_from_desired_state (bool)  a new trajectory starts from the desired state (true,
                              as config/controllers.yaml sets the real JTC) or the measured one
 jitter (bool)                apply the task's +-jitter_m initial end-effector jitter
+follow_joint_states (bool)   hardware-in-the-loop: the arms follow /joint_states published by a
+                             driver (piper_driver with emulated arms) instead of taking commands;
+                             this node then publishes no /joint_states and subscribes no command
+                             topic (cameras, objects and /clock as usual)
 """
 from __future__ import annotations
 
@@ -238,6 +242,9 @@ class SimNode(Node):
                                               "ros2_control (JointTrajectory topics) or vendor (/master, /puppet)",
                                               COMMAND_INTERFACES)
         self.interpolation = self._choice("interpolation", "linear", "Trajectory interpolation", ("linear", "cubic"))
+        self.follow_joint_states = bool(self._declare(
+            "follow_joint_states", False, "Arms follow /joint_states of a driver (hardware-in-the-loop dry run) "
+            "instead of taking commands; no /joint_states published"))
         self.trajectory_replacement = self._choice(
             "trajectory_replacement", "replace", "What a new trajectory does to the current one: replace "
             "(joint_trajectory_controller as released) or splice (ros2_controllers master only)", REPLACEMENTS)
@@ -254,7 +261,9 @@ class SimNode(Node):
 
     # --------------------------------------------------------------- interfaces
     def _make_controllers(self) -> None:
-        if self.command_interface == "ros2_control":
+        if self.follow_joint_states:  # approach the driver's measured positions at the URDF velocity limits
+            self.controllers = {side: DirectArmController(side) for side in robot.ARMS}
+        elif self.command_interface == "ros2_control":
             self.controllers = {side: TrajectoryArmController(side, self.interpolation, self.trajectory_replacement,
                                                               self.interpolate_from_desired_state)
                                 for side in robot.ARMS}
@@ -276,7 +285,11 @@ class SimNode(Node):
                 self.image_pubs[camera] = self.create_publisher(Image, vocab.camera_image_topic(camera), SENSOR_QOS)
                 self.info_pubs[camera] = self.create_publisher(CameraInfo, vocab.camera_info_topic(camera), SENSOR_QOS)
         self.puppet_pubs = {}
+        if self.follow_joint_states:
+            self.create_subscription(JointState, vocab.JOINT_STATES, self._on_driver_joint_states, COMMAND_QOS)
         for side in robot.ARMS:
+            if self.follow_joint_states:
+                continue
             if self.command_interface == "ros2_control":
                 topic = self.resolve_topic_name(f"{side}_arm_controller/joint_trajectory")
                 self.create_subscription(JointTrajectory, topic,
@@ -365,6 +378,20 @@ class SimNode(Node):
                 self._reject(topic, str(exc))
                 return
         self._count(f"accepted:{topic}")
+
+    def _on_driver_joint_states(self, msg: JointState) -> None:
+        """follow_joint_states: each arm present in the message becomes that arm's target."""
+        positions = dict(zip(msg.name, msg.position))
+        with self._lock:
+            for side in robot.ARMS:
+                names = robot.arm_joint_names(side)
+                if all(name in positions for name in names):
+                    try:
+                        self.controllers[side].set_target([positions[n] for n in names], self.sim.sim_time)
+                    except ValueError as exc:
+                        self._reject(vocab.JOINT_STATES, str(exc))
+                        continue
+                    self._count(f"followed:{side}")
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         try:
@@ -464,6 +491,8 @@ class SimNode(Node):
         self._pending.append((self.status_pub, json_message(self._status_payload())))
 
     def _publish_joint_states(self, now: float) -> None:
+        if self.follow_joint_states:
+            return  # the driver publishes them
         stamp = seconds_to_stamp(now)
         msg = JointState()
         msg.header.stamp = stamp
@@ -506,7 +535,8 @@ class SimNode(Node):
         status["command_interface"] = self.command_interface
         with self._counter_lock:
             status["counters"] = dict(self.counters)
-        if self.command_interface == "ros2_control":
+        status["follow_joint_states"] = self.follow_joint_states
+        if self.command_interface == "ros2_control" and not self.follow_joint_states:
             status["rejections_by_reason"] = {
                 side: {code.value: n for code, n in controller.rejection_counts.items()}
                 for side, controller in self.controllers.items()}

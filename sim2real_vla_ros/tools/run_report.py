@@ -492,6 +492,15 @@ def checks_section(data: RunData, control: dict, affordances: dict) -> dict:
         "no_non_finite_commands": all(control[arm].get("limits", {}).get("non_finite", 1) == 0 for arm in control)
         if control else False,
     }
+    driver = data.settings.get("robot_driver")
+    if driver is not None:  # hardware-in-the-loop dry run: what reached the emulated arms' CAN frames
+        arms = [driver.get(arm, {}) for arm in (data.task_arms or driver)]
+        checks["robot_driver_frames_within_limits"] = bool(driver) and all(
+            str(entry.get("emulator.out_of_limit_commands")) == "0" for entry in driver.values())
+        checks["robot_driver_commanded_the_arms"] = bool(arms) and all(
+            int(entry.get("emulator.joint_commands") or 0) > 0 for entry in arms)
+        checks["robot_driver_never_held"] = bool(driver) and all(entry.get("holds", 1) == 0
+                                                                 for entry in driver.values())
     checks["normal_path_ok"] = all(checks.values())
     return checks
 

@@ -89,6 +89,7 @@ class ArmReading:
     gripper_status: int
     enabled: List[bool]
     can_fps: float
+    joint_rate_hz: float = 0.0  # the SDK's frames/s of the joint feedback (mean of 0x2A5..0x2A7)
     firmware: Optional[str] = None
 
     @property
@@ -206,7 +207,8 @@ class PiperArm:
                           arm_status=int(status.arm_status), err_code=int(status.err_code), driver_status=driver_status,
                           gripper_status=int(gripper.gripper_state.status_code),
                           enabled=[bool(code & (1 << units.FOC_BITS.index("enabled"))) for code in driver_status],
-                          can_fps=float(sdk.GetCanFps()), firmware=self.firmware)
+                          can_fps=float(sdk.GetCanFps()), joint_rate_hz=float(joints.Hz or 0.0),
+                          firmware=self.firmware)
 
     def send(self, q7: Sequence[float]) -> None:
         """Send one position command (already checked by the caller): joints + gripper."""
@@ -220,29 +222,27 @@ class PiperArm:
 
 
 class _RateEstimate:
-    """Joint feedback frames per second, from the distinct frame stamps seen in a window."""
+    """The SDK's joint feedback rate (frames/s per joint frame, counted by the SDK over 0.1 s),
+    averaged over a window so that one short stall does not read as dropped frames."""
 
     def __init__(self, window_s: float) -> None:
         self.window_s = window_s
-        self._stamps: Deque[float] = deque()
-        self._last = 0.0
+        self._samples: Deque[Tuple[float, float]] = deque()
         self._since: Optional[float] = None
 
-    def update(self, stamp: float, now: float) -> Optional[float]:
-        """The rate over the window (None until a full window has been observed)."""
+    def update(self, rate_hz: float, now: float) -> Optional[float]:
+        """The mean rate over the window (None until a full window has been observed)."""
         if self._since is None:
             self._since = now
-        if stamp > self._last:
-            self._stamps.append(now)
-            self._last = stamp
-        while self._stamps and now - self._stamps[0] > self.window_s:
-            self._stamps.popleft()
-        if now - self._since < self.window_s:
+        self._samples.append((now, float(rate_hz)))
+        while self._samples and now - self._samples[0][0] > self.window_s:
+            self._samples.popleft()
+        if now - self._since < self.window_s or not self._samples:
             return None
-        return len(self._stamps) / self.window_s
+        return sum(rate for _, rate in self._samples) / len(self._samples)
 
     def reset(self, now: float) -> None:
-        self._stamps.clear()
+        self._samples.clear()
         self._since = now
 
 
@@ -288,6 +288,8 @@ class ArmSupervisor:
         """Start the enable sequence (also the only way out of ``hold`` and ``estop``)."""
         if self.estop_engaged:
             return False, f"{self.config.side}: e-stop engaged; release it first"
+        if self.state in ("running", "enabling"):
+            return True, f"{self.config.side}: already {self.state}"
         reading = self.arm.read()
         faults = [fault for fault in self._faults(reading, self._clock(), check_tracking=False, check_enabled=False)
                   if fault not in _CLEARED_BY_RESUME]
@@ -339,7 +341,7 @@ class ArmSupervisor:
         mono = self._clock()
         reading = self.arm.read()
         self.reading = reading
-        self.feedback_rate_hz = self._rate.update(reading.joint_stamp, mono)
+        self.feedback_rate_hz = self._rate.update(reading.joint_rate_hz, mono)
         if self.estop_engaged:
             self.state = "estop"
             return reading

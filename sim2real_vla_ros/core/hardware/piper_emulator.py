@@ -125,7 +125,8 @@ class PiperEmulator:
         self.dropped = 0
         self.out_of_limit_commands = 0
         self.ignored_joint_commands = 0
-        self.joint_commands: Deque[List[int]] = deque(maxlen=1000)  # raw JointCtrl values (0.001 deg)
+        self.joint_commands: Deque[List[int]] = deque(maxlen=1000)  # the newest raw JointCtrl values (0.001 deg)
+        self.joint_command_count = 0  # every complete JointCtrl (three frames) received
         self.gripper_commands: Deque[tuple] = deque(maxlen=1000)  # raw (width 0.001 mm, effort, code)
         self.estop_commands = 0
         self._pending_joint_ctrl: Dict[int, int] = {}
@@ -314,6 +315,7 @@ class PiperEmulator:
             if len(self._pending_joint_ctrl) == 6:
                 raw = [self._pending_joint_ctrl[j] for j in range(1, 7)]
                 self.joint_commands.append(raw)
+                self.joint_command_count += 1
                 target = units.mdeg_to_rad(raw)
                 if np.any(target < self.lower[:6] - 1e-4) or np.any(target > self.upper[:6] + 1e-4):
                     self.out_of_limit_commands += 1
