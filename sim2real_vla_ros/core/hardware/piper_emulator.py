@@ -57,6 +57,12 @@ NOT_MODELLED = (
     "parameter queries and settings (0x472..0x47E, 0x477 0x48x feedback), master/slave config (0x470)",
     "the real frame timing and bus arbitration; feedback rates are the configured ones",
     "teach mode, drag teaching, offline trajectories, the light control",
+    "the gripper's force and contact: it always reaches its target; effort is recorded, not applied",
+    "what the real firmware does with an out-of-limit target (here: clamped and counted) and how it "
+    "reports it (arm_status 0x04 / err_code bits are only set by fault injection)",
+    "how long the real arm takes to enable, and whether it needs EnableArm repeated",
+    "CAN error frames, bus-off, bitrate mismatch, socketcan itself (the bus is python-can's virtual one)",
+    "the low-speed driver-info rate (50 Hz here; the enable bits arrive with it) is assumed, not measured",
 )
 
 
