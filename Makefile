@@ -13,7 +13,7 @@ export AMENT_PREFIX_PATH := $(abspath $(VENV))$(if $(AMENT_PREFIX_PATH),:$(AMENT
 export MUJOCO_GL ?= egl
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test dry-run bench bundle clean
+.PHONY: setup test dry-run bench readme bundle clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,10 @@ dry-run: setup
 bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 	$(PY) benchmarks/readme_tables.py
+
+# README's parameter tables, from each node module's PARAMETERS (a test fails when they are stale).
+readme: setup
+	$(PY) -m sim2real_vla_ros.tools.readme_parameters
 
 # Regenerates the committed reference bundle (needs torch: the CPU wheel on these machines).
 bundle: setup

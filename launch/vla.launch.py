@@ -4,6 +4,11 @@ The nodes, their parameter file and remappings come from ``sim2real_vla_ros.grap
 the same definition the dry-run runner starts without ``ros2 launch``. Included by
 robot.launch.py, sim_mujoco.launch.py and sim_gazebo.launch.py.
 
+``namespace:=robot1`` moves every node and every relative topic and service under /robot1
+(/robot1/vla/instruction, /robot1/joint_states, ...); /clock and /diagnostics stay global. An
+including launch file may instead push a namespace (``PushROSNamespace``). config/vla.yaml's
+sections are keyed ``/**/<node>`` so that they apply in any namespace.
+
     ros2 launch sim2real_vla_ros vla.launch.py bundle_path:=/path/to/bundle use_sim_time:=false
 """
 import os
@@ -25,8 +30,11 @@ ARGUMENTS = (
     ("arms", "left,right", "Arms that get an actor: left, right or left,right"),
     ("instruction", "", "Task instruction for the planner; empty: the value in params_file (or publish /vla/instruction)"),
     ("use_rviz", "false", "Start rviz2 with config/sim2real_vla.rviz"),
-    *((f"{camera}_topic", f"/{camera}/image_raw",
-       f"Image topic of the {camera} camera driver (its camera_info is read next to it)")
+    ("namespace", "", "Namespace of the VLA nodes, e.g. robot1 (relative topics and services move under it; "
+                      "/clock and /diagnostics stay global); empty: the root or a pushed namespace"),
+    *((f"{camera}_topic", "",
+       f"Absolute image topic of the {camera} camera driver (its camera_info is read next to it); "
+       f"empty: {camera}/image_raw in the nodes' namespace")
       for camera in graph.CAMERAS),
 )
 
@@ -40,8 +48,9 @@ def _vla_actions(context: LaunchContext) -> list:
         arms=graph.parse_arms(value["arms"]),
         output_mode=value["output_mode"] or None,
         use_sim_time=graph.parse_bool(value["use_sim_time"], "use_sim_time"),
-        camera_topics={camera: value[f"{camera}_topic"] for camera in graph.CAMERAS},
+        camera_topics={camera: value[f"{camera}_topic"] for camera in graph.CAMERAS if value[f"{camera}_topic"]},
         instruction=value["instruction"] or None,
+        namespace=value["namespace"],
     )
     return [Node(**graph.launch_node_kwargs(spec)) for spec in specs]
 

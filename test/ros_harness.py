@@ -15,9 +15,11 @@ import time
 from collections import defaultdict
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rosgraph_msgs.msg import Clock as ClockMsg
 
 from sim2real_vla_ros.graph import ros_param_value
 from sim2real_vla_ros.tools.dry_run import kill_after_stack_dump
@@ -156,6 +158,28 @@ class Probe:
     def shutdown(self) -> None:
         self.executor.shutdown(timeout_sec=2.0)
         self.node.destroy_node()
+
+
+class WallClock:
+    """/clock carrying the system time, published from the probe every ``period_s``.
+
+    Lets nodes run with ``use_sim_time`` true (which test hooks such as the validator's
+    ``scripted_probabilities`` require) while the probe, on the system clock, keeps stamping its
+    messages in the same time base.
+    """
+
+    def __init__(self, probe: "Probe", period_s: float = 0.01):
+        self._node = probe.node
+        self._system = Clock(clock_type=ClockType.SYSTEM_TIME)
+        self._publisher = self._node.create_publisher(ClockMsg, "/clock", 10)
+        self._timer = self._node.create_timer(period_s, self._publish, clock=self._system)
+
+    def _publish(self) -> None:
+        self._publisher.publish(ClockMsg(clock=self._system.now().to_msg()))
+
+    def close(self) -> None:
+        self._node.destroy_timer(self._timer)
+        self._node.destroy_publisher(self._publisher)
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, poll: float = 0.02,

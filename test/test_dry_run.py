@@ -93,7 +93,7 @@ def test_mcap_reads_back_with_the_run_topics_and_commands_within_limits(dry_run)
         for arm in graph.ARMS:
             if topic == f"/vla/actor_{arm}/command":
                 commands[arm].append((list(message.ros_msg.name), list(message.ros_msg.position)))
-            elif topic == graph.arm_command_topic(arm, "trajectory"):
+            elif topic == "/" + graph.arm_command_topic(arm, "trajectory"):  # relative name, root namespace
                 trajectory_points[arm] += [(list(message.ros_msg.joint_names), list(p.positions))
                                            for p in message.ros_msg.points]
     expected = {"/joint_states", "/sim/task_status", "/vla/plan_state", "/vla/task_state", "/diagnostics",
@@ -122,3 +122,14 @@ def test_overlay_video_or_frames_written(dry_run):
         ok, frame = capture.read()
         capture.release()
         assert ok and frame.ndim == 3
+
+
+def test_namespace_option_puts_every_node_in_it():
+    """``--namespace`` reaches every spec the dry run starts (the namespaced graph itself: test_graph_namespace)."""
+    from sim2real_vla_ros.tools import dry_run as runner
+
+    options = runner.parse_args(["--namespace", "robot1", "--duration-s", "1"])
+    assert {spec.full_name for spec in runner.graph_specs(options)} == {
+        f"/robot1/{spec.name}" for spec in graph.simulator_nodes("mujoco") + graph.vla_nodes()}
+    with pytest.raises(ValueError, match="namespace"):
+        runner.parse_args(["--namespace", "robot-1"])

@@ -1,4 +1,4 @@
-"""The node graph definition (sim2real_vla_ros.graph): executables, ros-args, parameters, topics.
+"""The node graph definition (sim2real_vla_ros.graph): executables, ros-args, parameters, topics, namespaces.
 
 No node is started here. The ros-args that ``to_command`` builds are checked by handing them to
 rcl itself (``rclpy.init(args=...)`` + a node that declares every override it is given), so
@@ -19,6 +19,7 @@ import yaml
 from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros import graph
 from sim2real_vla_ros.core import robot
+from sim2real_vla_ros.graph import parameter_files
 from sim2real_vla_ros.core.task import tasks
 from sim2real_vla_ros.core.control.chunk_executor import BLEND_MODES
 
@@ -110,10 +111,15 @@ def test_node_names_are_unique_within_each_launch_graph():
 # --------------------------------------------------------------------------- ros-args
 
 
-def parse_with_rcl(command: list[str]) -> tuple[str, dict, object]:
-    """Give the ros-args of ``command`` to rcl; return node name, parameters and the node.
+RESOLVED_NAMES = ("cam_high/image_raw", "cam_high/camera_info", "unmapped", "vla/estop", "/clock", "/diagnostics")
 
-    The probe node declares every override it receives, which is exactly what rcl parsed.
+
+def parse_with_rcl(command: list[str]) -> tuple[str, dict, dict]:
+    """Give the ros-args of ``command`` to rcl; return the fully qualified node name, the
+    parameters and how the node resolves :data:`RESOLVED_NAMES`.
+
+    The probe node declares every override it receives, which is exactly what rcl parsed
+    (parameter files included: rcl applies their sections by fully qualified node name).
     """
     import rclpy
     from rclpy.context import Context
@@ -126,9 +132,8 @@ def parse_with_rcl(command: list[str]) -> tuple[str, dict, object]:
         node = Node("unnamed_probe", context=context,
                     automatically_declare_parameters_from_overrides=True)
         values = {name: node.get_parameter(name).value for name in node._parameters}
-        resolved = {topic: node.resolve_topic_name(topic)
-                    for topic in ("/cam_high/image_raw", "/cam_high/camera_info", "/unmapped")}
-        name = node.get_name()
+        resolved = {topic: node.resolve_topic_name(topic) for topic in RESOLVED_NAMES}
+        name = node.get_fully_qualified_name()
         node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
@@ -149,22 +154,30 @@ RUNNER_SPECS = [
                            command_interface="vendor"),
     *graph.vla_nodes(bundle_path="/tmp/bundle 1", output_mode="trajectory", instruction="42",
                      camera_topics={"cam_high": "/camera_f/color/image_raw"}),
+    # The same graph in a namespace: vla.yaml's sections must still reach every node.
+    *graph.simulator_nodes("mujoco", namespace="robot1"),
+    *graph.vla_nodes(bundle_path="/tmp/bundle 1", output_mode="vendor", namespace="/fleet/robot1",
+                     camera_topics={"cam_high": "/camera_f/color/image_raw"}),
+    graph.vendor_bridge_node(namespace="robot1"),
 ]
 
 
-@pytest.mark.parametrize("spec", RUNNER_SPECS, ids=lambda spec: spec.name)
+@pytest.mark.parametrize("spec", RUNNER_SPECS, ids=lambda spec: spec.full_name)
 def test_to_command_ros_args_are_parsed_by_rcl_as_intended(spec):
     command = graph.to_command(spec, sys.executable)
     assert command[:3] == [sys.executable, "-m", spec.module]
     name, values, resolved = parse_with_rcl(command)
-    assert name == spec.name
-    for parameter, expected in graph.expected_parameters(spec).items():
-        assert parameter in values, f"{spec.name}: rcl did not receive {parameter}"
+    assert name == spec.full_name
+    expected_parameters = graph.expected_parameters(spec)
+    if spec.parameter_files:  # the file's section applies in the spec's namespace too
+        assert len(expected_parameters) > len(parameter_files.flatten(spec.parameters))
+    for parameter, expected in expected_parameters.items():
+        assert parameter in values, f"{spec.full_name}: rcl did not receive {parameter}"
         assert _same(expected, values[parameter]), (parameter, expected, values[parameter])
     remapped = dict(spec.remappings)
-    for topic in ("cam_high/image_raw", "cam_high/camera_info"):  # remapping rules name relative topics
-        assert resolved["/" + topic] == remapped.get(topic, "/" + topic)
-    assert resolved["/unmapped"] == "/unmapped"
+    for topic in RESOLVED_NAMES:  # remapping rules name relative topics
+        assert resolved[topic] == remapped.get(topic, vocab.absolute(topic, spec.namespace)), topic
+    assert resolved["/clock"] == "/clock" and resolved["/diagnostics"] == "/diagnostics"
 
 
 def test_strings_that_look_like_other_types_stay_strings_through_rcl():
@@ -181,6 +194,72 @@ def test_strings_that_look_like_other_types_stay_strings_through_rcl():
     assert isinstance(values["ratio"], float) and values["tiny"] == pytest.approx(1e-5)
     assert list(values["ints"]) == [1, 2] and list(values["floats"]) == [1.0, 2.5]
     assert list(values["names"]) == ["left", "right"] and values["group.inner"] == 0.25
+
+
+SECTION_KEYS = ("planner", "/planner", "/**/planner", "/*/planner", "/robot1/planner", "/**", "/fleet/**/planner",
+                "camera_mask")
+NODE_NAMESPACES = ("", "/robot1", "/fleet/robot1")
+
+
+@pytest.mark.parametrize("namespace", NODE_NAMESPACES)
+def test_section_matching_is_what_rcl_applies(namespace, tmp_path):
+    """parameter_files' reading of section keys against rcl's own, for a planner in each namespace."""
+    document = {key: {"ros__parameters": {f"section_{index}": index}} for index, key in enumerate(SECTION_KEYS)}
+    document["/**/planner"]["ros__parameters"]["order"] = "wildcard"
+    document["/robot1/planner"]["ros__parameters"]["order"] = "full name"  # later in the file: wins
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    spec = graph.NodeSpec("planner", graph.PACKAGE, "planner", module="sim2real_vla_ros.nodes.planner",
+                          parameter_files=(str(path),), namespace=namespace)
+    _, values, _ = parse_with_rcl(graph.to_command(spec, sys.executable))
+    applied = {key for index, key in enumerate(SECTION_KEYS) if f"section_{index}" in values}
+    assert applied == {key for key in SECTION_KEYS if parameter_files.section_applies(key, spec.full_name)}
+    from_file = {key: value for key, value in values.items() if key.startswith("section_") or key == "order"}
+    assert from_file == graph.expected_parameters(spec)
+
+
+def test_vla_nodes_in_a_namespace():
+    specs = graph.vla_nodes(params_file=VLA_YAML, namespace="robot1")
+    assert {spec.full_name for spec in specs} == {
+        "/robot1/camera_mask", "/robot1/planner", "/robot1/actor_left", "/robot1/actor_right", "/robot1/validator"}
+    actor = next(spec for spec in specs if spec.name == "actor_left")
+    assert graph.expected_parameters(actor) == graph.expected_parameters(graph.vla_nodes(params_file=VLA_YAML)[2])
+    sim, = graph.simulator_nodes("mujoco", namespace="/robot1")
+    assert sim.full_name == "/robot1/sim_mujoco"
+    with pytest.raises(ValueError, match="namespace"):
+        graph.simulator_nodes("gazebo", namespace="robot1")
+    with pytest.raises(ValueError, match="namespace"):
+        graph.vla_nodes(params_file=VLA_YAML, namespace="robot-1")
+
+
+def test_a_params_file_keyed_by_bare_node_names_is_refused_in_a_namespace(tmp_path):
+    bare = tmp_path / "bare.yaml"
+    with open(VLA_YAML, encoding="utf-8") as stream:
+        document = yaml.safe_load(stream)
+    bare.write_text(yaml.safe_dump({key.rsplit("/", 1)[1]: section for key, section in document.items()}))
+    assert len(graph.vla_nodes(params_file=str(bare))) == 5  # the root namespace: bare keys apply
+    with pytest.raises(ValueError, match=r"section 'camera_mask' does not apply to /robot1/camera_mask.*'/\*\*/camera_mask'"):
+        graph.vla_nodes(params_file=str(bare), namespace="robot1")
+
+
+def test_contract_in_a_namespace_moves_everything_but_clock_and_diagnostics():
+    root = graph.expected_connections()
+    moved = graph.expected_connections(namespace="robot1")
+    assert len(moved) == len(root)
+    for topic, ends in root.items():
+        name = topic if topic in ("/clock", "/diagnostics") else "/robot1" + topic
+        assert moved[name] == ends, topic
+    assert graph.expected_services(namespace="/robot1") == {
+        "/robot1" + name: node for name, node in graph.expected_services().items()}
+    assert graph.external_inputs("robot1") == ("/robot1/vla/instruction",)
+    assert graph.EXTERNAL_INPUTS == ("/vla/instruction",)
+
+
+def test_camera_remappings_in_a_namespace():
+    # The graph's own camera topic in the namespace needs no rule; a global one does.
+    assert graph.camera_remappings({"cam_high": "/robot1/cam_high/image_raw"}, "robot1") == ()
+    assert dict(graph.camera_remappings({"cam_high": "/cam_high/image_raw"}, "robot1")) == {
+        "cam_high/image_raw": "/cam_high/image_raw", "cam_high/camera_info": "/cam_high/camera_info"}
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), [], [1, "a"], [True, 1], {1, 2}, None])
@@ -225,13 +304,16 @@ def test_vla_yaml_sections_are_the_graph_nodes():
     with open(VLA_YAML, encoding="utf-8") as stream:
         document = yaml.safe_load(stream)
     node_names = {spec.name for spec in graph.vla_nodes(params_file=VLA_YAML)}
-    assert set(document) == node_names, "vla.yaml needs exactly one section per VLA node"
-    for name, section in document.items():
+    # Keyed /**/<node> so that each section applies in any namespace (see the namespace tests).
+    assert set(document) == {f"/**/{name}" for name in node_names}, \
+        "vla.yaml needs exactly one section per VLA node, keyed /**/<node name>"
+    for key, section in document.items():
+        name = key.rsplit("/", 1)[1]
         assert set(section) == {"ros__parameters"}, name
         flat = graph.load_node_section(VLA_YAML, name)
         assert flat, f"section {name} is empty"
-        for key in flat:
-            assert graph._PARAM_NAME.match(key), f"{name}: invalid parameter name {key!r}"
+        for parameter in flat:
+            assert parameter_files.PARAMETER_NAME.match(parameter), f"{name}: invalid parameter name {parameter!r}"
     for arm in graph.ARMS:
         actor = graph.load_node_section(VLA_YAML, graph.actor_node_name(arm))
         assert actor["arm"] == arm
@@ -246,7 +328,7 @@ def test_graph_overrides_keep_the_yaml_types():
     for spec in graph.vla_nodes(params_file=VLA_YAML, bundle_path="/b", output_mode="vendor",
                                 instruction="x"):
         from_file = graph.load_node_section(VLA_YAML, spec.name)
-        for key, value in graph._flatten(spec.parameters).items():
+        for key, value in parameter_files.flatten(spec.parameters).items():
             if key in from_file:
                 assert type(value) is type(from_file[key]), (spec.name, key)
 
@@ -359,6 +441,8 @@ def test_launch_node_kwargs_without_string_parameters():
     assert kwargs == {"package": "pkg", "executable": "exe", "name": "ok", "output": "screen",
                       "parameters": ["/a.yaml", {"rate": 2.0, "nested": {"n": 1}}],
                       "remappings": [("/x", "/y")], "arguments": ["-d", "f.rviz"]}
+    assert "namespace" not in kwargs  # launch_ros then applies a namespace an including file pushes
+    assert graph.launch_node_kwargs(graph.vla_nodes(namespace="robot1")[0])["namespace"] == "robot1"
 
 
 @pytest.mark.ros_launch
@@ -453,3 +537,21 @@ def test_position_controllers_in_controllers_yaml_forward_the_arm_joints(arm):
     assert name in active and graph.ARM_CONTROLLERS[arm] in inactive
     with pytest.raises(ValueError, match="inactive"):
         graph.controller_spawner_nodes(["joint_state_broadcaster"], inactive=[name])
+
+
+def test_dry_run_param_overrides_reach_only_their_node_and_are_checked():
+    from sim2real_vla_ros.tools import dry_run
+
+    options = dry_run.parse_args(["--param", 'validator.scripted_probabilities:="1.0"',
+                                  "--param", "validator.max_input_age_s.wrist:=0.7", "--param", "planner.autostart:=true"])
+    assert options.node_parameters == {"validator": {"scripted_probabilities": "1.0", "max_input_age_s.wrist": 0.7},
+                                       "planner": {"autostart": True}}
+    specs = {spec.name: spec for spec in dry_run.graph_specs(options)}
+    validator = graph.to_command(specs["validator"], sys.executable)
+    assert 'scripted_probabilities:="1.0"' in validator and "max_input_age_s.wrist:=0.7" in validator
+    assert "use_sim_time:=true" in validator  # a test hook needs it, and the dry run always runs on sim time
+    assert not any("scripted_probabilities" in arg for arg in graph.to_command(specs["camera_mask"], sys.executable))
+    with pytest.raises(ValueError, match="NODE.NAME:=VALUE"):
+        dry_run.parse_args(["--param", "threshold:=0.6"])
+    with pytest.raises(ValueError, match=r"\['vendor_bridge'\]"):
+        dry_run.parse_args(["--param", "vendor_bridge.max_age_s:=0.2"])

@@ -1,8 +1,8 @@
-"""The whole graph, live: the MuJoCo simulator + every VLA node started from graph.py's specs.
+"""The whole graph, live: the MuJoCo simulator + every VLA node started from the graph package's specs.
 
 One module-scoped fixture starts the processes exactly as the dry run does (graph.to_command),
 waits for the graph, and starts the default task. The tests then check the running graph
-against graph.py's contract: every expected publisher/subscriber pair exists with compatible
+against the graph contract (graph.contract): every expected publisher/subscriber pair exists with compatible
 QoS, every service is offered by its node, every parameter of config/vla.yaml (and every
 override) is declared by its node with that value, the planner and actor rates hold in sim
 time, and an e-stop holds the actors' commands within one control tick.

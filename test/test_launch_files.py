@@ -119,7 +119,7 @@ def test_graph_functions_used_by_launch_files_exist(name):
     used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
             and isinstance(node.value, ast.Name) and node.value.id == "graph"}
     missing = sorted(attr for attr in used if not hasattr(graph, attr))
-    assert not missing, f"{name} uses graph.{missing}, which graph.py does not define"
+    assert not missing, f"{name} uses graph.{missing}, which the graph package does not export"
 
 
 @pytest.mark.parametrize("name", LAUNCH_FILES)
@@ -141,14 +141,17 @@ def test_package_files_and_includes_named_by_launch_files_exist(name):
 
 
 def test_graph_share_files_exist():
-    with open(os.path.join(REPO, "sim2real_vla_ros", "graph.py"), encoding="utf-8") as stream:
-        tree = ast.parse(stream.read())
-    calls = calls_named(tree, "share_file")
+    package = os.path.join(REPO, "sim2real_vla_ros", "graph")
+    calls = []
+    for name in sorted(os.listdir(package)):
+        if name.endswith(".py"):
+            with open(os.path.join(package, name), encoding="utf-8") as stream:
+                calls += [(name, call) for call in calls_named(ast.parse(stream.read()), "share_file")]
     assert calls
-    for call in calls:
+    for name, call in calls:
         if call.args and all(isinstance(arg, ast.Constant) for arg in call.args):
             parts = [arg.value for arg in call.args]
-            assert os.path.exists(os.path.join(REPO, *parts)), f"graph.py names missing {parts}"
+            assert os.path.exists(os.path.join(REPO, *parts)), f"graph/{name} names missing {parts}"
 
 
 @pytest.mark.parametrize("name", LAUNCH_FILES)

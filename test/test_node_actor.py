@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.srv import ListParameters
+from rcl_interfaces.srv import ListParameters, SetParameters
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from actor_world import BUNDLE, MODULE, RATE_HZ, TICK_S, VLA_YAML, FakeWorld, start_actor
-from ros_harness import NodeProcess, Probe, wait_for
+from ros_harness import NodeProcess, Probe, WallClock, wait_for
 from sim2real_vla_ros import graph
 from sim2real_vla_ros.core.robot import arm_joint_names, arm_limits
 from sim2real_vla_ros.nodes import common
@@ -38,7 +39,9 @@ def probe():
     probe.subscribe(JointState, "/master/joint_right", common.COMMAND_QOS)
     probe.subscribe(DiagnosticArray, "/diagnostics", common.COMMAND_QOS)
     probe.world = FakeWorld(probe)
+    probe.clock = WallClock(probe)
     yield probe
+    probe.clock.close()
     probe.world.close()
     probe.shutdown()
     rclpy.shutdown()
@@ -101,8 +104,11 @@ def actor(probe):
 @pytest.fixture(scope="class")
 def actors(probe):
     """actor_left (stream) with NaN chunks and actor_right (vendor) with undecodable tokens, every 2nd inference."""
-    left = start_actor("left", output_mode="stream", fault_injection="nan_chunk", fault_injection_period=2)
-    right = start_actor("right", output_mode="vendor", fault_injection="undecodable_tokens", fault_injection_period=2)
+    # Fault injection is a test hook: refused unless use_sim_time (the probe's WallClock feeds /clock).
+    left = start_actor("left", output_mode="stream", fault_injection="nan_chunk", fault_injection_period=2,
+                       use_sim_time=True)
+    right = start_actor("right", output_mode="vendor", fault_injection="undecodable_tokens", fault_injection_period=2,
+                        use_sim_time=True)
     yield left, right
     stop(left)
     stop(right)
@@ -163,6 +169,30 @@ class TestClosedLoop:
         listing = probe.call(ListParameters, "/actor_left/list_parameters", ListParameters.Request(depth=0))
         undeclared = sorted(set(section) - set(listing.result.names))
         assert not undeclared, f"config/vla.yaml actor_left sets undeclared parameters {undeclared}"
+
+    def test_velocity_scale_applies_live_and_other_parameters_are_refused(self, actor, probe):
+        name = "/actor_left/set_parameters"
+
+        def set_parameter(parameter, value):
+            request = SetParameters.Request(parameters=[Parameter(parameter, value=value).to_parameter_msg()])
+            return probe.call(SetParameters, name, request).results[0]
+
+        refused = set_parameter("control_rate_hz", 10.0)
+        assert not refused.successful and "read-only" in refused.reason
+        assert not set_parameter("velocity_scale", 1.5).successful
+        assert set_parameter("velocity_scale", 0.1).successful
+        try:
+            # The limit ramps down at the acceleration limit (at most ~0.4 s from the URDF velocity).
+            start = probe.world.now() + 1.0
+            wait_for(lambda: commands(probe, "left", start)[0].size > 50, 20.0, "1 s of commands after the ramp",
+                     processes=[actor])
+            _, positions = commands(probe, "left", start)
+            # The filter bounds each step by the velocity limit over the nominal tick.
+            steps = np.abs(np.diff(positions, axis=0))
+            slow = 0.1 * arm_limits("left").velocity * TICK_S
+            assert np.all(steps <= slow + 1e-9), f"largest steps {steps.max(axis=0)} vs {slow}"
+        finally:
+            assert set_parameter("velocity_scale", 1.0).successful
 
     def test_estop_holds_the_command_within_one_tick(self, actor, probe):
         # The e-stop must land while a chunk executes. On a loaded machine the arm can already be
@@ -302,6 +332,13 @@ class TestFaultInjection:
             assert_within_limits(commands(probe, arm)[1], arm, f"actor_{arm} commands")
             for chunk in probe.received(f"/vla/actor_{arm}/chunk"):
                 assert np.all(np.isfinite([p.positions for p in chunk.points])), "a NaN chunk was published"
+
+
+def test_fault_injection_is_refused_without_sim_time():
+    process = start_actor("left", fault_injection="nan_chunk")
+    assert process.wait_exit(60.0) == 1
+    fatal = [line for line in process.output.splitlines() if "[FATAL]" in line]
+    assert len(fatal) == 1 and "fault_injection" in fatal[0] and "use_sim_time" in fatal[0], process.output[-2000:]
 
 
 def test_missing_model_file_and_bad_arm_fail_at_startup_with_a_clear_message(tmp_path):

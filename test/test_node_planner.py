@@ -9,7 +9,7 @@ import rclpy
 from geometry_msgs.msg import PolygonStamped
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
-from rcl_interfaces.srv import ListParameters, SetParameters
+from rcl_interfaces.srv import GetParameters, ListParameters, SetParameters
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 from diagnostic_msgs.msg import DiagnosticArray
@@ -180,6 +180,18 @@ def test_validator_events_advance_replan_and_abort(node, probe):
     wait_for(lambda: any(int(values.get("count.malformed_validator_event", 0)) == 1
                          for _, _, values in planner_diagnostics(probe)), 10.0,
              "the malformed event counted in /diagnostics", processes=[node])
+
+
+def test_setting_a_read_only_parameter_at_run_time_is_refused_with_the_reason(node, probe):
+    """What `ros2 param set /planner planner_rate_hz 9.0` does: refused, and the value stays."""
+    request = SetParameters.Request(parameters=[ParameterMsg(name="planner_rate_hz", value=ParameterValue(
+        type=ParameterType.PARAMETER_DOUBLE, double_value=9.0))])
+    result = call(probe, SetParameters, "/planner/set_parameters", request, node).results[0]
+    assert not result.successful
+    assert "read-only" in result.reason and "planner_rate_hz" in result.reason, result.reason
+    values = call(probe, GetParameters, "/planner/get_parameters",
+                  GetParameters.Request(names=["planner_rate_hz"]), node).values
+    assert values[0].double_value == 5.0
 
 
 def test_unknown_instruction_is_refused_and_node_keeps_running(node, probe):

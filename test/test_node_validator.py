@@ -1,5 +1,10 @@
 """validator node as a real process, with the real planner: the gate sequence with a scripted validator,
-the model path, stale inputs, and start-up failures."""
+the model path, stale inputs, and start-up failures.
+
+A scripted validator (the ``scripted_probabilities`` test hook) only starts with ``use_sim_time``
+true: those tests run the planner and the validator on a /clock that the probe publishes with
+the system time (``WallClock``), so the probe's wall-time stamps stay comparable.
+"""
 import json
 import os
 import shutil
@@ -16,7 +21,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from model_factory import INSTRUCTIONS, make_constant_model, write_bundle
-from ros_harness import REPO, NodeProcess, Probe, wait_for
+from ros_harness import REPO, NodeProcess, Probe, WallClock, wait_for
 from sim2real_vla_ros import graph
 from sim2real_vla_ros.core.policy.bundle import load_bundle
 from sim2real_vla_ros.core.robot import arm_joint_names
@@ -77,7 +82,9 @@ def probe():
     probe.subscribe(PolygonStamped, "/vla/affordance/left", common.LATCHED_QOS)
     probe.subscribe(DiagnosticArray, "/diagnostics", common.COMMAND_QOS)
     probe.inputs = SyntheticInputs(probe)
+    probe.clock = WallClock(probe)
     yield probe
+    probe.clock.close()
     probe.shutdown()
     rclpy.shutdown()
 
@@ -100,13 +107,14 @@ def validator_values(probe):
 
 
 def start_graph(bundle_dir, probe, validator_params, planner_params=None):
+    """The planner and a scripted validator, both on the probe's /clock (the hook needs use_sim_time)."""
     for topic in ("/vla/plan_state", "/vla/task_state", "/vla/validator/event", "/vla/affordance/left", "/diagnostics"):
         probe.clear(topic)
     planner = NodeProcess(PLANNER, "planner", params={
-        "bundle_path": bundle_dir, "instruction": INSTRUCTIONS[0], "planner_rate_hz": 5.0, "image_width": 640,
+        "bundle_path": bundle_dir, "use_sim_time": True, "instruction": INSTRUCTIONS[0], "planner_rate_hz": 5.0, "image_width": 640,
         "image_height": 480, **(planner_params or {})})
     validator = NodeProcess(VALIDATOR, "validator", params_file=VLA_YAML, params={
-        "bundle_path": bundle_dir, "validator_rate_hz": 10.0, "consecutive_required": 2, "min_dwell_s": 0.2,
+        "bundle_path": bundle_dir, "use_sim_time": True, "validator_rate_hz": 10.0, "consecutive_required": 2, "min_dwell_s": 0.2,
         "diagnostics_rate_hz": 5.0, **validator_params})
     # Events are volatile: make sure the probe has discovered the validator's publisher (and
     # the planner's start service) before anything is started.
@@ -220,3 +228,13 @@ def test_bad_scripted_probability_fails_at_startup(bundle_dir):
                                                                     "scripted_probabilities": "always"})
     assert process.wait_exit(timeout=30.0) == 1, process.output
     assert "[FATAL] ValueError: parameter 'scripted_probabilities' = 'always'" in process.output
+
+
+def test_a_scripted_validator_without_use_sim_time_is_refused_at_startup(bundle_dir):
+    process = NodeProcess(VALIDATOR, "validator_scripted_on_wall_time", params={"bundle_path": bundle_dir,
+                                                                                "scripted_probabilities": "1.0"})
+    assert process.wait_exit(timeout=30.0) == 1, process.output
+    fatal = [line for line in process.output.splitlines() if line.startswith("[FATAL]")]
+    assert fatal == ["[FATAL] ValueError: parameter 'scripted_probabilities' = '1.0': a test / dry-run hook, "
+                     "refused unless use_sim_time is true (never set it on a robot)"], process.output
+    assert "Traceback" not in process.output

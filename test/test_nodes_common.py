@@ -82,3 +82,86 @@ def test_declare_accepts_an_integer_for_a_float_parameter():
         with pytest.raises(ValueError, match="'gain' = 'high': must be a number"):
             common.declare(node, "gain", 1.0, "a gain")
         node.destroy_node()
+
+
+# --- parameters as data --------------------------------------------------------------
+RATE = common.Param("rate", 2.0, "rate in Hz", lambda v: 0.0 < v <= 10.0, "in (0, 10]")
+GAIN = common.Param("gain", 0.5, "a live gain", lambda v: 0.0 <= v <= 1.0, "in [0, 1]", read_only=False)
+HOOK = common.Param("scripted", "model", "a test hook", lambda v: v in ("model", "1.0"), "'model' or '1.0'",
+                    test_hook=True)
+
+
+def _node(name, **overrides):
+    types = {bool: rclpy.parameter.Parameter.Type.BOOL, float: rclpy.parameter.Parameter.Type.DOUBLE,
+             int: rclpy.parameter.Parameter.Type.INTEGER, str: rclpy.parameter.Parameter.Type.STRING}
+    return rclpy.node.Node(name, parameter_overrides=[rclpy.parameter.Parameter(key, types[type(value)], value)
+                                                      for key, value in overrides.items()])
+
+
+def test_declare_parameters_returns_checked_values_with_descriptors():
+    with rclpy.init():
+        node = _node("declare_parameters_test", rate=4)
+        values = common.declare_parameters(node, (RATE, GAIN, HOOK))
+        assert values == {"rate": 4.0, "gain": 0.5, "scripted": "model"} and isinstance(values["rate"], float)
+        rate, gain, hook = node.describe_parameters(["rate", "gain", "scripted"])
+        assert rate.read_only and rate.description == "rate in Hz" and rate.additional_constraints == "in (0, 10]"
+        assert not gain.read_only
+        assert hook.read_only and "use_sim_time" in hook.description
+        node.destroy_node()
+
+
+def test_declare_parameters_rejects_out_of_range_value_with_one_line():
+    with rclpy.init():
+        node = _node("declare_parameters_range_test", rate=11.0)
+        with pytest.raises(ValueError, match=r"^parameter 'rate' = 11.0: must be in \(0, 10\]$"):
+            common.declare_parameters(node, (RATE,))
+        node.destroy_node()
+
+
+def test_a_test_hook_is_refused_without_use_sim_time():
+    with rclpy.init():
+        engaged = _node("hook_without_sim_time", scripted="1.0")
+        with pytest.raises(ValueError, match="parameter 'scripted' = '1.0': a test / dry-run hook, refused unless "
+                                             "use_sim_time is true"):
+            common.declare_parameters(engaged, (HOOK,))
+        engaged.destroy_node()
+        off = _node("hook_at_default")  # left at its default the hook is off: fine on a robot
+        assert common.declare_parameters(off, (HOOK,)) == {"scripted": "model"}
+        off.destroy_node()
+        simulated = _node("hook_with_sim_time", scripted="1.0", use_sim_time=True)
+        assert common.declare_parameters(simulated, (HOOK,)) == {"scripted": "1.0"}
+        simulated.destroy_node()
+
+
+def test_a_run_time_set_is_refused_for_read_only_and_bad_values_and_applied_for_live_ones():
+    applied = []
+    with rclpy.init():
+        node = _node("live_parameters_test")
+        common.declare_parameters(node, (RATE, GAIN))
+        common.on_set_parameters(node, (RATE, GAIN), applied.append)
+        Parameter = rclpy.parameter.Parameter
+        refused, = node.set_parameters([Parameter("rate", Parameter.Type.DOUBLE, 5.0)])
+        assert not refused.successful and "read-only" in refused.reason and "rate" in refused.reason
+        assert node.get_parameter("rate").value == 2.0
+        bad, = node.set_parameters([Parameter("gain", Parameter.Type.DOUBLE, 1.5)])
+        assert not bad.successful and bad.reason == "parameter 'gain' = 1.5: must be in [0, 1]"
+        assert node.get_parameter("gain").value == 0.5 and applied == []
+        good, = node.set_parameters([Parameter("gain", Parameter.Type.INTEGER, 1)])
+        assert good.successful and applied == [{"gain": 1.0}] and isinstance(applied[0]["gain"], float)
+        # Parameters the helper does not own are left to their own callbacks.
+        assert node.set_parameters([Parameter("use_sim_time", Parameter.Type.BOOL, False)])[0].successful
+        node.destroy_node()
+
+
+def test_on_set_parameters_refuses_a_read_only_param_even_without_the_descriptor_flag():
+    with rclpy.init():
+        node = _node("read_only_without_flag_test")
+        common.declare(node, "legacy", 1.0, "declared elsewhere")
+        node.declare_parameter("loose", 1.0)  # no read_only descriptor: only the helper refuses
+        common.on_set_parameters(node, (common.Param("loose", 1.0, "a read-only one"),), lambda values: None)
+        result, = node.set_parameters([rclpy.parameter.Parameter("loose", rclpy.parameter.Parameter.Type.DOUBLE,
+                                                                 2.0)])
+        assert not result.successful and result.reason == common.read_only_reason("loose")
+        # common.declare keeps its former descriptor: the caller's own callback decides on sets.
+        assert not node.describe_parameter("legacy").read_only
+        node.destroy_node()

@@ -5,6 +5,8 @@ instance sees only its own wrist camera, ``cam_high``, its own joints and its ow
 (the paper's arm-decoupled design). All control behaviour (schedule, splicing, safety filter)
 lives in :class:`sim2real_vla_ros.core.control.actor_controller.ActorController`; this node
 converts messages to its inputs, runs the model in a worker thread and publishes its outputs.
+Parameters: ``PARAMETERS`` below (the README's table is generated from it); ``velocity_scale`` is
+live, ``fault_injection`` and ``inference_delay_s`` are test hooks (refused without use_sim_time).
 
 ========================================  ==============================  =======================
 Topic (relative names; core.vocabulary)   Type                            Direction
@@ -51,7 +53,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros.core.control.actor_controller import ActorConfig, ActorController, FaultCounter, observation_of
-from sim2real_vla_ros.core.control.actor_io import (FAULT_INJECTIONS, UndecodableTokensDecoder,
+from sim2real_vla_ros.core.control.actor_io import (FAULT_INJECTIONS, UndecodableTokensDecoder, actor_plan_inputs,
                                                     arm_state_from_joint_state, inject_nan)
 from sim2real_vla_ros.core.control.chunk_executor import BLEND_MODES, INTERPOLATIONS
 from sim2real_vla_ros.core.control.safety import (DEFAULT_MAX_ACCELERATION, DEFAULT_MAX_DEVIATION,
@@ -62,14 +64,72 @@ from sim2real_vla_ros.core.policy.actor_pipeline import ActorPipeline
 from sim2real_vla_ros.core.policy.bundle import UnknownInstructionError
 from sim2real_vla_ros.core.policy.observation import LatencyWindow
 from sim2real_vla_ros.core.robot import ARM_DOF, arm_joint_names, arm_limits
-from sim2real_vla_ros.core.task.payloads import PLAN_STATE_SCHEMA
 from sim2real_vla_ros.core.vocabulary import ARMS, DEFAULT_INPUT_AGES, INPUT_NAMES, OUTPUT_MODES, WRIST_CAMERA
 from sim2real_vla_ros.nodes import common
-from sim2real_vla_ros.nodes.node_support import BackgroundWorker, FaultLog, LevelTracker, load_node_bundle
+from sim2real_vla_ros.nodes.common import Param
+from sim2real_vla_ros.nodes.node_support import (BUNDLE_PARAMETERS, DIAGNOSTICS_RATE, BackgroundWorker, FaultLog,
+                                                LevelTracker, load_node_bundle)
 
 
 def _per_joint_ok(values) -> bool:
     return len(values) == ARM_DOF and all(math.isfinite(v) and v > 0 for v in values)
+
+
+SAFETY_PARAMETERS = ("velocity_scale", "position_margin", "max_acceleration", "max_deviation_from_measured",
+                     "ramp_velocity", "max_tracking_error")
+
+PARAMETERS = (
+    Param("arm", "", "Which arm this actor drives: left or right (required)", lambda v: v in ARMS,
+          f"one of {list(ARMS)}", required=True),
+    *BUNDLE_PARAMETERS,
+    Param("control_rate_hz", 50.0, "Control tick rate (Hz, node clock: sim time under use_sim_time)",
+          lambda v: 0.0 < v <= 1000.0, "in (0, 1000]"),
+    Param("output_mode", "trajectory", "Command output: trajectory (JTC), stream (forward position controller) or "
+          "vendor (master/joint_<arm>)", lambda v: v in OUTPUT_MODES, f"one of {list(OUTPUT_MODES)}"),
+    Param("blend", "crossfade", "Chunk seam blending: none, crossfade or ensemble", lambda v: v in BLEND_MODES,
+          f"one of {list(BLEND_MODES)}"),
+    Param("crossfade_s", 0.2, "Minimum crossfade length at a seam (s; lengthened to respect the velocity/"
+          "acceleration limits)", lambda v: 0.0 <= v <= 5.0, "in [0, 5]"),
+    Param("chunk_interpolation", "pchip", "Between a chunk's steps: linear, or pchip (monotone cubic: continuous "
+          "velocity, no overshoot)", lambda v: v in INTERPOLATIONS, f"one of {list(INTERPOLATIONS)}"),
+    Param("ensemble_decay", 0.01, "Temporal ensembling weight decay m in exp(-m i), i = 0 the oldest chunk (ACT)",
+          lambda v: math.isfinite(v) and abs(v) <= 10.0, "finite, |m| <= 10"),
+    Param("request_threshold_s", 0.5, "Ask for the next chunk when at most this much of the current chunk "
+          "remains (s); choose >= crossfade_s + the expected inference latency", lambda v: 0.0 <= v <= 10.0,
+          "in [0, 10]"),
+    Param("trajectory_horizon_steps", 5, "trajectory mode: future safe setpoints per message, before the stop tail",
+          lambda v: 0 <= v <= 200, "in [0, 200]"),
+    *(Param(f"max_input_age_s.{name}", DEFAULT_INPUT_AGES[name], f"Hold when the newest {name} input is older "
+            "than this (s)", lambda v: 0.0 < v <= 60.0, "in (0, 60]") for name in INPUT_NAMES),
+    Param("velocity_scale", 1.0, "Fraction of the URDF joint velocity limits used; LIVE: a set ramps the limit "
+          "at the acceleration limit", lambda v: 0.0 < v <= 1.0, "in (0, 1]", read_only=False),
+    Param("position_margin", 0.0, "Margin kept inside the URDF position limits (rad / m)",
+          lambda v: 0.0 <= v <= 0.2, "in [0, 0.2]"),
+    Param("max_acceleration", list(DEFAULT_MAX_ACCELERATION), "Per-joint acceleration limit (rad/s^2 joints 1-6, "
+          "m/s^2 finger)", _per_joint_ok, f"{ARM_DOF} positive values"),
+    Param("max_deviation_from_measured", list(DEFAULT_MAX_DEVIATION), "A setpoint further than this from the "
+          "measured state is approached slowly (rad / m)", _per_joint_ok, f"{ARM_DOF} positive values"),
+    Param("ramp_velocity", list(DEFAULT_RAMP_VELOCITY), "Speed of that slow approach (rad/s / m/s)", _per_joint_ok,
+          f"{ARM_DOF} positive values"),
+    Param("max_tracking_error", list(DEFAULT_MAX_TRACKING_ERROR), "Last command - measured state beyond this (plus "
+          "velocity x joint-state age) holds: the arm is blocked or not following (rad / m)", _per_joint_ok,
+          f"{ARM_DOF} positive values"),
+    Param("top_image_width", 0, "cam_high native width (px) of the affordance pixels; 0 = the planner's image_size "
+          "in vla/plan_state", lambda v: 0 <= v <= 10000, "in [0, 10000]"),
+    Param("top_image_height", 0, "cam_high native height (px) of the affordance pixels; 0 = the planner's "
+          "image_size in vla/plan_state", lambda v: 0 <= v <= 10000, "in [0, 10000]"),
+    Param("instruction", "", "Task instruction for the actor encoder; empty = from vla/plan_state"),
+    Param("relaxed_decode", False, "FAST relaxed decoding (truncate/pad to T x 7; counted). Off: a wrong-length "
+          "sequence is a decode failure"),
+    Param("fault_injection", "", "'' (off), 'nan_chunk' or 'undecodable_tokens', applied to model outputs in the "
+          "inference path so the real checks downstream handle them", lambda v: v in FAULT_INJECTIONS,
+          f"one of {list(FAULT_INJECTIONS)}", test_hook=True),
+    Param("fault_injection_period", 1, "Inject into every N-th inference (1 = all; the first N-1 are clean)",
+          lambda v: 1 <= v <= 1000, "in [1, 1000]"),
+    Param("inference_delay_s", 0.0, "Artificial latency added to every inference (s), for benchmarks",
+          lambda v: 0.0 <= v <= 10.0, "in [0, 10]", test_hook=True),
+    DIAGNOSTICS_RATE,
+)
 
 
 class ActorNode(Node):
@@ -77,8 +137,8 @@ class ActorNode(Node):
 
     def __init__(self) -> None:
         super().__init__("actor")
-        self._declare_parameters()
-        self.bundle = load_node_bundle(self, load_fast_tokenizer=True)
+        values = self._declare_parameters()
+        self.bundle = load_node_bundle(self, values, load_fast_tokenizer=True)
         self.pipeline = ActorPipeline(self.bundle, self.arm, relaxed_decode=self.relaxed_decode)
         self._check_instruction_parameter()
         self.joint_names = arm_joint_names(self.arm)
@@ -91,7 +151,8 @@ class ActorNode(Node):
         self.controller = ActorController(self._actor_config(), self._limits(),
                                           1.0 / self.bundle.manifest.action.control_rate_hz,
                                           self.bundle.manifest.keypoints_per_arm,
-                                          FaultCounter(on_fault=self.faults.fault))
+                                          FaultCounter(on_fault=self.faults.fault),
+                                          full_velocity=arm_limits(self.arm).velocity)
         self._warn_on_short_request_threshold()
         self._stop = threading.Event()  # set at shutdown: interrupts the artificial delay, stops publishing
         self.context.on_shutdown(self._stop.set)
@@ -112,94 +173,34 @@ class ActorNode(Node):
             + (f", artificial delay {self.inference_delay_s:g} s" if self.inference_delay_s else ""))
 
     # ------------------------------------------------------------------ set-up
-    def _declare_parameters(self) -> None:
-        declare = common.declare
-        self.arm = declare(self, "arm", "", "Which arm this actor drives: left or right",
-                           lambda v: v in ARMS, f"one of {list(ARMS)}")
+    def _declare_parameters(self) -> dict:
+        values = common.declare_parameters(self, PARAMETERS)
+        self.arm = values["arm"]
         expected_name = f"actor_{self.arm}"
         if self.get_name() not in ("actor", expected_name):
             self.get_logger().warning(f"node name '{self.get_name()}' for arm '{self.arm}': the graph calls it "
                                       f"'{expected_name}' (parameter file sections are keyed by node name)")
-        self.control_rate_hz = declare(self, "control_rate_hz", 50.0,
-                                       "Control tick rate (Hz, node clock: sim time under use_sim_time)",
-                                       lambda v: 0.0 < v <= 1000.0, "in (0, 1000]")
-        self.dt = 1.0 / self.control_rate_hz
-        self.output_mode = declare(self, "output_mode", "trajectory",
-                                   "Command output: trajectory (JTC), stream (forward position controller) or "
-                                   "vendor (/master/joint_<arm>)", lambda v: v in OUTPUT_MODES,
-                                   f"one of {list(OUTPUT_MODES)}")
-        self.blend = declare(self, "blend", "crossfade", "Chunk seam blending: none, crossfade or ensemble",
-                             lambda v: v in BLEND_MODES, f"one of {list(BLEND_MODES)}")
-        self.crossfade_s = declare(self, "crossfade_s", 0.2,
-                                   "Minimum crossfade length at a seam (s; lengthened to respect the "
-                                   "velocity/acceleration limits)", lambda v: 0.0 <= v <= 5.0, "in [0, 5]")
-        self.chunk_interpolation = declare(
-            self, "chunk_interpolation", "pchip",
-            "Between a chunk's steps: linear, or pchip (monotone cubic: continuous velocity, no overshoot)",
-            lambda v: v in INTERPOLATIONS, f"one of {list(INTERPOLATIONS)}")
-        self.ensemble_decay = declare(self, "ensemble_decay", 0.01,
-                                      "Temporal ensembling weight decay m in exp(-m i), i = 0 the oldest chunk (ACT)",
-                                      lambda v: math.isfinite(v) and abs(v) <= 10.0, "finite, |m| <= 10")
-        self.request_threshold_s = declare(self, "request_threshold_s", 0.5,
-                                           "Ask for the next chunk when at most this much of the current chunk "
-                                           "remains (s); choose >= the expected inference latency",
-                                           lambda v: 0.0 <= v <= 10.0, "in [0, 10]")
-        self.horizon_steps = declare(self, "trajectory_horizon_steps", 5,
-                                     "trajectory mode: future safe setpoints per message, before the stop tail",
-                                     lambda v: 0 <= v <= 200, "in [0, 200]")
-        self.max_input_age = {
-            name: declare(self, f"max_input_age_s.{name}", DEFAULT_INPUT_AGES[name],
-                          f"Hold when the newest {name} input is older than this (s)",
-                          lambda v: 0.0 < v <= 60.0, "in (0, 60]")
-            for name in INPUT_NAMES}
-        self.safety_config = {
-            "velocity_scale": declare(self, "velocity_scale", 1.0, "Fraction of the URDF joint velocity limits used",
-                                      lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
-            "position_margin": declare(self, "position_margin", 0.0,
-                                       "Margin kept inside the URDF position limits (rad / m)",
-                                       lambda v: 0.0 <= v <= 0.2, "in [0, 0.2]"),
-            "max_acceleration": declare(self, "max_acceleration", list(DEFAULT_MAX_ACCELERATION),
-                                        "Per-joint acceleration limit (rad/s^2 joints 1-6, m/s^2 finger)",
-                                        _per_joint_ok, f"{ARM_DOF} positive values"),
-            "max_deviation_from_measured": declare(
-                self, "max_deviation_from_measured", list(DEFAULT_MAX_DEVIATION),
-                "A setpoint further than this from the measured state is approached slowly (rad / m)",
-                _per_joint_ok, f"{ARM_DOF} positive values"),
-            "ramp_velocity": declare(self, "ramp_velocity", list(DEFAULT_RAMP_VELOCITY),
-                                     "Speed of that slow approach (rad/s / m/s)", _per_joint_ok,
-                                     f"{ARM_DOF} positive values"),
-            "max_tracking_error": declare(
-                self, "max_tracking_error", list(DEFAULT_MAX_TRACKING_ERROR),
-                "Last command - measured state beyond this (plus velocity x joint-state age) holds at the "
-                "measured state: the arm is blocked or not following (rad / m)", _per_joint_ok,
-                f"{ARM_DOF} positive values"),
-        }
-        self.top_size = (declare(self, "top_image_width", 0,
-                                 "cam_high native width (px) of the affordance pixels; 0 = the planner's "
-                                 "image_size in /vla/plan_state", lambda v: 0 <= v <= 10000, "in [0, 10000]"),
-                         declare(self, "top_image_height", 0,
-                                 "cam_high native height (px) of the affordance pixels; 0 = the planner's "
-                                 "image_size in /vla/plan_state", lambda v: 0 <= v <= 10000, "in [0, 10000]"))
+        self.control_rate_hz = values["control_rate_hz"]
+        self.output_mode = values["output_mode"]
+        self.blend = values["blend"]
+        self.crossfade_s = values["crossfade_s"]
+        self.chunk_interpolation = values["chunk_interpolation"]
+        self.ensemble_decay = values["ensemble_decay"]
+        self.request_threshold_s = values["request_threshold_s"]
+        self.horizon_steps = values["trajectory_horizon_steps"]
+        self.max_input_age = {name: values[f"max_input_age_s.{name}"] for name in INPUT_NAMES}
+        self.safety_config = {name: values[name] for name in SAFETY_PARAMETERS}
+        self.top_size = (values["top_image_width"], values["top_image_height"])
         if (self.top_size[0] == 0) != (self.top_size[1] == 0):
             raise ValueError("parameters 'top_image_width' and 'top_image_height' must both be 0 (from "
-                             "/vla/plan_state) or both set")
-        self.instruction_parameter = declare(self, "instruction", "",
-                                             "Task instruction for the actor encoder; empty = from /vla/plan_state")
-        self.relaxed_decode = declare(self, "relaxed_decode", False,
-                                      "FAST relaxed decoding (truncate/pad to T x 7; counted). Off: a wrong-length "
-                                      "sequence is a decode failure")
-        self.fault_injection = declare(self, "fault_injection", "",
-                                       "TEST/DRY-RUN ONLY: '' (off), 'nan_chunk' or 'undecodable_tokens', applied to "
-                                       "model outputs in the inference path", lambda v: v in FAULT_INJECTIONS,
-                                       f"one of {list(FAULT_INJECTIONS)}")
-        self.fault_period = declare(self, "fault_injection_period", 1,
-                                    "TEST/DRY-RUN ONLY: inject into every N-th inference (1 = all; the first "
-                                    "N-1 are clean)", lambda v: 1 <= v <= 1000, "in [1, 1000]")
-        self.inference_delay_s = declare(self, "inference_delay_s", 0.0,
-                                         "Artificial latency added to every inference (s), for benchmarks",
-                                         lambda v: 0.0 <= v <= 10.0, "in [0, 10]")
-        self.diagnostics_rate_hz = declare(self, "diagnostics_rate_hz", 1.0, "/diagnostics publication rate (Hz)",
-                                           lambda v: 0.0 < v <= 50.0, "in (0, 50]")
+                             "vla/plan_state) or both set")
+        self.instruction_parameter = values["instruction"]
+        self.relaxed_decode = values["relaxed_decode"]
+        self.fault_injection = values["fault_injection"]
+        self.fault_period = values["fault_injection_period"]
+        self.inference_delay_s = values["inference_delay_s"]
+        self.diagnostics_rate_hz = values["diagnostics_rate_hz"]
+        return values
 
     def _check_instruction_parameter(self) -> None:
         if self.instruction_parameter:
@@ -259,12 +260,18 @@ class ActorNode(Node):
         self.sent_pub = self.create_publisher(JointState, vocab.actor_command_topic(self.arm), common.COMMAND_QOS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, vocab.DIAGNOSTICS, common.COMMAND_QOS)
         self.create_timer(1.0 / self.control_rate_hz, guard(self._control_tick, "control_tick_error"))
+        common.on_set_parameters(self, PARAMETERS, self._apply_live_parameters)
         self.create_timer(1.0 / self.diagnostics_rate_hz, guard(self._publish_diagnostics, "diagnostics_error"))
 
     def _warm_up(self) -> None:
         # The first ONNX Runtime run allocates; doing it now keeps it out of the first chunk's latency.
         self.pipeline.encoder.warmup(1)
         self.pipeline.decoder.warmup(1)
+
+    def _apply_live_parameters(self, changed: dict) -> None:
+        if "velocity_scale" in changed:
+            self.controller.set_velocity_scale(changed["velocity_scale"])
+            self.get_logger().info(f"velocity_scale -> {changed['velocity_scale']:g} (ramped at the acceleration limit)")
 
     def destroy_node(self) -> None:
         self._stop.set()
@@ -293,23 +300,12 @@ class ActorNode(Node):
     def _on_plan_state(self, msg: String) -> None:
         try:
             payload = common.parse_json_message(msg, required=("schema",))
+            instruction, image_size, problem = actor_plan_inputs(payload, self.bundle.instruction_embedding)
         except ValueError as exc:
             self.faults.fault("malformed_plan_state", str(exc))
             return
-        if payload["schema"] != PLAN_STATE_SCHEMA:
-            self.faults.fault("malformed_plan_state", f"schema {payload['schema']!r}, expected {PLAN_STATE_SCHEMA!r}")
-            return
-        size = payload.get("image_size")
-        image_size = None
-        if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
-            image_size = (size[0], size[1])
-        instruction = str(payload.get("instruction") or "")
-        if instruction:
-            try:
-                self.bundle.instruction_embedding(instruction)
-            except UnknownInstructionError as exc:
-                self.faults.fault("unknown_instruction", str(exc))
-                instruction = ""
+        if problem:
+            self.faults.fault("unknown_instruction", problem)
         self.controller.on_plan(instruction, image_size)
 
     def _on_estop(self, msg: Bool) -> None:

@@ -1,5 +1,9 @@
 """camera_mask node: pairs the three cameras, runs the mask model, publishes masks and masked images.
 
+Only the newest frame per camera is kept (no backlog): while the model runs, newer frames
+replace older ones, and the next set is formed from the newest frames only. Parameters:
+``PARAMETERS`` below (the README's table is generated from it).
+
 Subscriptions
 -------------
 /cam_high/image_raw, /cam_left_wrist/image_raw, /cam_right_wrist/image_raw : sensor_msgs/Image
@@ -15,37 +19,34 @@ Publications
     source frame's header; the three cameras of a set are published together.
 /diagnostics : diagnostic_msgs/DiagnosticArray
     Sets processed, drops by reason, per-camera rate, processing and end-to-end latency.
-
-Parameters
-----------
-bundle_path, inference_backend, intra_op_threads
-    The model bundle and runtime (see ``node_support.declare_bundle_parameters``).
-max_skew_s : float (0.05)
-    Largest stamp difference within a camera set; frames that cannot pair are dropped and counted.
-max_input_age_s.camera : float (0.5)
-    Frames older than this when a set is formed are dropped as stale.
-diagnostics_rate_hz : float (1.0)
-    /diagnostics publication rate.
-
-Only the newest frame per camera is kept (no backlog): while the model runs, newer frames
-replace older ones, and the next set is formed from the newest frames only.
 """
 from __future__ import annotations
 
 import sys
 import threading
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros.core.perception.camera_pairing import FramePairer, RateMeter
-from sim2real_vla_ros.core.policy.observation import LatencyWindow, apply_mask, logits_to_mask, resize_rgb
+from sim2real_vla_ros.core.perception.masking import CameraMasker
+from sim2real_vla_ros.core.policy.observation import LatencyWindow
 from sim2real_vla_ros.core.vocabulary import CAMERAS
 from sim2real_vla_ros.nodes import common
-from sim2real_vla_ros.nodes.node_support import BackgroundWorker, FaultLog, LevelTracker, load_node_bundle
+from sim2real_vla_ros.nodes.common import Param
+from sim2real_vla_ros.nodes.node_support import (BUNDLE_PARAMETERS, DIAGNOSTICS_RATE, BackgroundWorker, FaultLog,
+                                                 LevelTracker, load_node_bundle)
+
+PARAMETERS = (
+    *BUNDLE_PARAMETERS,
+    Param("max_skew_s", 0.05, "Largest stamp difference between the three cameras of a set (s); frames that "
+          "cannot pair are dropped and counted", lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    Param("max_input_age_s.camera", 0.5, "Frames older than this when a set is formed are dropped as stale (s)",
+          lambda v: 0.0 < v <= 10.0, "in (0, 10]"),
+    DIAGNOSTICS_RATE,
+)
 
 
 class CameraMaskNode(Node):
@@ -53,22 +54,17 @@ class CameraMaskNode(Node):
 
     def __init__(self) -> None:
         super().__init__("camera_mask")
-        self.max_skew_s = common.declare(self, "max_skew_s", 0.05,
-                                         "Largest stamp difference between the three cameras of a set (s)",
-                                         lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
-        self.max_age_s = common.declare(self, "max_input_age_s.camera", 0.5,
-                                        "Frames older than this when a set is formed are dropped (s)",
-                                        lambda v: 0.0 < v <= 10.0, "in (0, 10]")
-        diagnostics_rate = common.declare(self, "diagnostics_rate_hz", 1.0, "/diagnostics publication rate (Hz)",
-                                          lambda v: 0.0 < v <= 50.0, "in (0, 50]")
-        self.bundle = load_node_bundle(self)
+        values = common.declare_parameters(self, PARAMETERS)
+        self.max_skew_s = values["max_skew_s"]
+        self.max_age_s = values["max_input_age_s.camera"]
+        diagnostics_rate = values["diagnostics_rate_hz"]
+        self.bundle = load_node_bundle(self, values)
         self._check_bundle_cameras()
         image = self.bundle.manifest.image
         self.model_size = (image.width, image.height)
         self.n_classes = len(self.bundle.manifest.mask_classes)
-        self.mask_model = self.bundle.model("mask")
-        # A dynamic batch axis lets the three cameras share one model call.
-        self.batched = isinstance(self.mask_model.input_specs["image"].shape[0], str)
+        self.masker = CameraMasker(self.bundle)  # the mask step itself (shared with the in-process runner)
+        self.batched = self.masker.batched
 
         self.faults = FaultLog(self)
         self.pairer = FramePairer(CAMERAS, self.max_skew_s, self.max_age_s)
@@ -130,34 +126,22 @@ class CameraMaskNode(Node):
             return
         start = common.monotonic()
         headers = {name: frame_set.frame(name)[0] for name in CAMERAS}
-        resized = [resize_rgb(frame_set.frame(name)[1], *self.model_size) for name in CAMERAS]
         try:
-            masks = self._infer_masks(resized)
+            results = self.masker.process([frame_set.frame(name)[1] for name in CAMERAS])
         except Exception as exc:  # model/contract failure: count, publish nothing for this set
             self.faults.fault("mask_model_error", f"{type(exc).__name__}: {exc}")
             return
-        for name, rgb, mask in zip(CAMERAS, resized, masks):
+        for name, result in zip(CAMERAS, results):
             header = headers[name]
-            mask_msg = common.numpy_to_image(mask, "mono8")
+            mask_msg = common.numpy_to_image(result.mask, "mono8")
             mask_msg.header = header
-            masked_msg = common.numpy_to_image(apply_mask(rgb, mask), "rgb8")
+            masked_msg = common.numpy_to_image(result.masked, "rgb8")
             masked_msg.header = header
             self.mask_pubs[name].publish(mask_msg)
             self.masked_pubs[name].publish(masked_msg)
         self._sets_published += 1
         self.processing.add((common.monotonic() - start) * 1e3)
         self.end_to_end.add((common.now_seconds(self) - frame_set.oldest_stamp_s) * 1e3)
-
-    def _infer_masks(self, resized: list) -> np.ndarray:
-        inputs = [self.bundle.preprocess_image(rgb) for rgb in resized]
-        if self.batched:
-            logits = self.mask_model.run({"image": np.concatenate(inputs, axis=0)})["mask_logits"]
-        else:
-            logits = np.concatenate([self.mask_model.run({"image": x})["mask_logits"] for x in inputs], axis=0)
-        masks = logits_to_mask(logits)
-        if masks.max(initial=0) >= self.n_classes:
-            raise ValueError(f"mask model produced class {int(masks.max())} but the bundle has {self.n_classes}")
-        return masks
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:

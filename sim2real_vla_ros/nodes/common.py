@@ -21,7 +21,7 @@ import rclpy
 import rclpy.signals
 from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
@@ -156,25 +156,172 @@ def _json_default(value):
 
 
 # --- parameters --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Param:
+    """One node parameter as data: declared by :func:`declare_parameters`, listed in the README.
+
+    Each node module keeps its parameters in a module-level tuple ``PARAMETERS`` of these; the
+    node's ``__init__`` declares them and ``tools/readme_parameters.py`` renders the README's
+    parameter tables from the same tuple, so a description exists once.
+
+    Attributes
+    ----------
+    name : str
+        Parameter name (dots for namespaces, e.g. ``max_input_age_s.camera``).
+    default : Any
+        Default value; its type is the parameter's type. A float default makes the parameter
+        accept integers too (``rate:=2``), converted to float.
+    description : str
+        One line for ``ros2 param describe`` and the README.
+    check : callable, optional
+        ``check(value) -> bool``; a value that fails stops the node at start-up (and refuses a
+        run-time set of a live parameter) with ``parameter 'x' = v: must be <requirement>``.
+    requirement : str
+        What ``check`` demands, in words (``"in (0, 50]"``).
+    read_only : bool
+        True (default): read once at start-up, a run-time set is refused. False: a live
+        parameter, which the node applies at run time (:func:`on_set_parameters`).
+    test_hook : bool
+        A test / dry-run hook (fault injection, scripted outputs): a value other than the
+        default is refused at start-up unless ``use_sim_time`` is true, so it cannot be
+        switched on for a robot by accident.
+    required : bool
+        The default is a placeholder that fails ``check``: the node refuses to start unless the
+        parameter is given (the actor's ``arm``).
+    """
+
+    name: str
+    default: Any
+    description: str
+    check: Optional[Callable[[Any], bool]] = None
+    requirement: str = ""
+    read_only: bool = True
+    test_hook: bool = False
+    required: bool = False
+
+    @property
+    def is_float(self) -> bool:
+        return isinstance(self.default, float)
+
+    def validate(self, value: Any) -> Any:
+        """The value as the node uses it (ints made floats for a float parameter), checked.
+
+        Raises
+        ------
+        ValueError
+            ``parameter '<name>' = <value>: must be <requirement>``.
+        """
+        given = value
+        if self.is_float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"parameter '{self.name}' = {given!r}: must be a number")
+            value = float(value)
+        if self.check is not None and not self.check(value):
+            raise ValueError(f"parameter '{self.name}' = {given!r}: must be {self.requirement or 'valid'}")
+        return value
+
+    def descriptor(self) -> ParameterDescriptor:
+        # A float parameter given as `rate:=2` arrives as an integer; rclpy would refuse it with
+        # InvalidParameterTypeException, so floats are declared dynamically typed and coerced.
+        description = self.description
+        if self.test_hook:
+            description = f"TEST / DRY-RUN HOOK (refused unless use_sim_time is true): {description}"
+        return ParameterDescriptor(description=description, additional_constraints=self.requirement,
+                                   read_only=self.read_only, dynamic_typing=self.is_float)
+
+
+def declare_parameters(node: Node, params: Sequence[Param]) -> Dict[str, Any]:
+    """Declare every parameter of ``params`` with its descriptor; return {name: checked value}.
+
+    Read-only parameters (the default) are declared ``read_only`` so that rclpy refuses a
+    run-time set (``ros2 param set``) with "Trying to set a read-only parameter" instead of
+    reporting success for a value the node never reads again.
+
+    Raises
+    ------
+    ValueError
+        A value fails its check (``parameter 'x' = v: must be ...``), or a test hook is set
+        while ``use_sim_time`` is false; one line naming the parameter, so ``run_node`` stops
+        the node with it.
+    """
+    values: Dict[str, Any] = {}
+    for param in params:
+        value = param.validate(node.declare_parameter(param.name, param.default, param.descriptor()).value)
+        if param.test_hook and value != param.validate(param.default) and not _uses_sim_time(node):
+            raise ValueError(f"parameter '{param.name}' = {value!r}: a test / dry-run hook, refused unless "
+                             "use_sim_time is true (never set it on a robot)")
+        values[param.name] = value
+    return values
+
+
+def _uses_sim_time(node: Node) -> bool:
+    return node.has_parameter("use_sim_time") and node.get_parameter("use_sim_time").value is True
+
+
 def declare(node: Node, name: str, default: Any, description: str,
             check: Optional[Callable[[Any], bool]] = None, requirement: str = "") -> Any:
-    """Declare a parameter once with a description and return its value, range-checked.
+    """Declare one parameter and return its checked value: the form that predates :class:`Param`.
 
-    Raises ValueError("'<name>' must be <requirement>") at start-up when ``check`` fails,
-    so a bad configuration stops the node with one clear message.
+    Kept for nodes not yet converted to a ``PARAMETERS`` tuple; prefer :func:`declare_parameters`.
+    As before, the descriptor is not marked read-only: such a node refuses or applies run-time
+    sets in its own set-parameters callback (the actor's live ``velocity_scale``).
     """
-    # A float parameter given as `rate:=2` arrives as an integer; rclpy would refuse it with
-    # InvalidParameterTypeException, so floats are declared dynamically typed and coerced here.
-    is_float = isinstance(default, float)
-    descriptor = ParameterDescriptor(description=description, dynamic_typing=is_float)
-    value = node.declare_parameter(name, default, descriptor).value
-    if is_float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"parameter '{name}' = {value!r}: must be a number")
-        value = float(value)
-    if check is not None and not check(value):
-        raise ValueError(f"parameter '{name}' = {value!r}: must be {requirement or 'valid'}")
-    return value
+    return declare_parameters(node, [Param(name, default, description, check, requirement, read_only=False)])[name]
+
+
+def on_set_parameters(node: Node, params: Sequence[Param], apply: Callable[[Dict[str, Any]], None]) -> None:
+    """Accept run-time sets of the live parameters among ``params``, checked like at start-up.
+
+    A set of a live parameter is checked with its ``Param.check`` (refused with the same
+    ``parameter 'x' = v: must be ...`` reason) and, once rclpy has stored it, handed to
+    ``apply({name: value})`` (ints made floats for float parameters). A set of a read-only one
+    is refused with a reason that says so; rclpy refuses those first (their descriptor is
+    read_only), this is the same refusal for a parameter declared without that flag. Names not
+    in ``params`` (``use_sim_time``, another helper's) are left to their own callbacks.
+
+    ``apply`` runs on the executor thread (the ``~/set_parameters`` service): it must only
+    hand the value to the node's logic under the node's lock (e.g. set a target that the
+    control loop ramps to), never block.
+    """
+    by_name = {param.name: param for param in params}
+
+    def validate(parameters) -> SetParametersResult:
+        for parameter in parameters:
+            spec = by_name.get(parameter.name)
+            if spec is None:
+                continue
+            if spec.read_only:
+                return SetParametersResult(successful=False, reason=read_only_reason(spec.name))
+            try:
+                spec.validate(parameter.value)
+            except ValueError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def applied(parameters) -> None:
+        changed = {p.name: by_name[p.name].validate(p.value) for p in parameters
+                   if p.name in by_name and not by_name[p.name].read_only}
+        if changed:
+            apply(changed)
+
+    post_set = getattr(node, "add_post_set_parameters_callback", None)
+    if post_set is None:  # Humble: no post-set callbacks; apply once the whole request is valid
+        def validate_and_apply(parameters) -> SetParametersResult:
+            result = validate(parameters)
+            if result.successful:
+                applied(parameters)
+            return result
+
+        node.add_on_set_parameters_callback(validate_and_apply)
+    else:
+        node.add_on_set_parameters_callback(validate)
+        post_set(applied)
+
+
+def read_only_reason(name: str) -> str:
+    """Why a run-time set of a read-only parameter is refused."""
+    return (f"parameter '{name}' is read-only: the node reads it once at start-up; set it in the parameter "
+            "file or with --ros-args -p and restart the node")
 
 
 # --- diagnostics -------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Pieces the model-running nodes share: the bundle parameters and fault accounting.
 
-- `declare_bundle_parameters` / `load_node_bundle`: every node that runs a model declares
-  the same three parameters (``bundle_path``, ``inference_backend``, ``intra_op_threads``)
-  and loads the bundle the same way, so a missing or broken model file stops the node at
-  start-up with one ``BundleError`` naming the file (``common.run_node`` prints it).
+- `BUNDLE_PARAMETERS` / `load_node_bundle`: every node that runs a model declares the same
+  three parameters (``bundle_path``, ``inference_backend``, ``intra_op_threads``; part of its
+  ``PARAMETERS``) and loads the bundle the same way, so a missing or broken model file stops
+  the node at start-up with one ``BundleError`` naming the file (``common.run_node`` prints it).
+  `DIAGNOSTICS_RATE` is the ``diagnostics_rate_hz`` parameter every node declares.
 - `FaultLog`: counts faults by reason for /diagnostics and logs each reason at most once
   per period (rclpy's own throttling is keyed by call site, so one helper logging many
   reasons would hide all but the first), and `FaultLog.guard` wraps a callback so that an
@@ -16,13 +17,12 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from typing import Callable, Dict
+from typing import Any, Callable, Dict, Mapping, Optional
 
 from rclpy.node import Node
 
 from sim2real_vla_ros.nodes import common
 from sim2real_vla_ros.core.vocabulary import BACKENDS
-
 
 
 def default_bundle_path() -> str:
@@ -32,21 +32,42 @@ def default_bundle_path() -> str:
     return share_path("models", "reference")
 
 
+#: The parameters of every node that runs a model (part of each such node's ``PARAMETERS``).
+BUNDLE_PARAMETERS = (
+    common.Param("bundle_path", "", "Model bundle folder (holds bundle.yaml); '' = the installed models/reference"),
+    common.Param("inference_backend", "onnxruntime",
+                 "Inference runtime: onnxruntime (CPU/GPU) or tensorrt (the bundle's prebuilt engines)",
+                 lambda v: v in BACKENDS, f"one of {list(BACKENDS)}"),
+    common.Param("intra_op_threads", 1, "ONNX Runtime threads per model; 0 = runtime default (all cores). 1 keeps "
+                 "several nodes on a small CPU from competing for cores", lambda v: v >= 0, ">= 0"),
+)
+
+#: ``diagnostics_rate_hz``, declared by every node that publishes /diagnostics.
+DIAGNOSTICS_RATE = common.Param("diagnostics_rate_hz", 1.0, "/diagnostics publication rate (Hz)",
+                                lambda v: 0.0 < v <= 50.0, "in (0, 50]")
+
+
+def bundle_settings(values: Mapping[str, Any]) -> dict:
+    """The bundle parameters' values (from ``declare_parameters``) as ``load_node_bundle`` takes them."""
+    return {"bundle_path": values["bundle_path"] or default_bundle_path(), "backend": values["inference_backend"],
+            "intra_op_threads": values["intra_op_threads"]}
+
+
 def declare_bundle_parameters(node: Node) -> dict:
-    """Declare ``bundle_path``, ``inference_backend`` and ``intra_op_threads``; return their values."""
-    path = common.declare(node, "bundle_path", "",
-                          "Model bundle folder (holds bundle.yaml); empty = the installed models/reference")
-    backend = common.declare(node, "inference_backend", "onnxruntime",
-                             "Inference runtime: onnxruntime (CPU/GPU) or tensorrt (the bundle's prebuilt engines)",
-                             lambda v: v in BACKENDS, f"one of {list(BACKENDS)}")
-    threads = common.declare(node, "intra_op_threads", 1,
-                             "ONNX Runtime threads per model; 0 = runtime default (all cores). 1 keeps several "
-                             "nodes on a small CPU from competing for cores", lambda v: v >= 0, ">= 0")
-    return {"bundle_path": path or default_bundle_path(), "backend": backend, "intra_op_threads": threads}
+    """Declare :data:`BUNDLE_PARAMETERS`; return their values as ``load_node_bundle`` takes them."""
+    return bundle_settings(common.declare_parameters(node, BUNDLE_PARAMETERS))
 
 
-def load_node_bundle(node: Node, load_fast_tokenizer: bool = False):
-    """Declare the bundle parameters and load the bundle (every model checked against its contract).
+def load_node_bundle(node: Node, values: Optional[Mapping[str, Any]] = None, load_fast_tokenizer: bool = False):
+    """Load the node's model bundle (every model checked against its contract).
+
+    Parameters
+    ----------
+    node : Node
+    values : Mapping, optional
+        The node's declared parameter values, :data:`BUNDLE_PARAMETERS` among them (a node
+        whose ``PARAMETERS`` include them). None: declare them here.
+    load_fast_tokenizer : bool
 
     Raises
     ------
@@ -55,7 +76,7 @@ def load_node_bundle(node: Node, load_fast_tokenizer: bool = False):
     """
     from sim2real_vla_ros.core.policy.bundle import load_bundle
 
-    settings = declare_bundle_parameters(node)
+    settings = declare_bundle_parameters(node) if values is None else bundle_settings(values)
     threads = settings["intra_op_threads"] or None
     bundle = load_bundle(settings["bundle_path"], backend=settings["backend"], intra_op_threads=threads,
                          inter_op_threads=1 if threads else None, load_fast_tokenizer=load_fast_tokenizer)

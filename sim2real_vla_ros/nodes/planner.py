@@ -1,5 +1,8 @@
 """planner node: the chain of affordances (paper section 4.1) at a low rate, gated by the validator.
 
+Parameters: ``PARAMETERS`` below (the README's table is generated from it); ``instruction``
+can be set at run time (``ros2 param set /planner instruction '...'``), the others are read-only.
+
 Subscriptions
 -------------
 /vla/masked/cam_high : sensor_msgs/Image rgb8
@@ -36,24 +39,6 @@ Services
     Stop the task and hold (phase idle, empty affordances).
 /vla/set_estop : std_srvs/SetBool
     true engages the e-stop (task stopped, arms hold), false releases it (start again to resume).
-
-Parameters
-----------
-bundle_path, inference_backend, intra_op_threads : the model bundle and runtime.
-instruction : str ('') task instruction used by /vla/start (runtime-settable).
-autostart : bool (false) start with ``instruction`` at the first timer tick.
-planner_rate_hz : float (2.0) planner timer rate, on the node clock (sim time with use_sim_time).
-chain_length : int (1) K, previous affordances the planner is conditioned on (must match the model).
-max_retries : int (2) re-plans of one step before the task aborts (keep equal to the validator's).
-max_steps : int (10) largest number of affordances in a chain; more fails the task.
-done_threshold : float (0.5) the chain succeeds when the model's done probability exceeds it.
-backstop_timeout_s : float (0.0) re-plan a step when no validator event came for this long; 0 = off.
-max_input_age_s.cam_high : float (1.0) an older masked cam_high image is not used for a prediction.
-image_width, image_height : int (0) native cam_high size; 0 = from /cam_high/camera_info.
-overlay_source : str ('masked') draw the overlay on the masked (model-resolution) or raw cam_high image.
-overlay_rate_hz : float (5.0) overlay and marker publication rate.
-marker_depth_m : float (1.0) depth along each keypoint's camera ray at which markers are drawn.
-diagnostics_rate_hz : float (1.0) /diagnostics rate.
 """
 from __future__ import annotations
 
@@ -64,7 +49,6 @@ from typing import Optional
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point, Point32, PolygonStamped
-from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Bool, ColorRGBA, String
@@ -72,19 +56,52 @@ from std_srvs.srv import SetBool, Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
 from sim2real_vla_ros.core import vocabulary as vocab
-from sim2real_vla_ros.core.task.affordance_chain import (AffordanceChain, ChainPhase, PredictionOutcome, denormalise_keypoints)
-from sim2real_vla_ros.core.policy.bundle import UnknownInstructionError
+from sim2real_vla_ros.core.task.affordance_chain import denormalise_keypoints
+from sim2real_vla_ros.core.task.planner_logic import PlannerConfig, PlannerCore
 from sim2real_vla_ros.core.perception.camera_pairing import RateMeter
-from sim2real_vla_ros.core.policy.observation import masked_model_input, pixels_to_optical_points
+from sim2real_vla_ros.core.policy.observation import pixels_to_optical_points
 from sim2real_vla_ros.core.perception.overlay import ARM_COLORS, draw_affordances
-from sim2real_vla_ros.core.task.payloads import EVENT_WIRE_NAMES, parse_validator_event, plan_state_payload
+from sim2real_vla_ros.core.task.payloads import EVENT_WIRE_NAMES, parse_validator_event
 from sim2real_vla_ros.nodes import common
-from sim2real_vla_ros.nodes.node_support import BackgroundWorker, FaultLog, LevelTracker, load_node_bundle
+from sim2real_vla_ros.nodes.common import Param
+from sim2real_vla_ros.nodes.node_support import (BUNDLE_PARAMETERS, DIAGNOSTICS_RATE, BackgroundWorker, FaultLog,
+                                                 LevelTracker, load_node_bundle)
 from sim2real_vla_ros.core.vocabulary import ARMS
 
 FRAME_ID = "cam_high_optical_frame"
 OVERLAY_SOURCES = ("masked", "raw")
-_UNPUBLISHED = object()
+
+PARAMETERS = (
+    *BUNDLE_PARAMETERS,
+    Param("instruction", "", "Task instruction used by /vla/start (must have an embedding in the bundle); '' = "
+          "wait for /vla/instruction", read_only=False),
+    Param("autostart", False, "Start with 'instruction' at the first timer tick (no /vla/start needed)"),
+    Param("planner_rate_hz", 2.0, "Planner timer rate (Hz, node clock: sim time under use_sim_time)",
+          lambda v: 0.0 < v <= 50.0, "in (0, 50]"),
+    Param("chain_length", 1, "K: previous affordances the planner is conditioned on (checked against the model)",
+          lambda v: 1 <= v <= 16, "in [1, 16]"),
+    Param("max_retries", 2, "Re-plans of one step before the task aborts (keep equal to the validator's "
+          "max_retries)", lambda v: 0 <= v <= 100, "in [0, 100]"),
+    Param("max_steps", 10, "Largest number of affordances in one task; more fails it",
+          lambda v: 1 <= v <= 1000, "in [1, 1000]"),
+    Param("done_threshold", 0.5, "The task succeeds when the model's done probability exceeds this",
+          lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    Param("backstop_timeout_s", 0.0, "Re-plan a step after this long without a validator event (s); 0 = off "
+          "(rely on the validator)", lambda v: v >= 0.0, ">= 0"),
+    Param("max_input_age_s.cam_high", 1.0, "Oldest masked cam_high image a prediction may use (s)",
+          lambda v: 0.0 < v <= 60.0, "in (0, 60]"),
+    Param("image_width", 0, "Native cam_high width (px) of the published keypoints; 0 = from camera_info "
+          "(image_width and image_height: both 0 or both set)", lambda v: 0 <= v <= 16384, "in [0, 16384]"),
+    Param("image_height", 0, "Native cam_high height (px); 0 = from camera_info",
+          lambda v: 0 <= v <= 16384, "in [0, 16384]"),
+    Param("overlay_source", "masked", "Image the overlay is drawn on: masked (model resolution) or raw (native "
+          "cam_high)", lambda v: v in OVERLAY_SOURCES, f"one of {list(OVERLAY_SOURCES)}"),
+    Param("overlay_rate_hz", 5.0, "Overlay image and rviz marker rate (Hz)", lambda v: 0.0 < v <= 60.0,
+          "in (0, 60]"),
+    Param("marker_depth_m", 1.0, "Depth of the keypoint markers along their camera rays (m)",
+          lambda v: 0.0 < v <= 20.0, "in (0, 20]"),
+    DIAGNOSTICS_RATE,
+)
 
 
 class PlannerNode(Node):
@@ -92,84 +109,57 @@ class PlannerNode(Node):
 
     def __init__(self) -> None:
         super().__init__("planner")
-        self._declare_parameters()
-        self.bundle = load_node_bundle(self)
+        values = self._declare_parameters()
+        self.bundle = load_node_bundle(self, values)
         manifest = self.bundle.manifest
         self.model = self.bundle.model("planner")
         self.model_size = (manifest.image.width, manifest.image.height)
         self._check_chain_length()
-        self.chain = AffordanceChain(
-            image_size=self.model_size, keypoints_per_arm=manifest.keypoints_per_arm, history_length=self.chain_length,
-            max_retries=self.max_retries, max_steps=self.max_steps, done_threshold=self.done_threshold,
-            step_timeout_s=self.backstop_timeout_s or None,
-            # The model runs synchronously inside the timer callback, so a request is only
-            # "lost" when that run failed; re-request at the next tick.
-            request_timeout_s=0.5 / self.rate_hz,
-            # Model keypoints are fractions of the image, [0, 1] continuous; the chain checks
-            # pixel centres [0, size - 1], so allow (and clip) the last pixel's width.
-            edge_tolerance_px=1.0)
         self.faults = FaultLog(self)
         self._levels = LevelTracker()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the core is not thread-safe: executor and tick threads share it
         self._instruction = self.instruction_param
-        self._embedding: Optional[np.ndarray] = None
-        self._task: Optional[str] = None
-        self._last_error = ""
-        self._estop = False
-        self._seq = 0
-        self._latest_masked: Optional[Image] = None
+        # Every decision (chain, task, what to publish) lives in the ROS-free core, shared with
+        # the in-process runner; this node translates messages to and from it.
+        self.core = PlannerCore(self.bundle, PlannerConfig(
+            rate_hz=self.rate_hz, chain_length=self.chain_length, max_retries=self.max_retries,
+            max_steps=self.max_steps, done_threshold=self.done_threshold,
+            backstop_timeout_s=self.backstop_timeout_s, max_image_age_s=self.max_image_age_s),
+            self.faults, to_rgb=lambda msg: common.image_to_numpy(msg, "rgb8"), task_name=_task_name)
+        self.chain = self.core.chain
         self._latest_raw: Optional[Image] = None
         self._native_size = (self.image_width, self.image_height) if self.image_width and self.image_height else None
         self._intrinsics: Optional[np.ndarray] = None
-        self._published_state = None
-        self._published_affordance = _UNPUBLISHED
         self._autostart_pending = self.autostart
         self._tick_rate = RateMeter(window_s=max(5.0, 5.0 / self.rate_hz))
         self._ticks = 0
         self._create_interfaces()
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        common.on_set_parameters(self, PARAMETERS, self._apply_parameters)
         with self._lock:
             self._publish_state_locked(common.now_seconds(self))
         self.get_logger().info(f"planner ready: {self.rate_hz} Hz, K={self.chain_length}, "
                                f"P={manifest.keypoints_per_arm}, instruction={self._instruction!r}")
 
     # ------------------------------------------------------------------ set-up
-    def _declare_parameters(self) -> None:
-        declare = common.declare
-        self.instruction_param = declare(self, "instruction", "", "Task instruction used by /vla/start "
-                                         "(must have an embedding in the bundle); can be set at run time")
-        self.autostart = declare(self, "autostart", False, "Start with 'instruction' at the first timer tick")
-        self.rate_hz = declare(self, "planner_rate_hz", 2.0, "Planner timer rate (Hz, node clock)",
-                               lambda v: 0.0 < v <= 50.0, "in (0, 50]")
-        self.chain_length = declare(self, "chain_length", 1, "K: previous affordances the planner is conditioned on",
-                                    lambda v: 1 <= v <= 16, "in [1, 16]")
-        self.max_retries = declare(self, "max_retries", 2, "Re-plans of one step before the task aborts "
-                                   "(keep equal to the validator's max_retries)", lambda v: 0 <= v <= 100,
-                                   "in [0, 100]")
-        self.max_steps = declare(self, "max_steps", 10, "Largest number of affordances in one task",
-                                 lambda v: 1 <= v <= 1000, "in [1, 1000]")
-        self.done_threshold = declare(self, "done_threshold", 0.5, "Done probability above which the task succeeds",
-                                      lambda v: 0.0 <= v < 1.0, "in [0, 1)")
-        self.backstop_timeout_s = declare(self, "backstop_timeout_s", 0.0, "Re-plan a step after this long without a "
-                                          "validator event (s); 0 = rely on the validator",
-                                          lambda v: v >= 0.0, ">= 0")
-        self.max_image_age_s = declare(self, "max_input_age_s.cam_high", 1.0, "Oldest masked cam_high image a "
-                                       "prediction may use (s)", lambda v: 0.0 < v <= 60.0, "in (0, 60]")
-        self.image_width = declare(self, "image_width", 0, "Native cam_high width (px); 0 = from camera_info",
-                                   lambda v: 0 <= v <= 16384, "in [0, 16384]")
-        self.image_height = declare(self, "image_height", 0, "Native cam_high height (px); 0 = from camera_info",
-                                    lambda v: 0 <= v <= 16384, "in [0, 16384]")
+    def _declare_parameters(self) -> dict:
+        values = common.declare_parameters(self, PARAMETERS)
+        self.instruction_param = values["instruction"]
+        self.autostart = values["autostart"]
+        self.rate_hz = values["planner_rate_hz"]
+        self.chain_length = values["chain_length"]
+        self.max_retries = values["max_retries"]
+        self.max_steps = values["max_steps"]
+        self.done_threshold = values["done_threshold"]
+        self.backstop_timeout_s = values["backstop_timeout_s"]
+        self.max_image_age_s = values["max_input_age_s.cam_high"]
+        self.image_width, self.image_height = values["image_width"], values["image_height"]
         if (self.image_width == 0) != (self.image_height == 0):
             raise ValueError("parameters 'image_width' and 'image_height' must both be 0 (camera_info) or both set")
-        self.overlay_source = declare(self, "overlay_source", "masked", "Image the overlay is drawn on: masked "
-                                      "(model resolution) or raw (native cam_high)", lambda v: v in OVERLAY_SOURCES,
-                                      f"one of {list(OVERLAY_SOURCES)}")
-        self.overlay_rate_hz = declare(self, "overlay_rate_hz", 5.0, "Overlay image and marker rate (Hz)",
-                                       lambda v: 0.0 < v <= 60.0, "in (0, 60]")
-        self.marker_depth_m = declare(self, "marker_depth_m", 1.0, "Depth of the keypoint markers along their "
-                                      "camera rays (m)", lambda v: 0.0 < v <= 20.0, "in (0, 20]")
-        self.diagnostics_rate_hz = declare(self, "diagnostics_rate_hz", 1.0, "/diagnostics rate (Hz)",
-                                           lambda v: 0.0 < v <= 50.0, "in (0, 50]")
+        self.overlay_source = values["overlay_source"]
+        self.overlay_rate_hz = values["overlay_rate_hz"]
+        self.marker_depth_m = values["marker_depth_m"]
+        self.diagnostics_rate_hz = values["diagnostics_rate_hz"]
+        return values
 
     def _check_chain_length(self) -> None:
         shape = self.model.input_specs["prev_affordance"].shape
@@ -215,20 +205,15 @@ class PlannerNode(Node):
         self.create_timer(1.0 / self.overlay_rate_hz, guard(self._publish_visuals, "visuals_error"))
         self.create_timer(1.0 / self.diagnostics_rate_hz, guard(self._publish_diagnostics, "diagnostics_error"))
 
-    def _on_set_parameters(self, params) -> SetParametersResult:
-        for param in params:
-            if param.name == "instruction":
-                with self._lock:
-                    self._instruction = str(param.value)
-            elif param.name != "use_sim_time":
-                return SetParametersResult(successful=False,
-                                           reason=f"'{param.name}' is read at start-up; restart the node to change it")
-        return SetParametersResult(successful=True)
+    def _apply_parameters(self, values: dict) -> None:
+        """A run-time set of the live parameters (only ``instruction``): used by the next /vla/start."""
+        with self._lock:
+            self._instruction = str(values["instruction"])
 
     # ------------------------------------------------------------------ inputs
     def _on_masked(self, msg: Image) -> None:
         with self._lock:
-            self._latest_masked = msg
+            self.core.on_masked_image(msg, common.stamp_to_seconds(msg.header.stamp))
 
     def _on_raw(self, msg: Image) -> None:
         with self._lock:
@@ -262,13 +247,9 @@ class PlannerNode(Node):
             return
         now = common.now_seconds(self)
         with self._lock:
-            applied = self.chain.on_gate_event(event, now, index)
-            if applied:
-                self.faults.count(f"gate_{EVENT_WIRE_NAMES[event]}")
+            if self.core.on_gate_event(event, index, now):
                 self.get_logger().info(f"validator {EVENT_WIRE_NAMES[event]} for affordance {index}: {reason} -> "
                                        f"{self.chain.state.last_reason}")
-            else:
-                self.faults.count("gate_event_ignored")
             self._publish_state_locked(now)
 
     def _on_estop(self, msg: Bool) -> None:
@@ -277,10 +258,7 @@ class PlannerNode(Node):
     def _apply_estop(self, engaged: bool, source: str) -> None:
         now = common.now_seconds(self)
         with self._lock:
-            changed = engaged != self._estop
-            self._estop = engaged
-            if engaged and self.chain.phase == ChainPhase.RUNNING:
-                self.chain.stop(f"e-stop engaged ({source})", now)
+            changed = self.core.set_estop(engaged, source, now)
             self._publish_state_locked(now)
         if changed:
             self.get_logger().warning(f"e-stop {'ENGAGED' if engaged else 'released'} ({source})")
@@ -299,7 +277,7 @@ class PlannerNode(Node):
     def _handle_stop(self, request, response):
         now = common.now_seconds(self)
         with self._lock:
-            self.chain.stop(vocab.STOP_SERVICE, now)
+            self.core.stop(vocab.STOP_SERVICE, now)
             self._publish_state_locked(now)
         response.success, response.message = True, "stopped: arms hold (empty affordances)"
         return response
@@ -317,34 +295,13 @@ class PlannerNode(Node):
         """Start or restart the chain; returns (success, message)."""
         with self._lock:
             text = (self._instruction if instruction is None else instruction).strip()
-            estop = self._estop
-        if estop:
-            return self._refuse("e-stop is engaged; release it with /vla/set_estop (data: false) before starting")
-        if not text:
-            return self._refuse("no instruction: set the 'instruction' parameter or publish /vla/instruction")
-        try:
-            embedding = self.bundle.instruction_embedding(text)
-        except UnknownInstructionError as exc:
-            return self._refuse(str(exc))
         now = common.now_seconds(self)
         with self._lock:
-            restarted = self.chain.phase == ChainPhase.RUNNING
-            if restarted:
-                self.chain.stop(f"restarted by {source}", now)
-            self.chain.start(text, now)
-            self._instruction = text
-            self._embedding = np.array(embedding[None], dtype=np.float32)
-            self._task = _task_name(text)
-            self._last_error = ""
+            ok, message = self.core.start(text, now, source)
+            if ok:
+                self._instruction = text
             self._publish_state_locked(now)
-        return True, f"{'restarted' if restarted else 'started'}: {text!r} (task {self._task or 'not in tasks.yaml'})"
-
-    def _refuse(self, message: str) -> tuple:
-        self.faults.fault("start_refused", message)
-        with self._lock:
-            self._last_error = message
-            self._publish_state_locked(common.now_seconds(self))
-        return False, message
+        return ok, message
 
     # ------------------------------------------------------------------ planning
     def _on_tick(self) -> None:
@@ -357,89 +314,36 @@ class PlannerNode(Node):
             if ok:
                 self.get_logger().info(f"autostart: {message}")
         with self._lock:
-            request, image_msg, embedding = self._prepare_request_locked(now)
+            job = self.core.prepare(now)
             self._publish_state_locked(now)
-        if request is None:
+        if job is None:
             return
-        # On any failure the request lapses and is asked again at the next tick.
-        try:
-            outputs = self._predict(image_msg, embedding, request)
-        except common.ImageMessageError as exc:
-            self.faults.fault("malformed_image", f"/vla/masked/cam_high: {exc}")
-            return
-        except Exception as exc:
-            self.faults.fault("planner_model_error", f"{type(exc).__name__}: {exc}")
+        outputs = self.core.predict(job)  # on failure (counted) the request lapses and is asked again
+        if outputs is None:
             return
         now = common.now_seconds(self)
-        keypoints_px = denormalise_keypoints(outputs["keypoints"][0], self.model_size)
         with self._lock:
-            outcome = self.chain.on_prediction(request.request_id, keypoints_px, outputs["arm_active"][0],
-                                               float(outputs["done"][0]),
-                                               common.stamp_to_seconds(image_msg.header.stamp), now)
-            if outcome == PredictionOutcome.ACCEPTED:
-                self._seq += 1
-            elif outcome in (PredictionOutcome.REJECTED, PredictionOutcome.FAILED):
-                self.faults.fault(f"prediction_{outcome.value}", self.chain.state.last_reason)
-            self.faults.count(f"outcome.{outcome.value}")
+            self.core.on_outputs(job, outputs, now)
             self._publish_state_locked(now)
-
-    def _prepare_request_locked(self, now: float):
-        if not self.chain.needs_prediction(now):
-            return None, None, None
-        msg = self._latest_masked
-        if msg is None:
-            self.faults.fault("no_image", "no masked cam_high image received yet (/vla/masked/cam_high)")
-            return None, None, None
-        age = now - common.stamp_to_seconds(msg.header.stamp)
-        if age > self.max_image_age_s:
-            self.faults.fault("stale_image", f"newest masked cam_high is {age:.3f} s old "
-                              f"(max_input_age_s.cam_high = {self.max_image_age_s})")
-            return None, None, None
-        return self.chain.request_prediction(now), msg, self._embedding
-
-    def _predict(self, image_msg: Image, embedding: np.ndarray, request) -> dict:
-        rgb = common.image_to_numpy(image_msg, "rgb8")
-        feed = {"top_image": masked_model_input(self.bundle.image_preprocessor, rgb),
-                "instruction": embedding,
-                "prev_affordance": request.prev_affordance[None].astype(np.float32),
-                "prev_valid": request.prev_valid[None].astype(np.float32)}
-        return self.model.run(feed)
 
     # ------------------------------------------------------------------ outputs
     def _publish_state_locked(self, now: float) -> None:
         """Publish plan_state and the affordances when they changed (caller holds the lock)."""
-        state = self.chain.state
-        payload = plan_state_payload(state, self._seq, now, task=self._task, estop=self._estop,
-                                     last_error=self._last_error)
-        payload["image_size"] = list(self._native_size) if self._native_size else None
-        comparable = {k: v for k, v in payload.items() if k != "stamp"}
-        if comparable != self._published_state:
-            self.state_pub.publish(common.json_message(payload))
-            self._published_state = comparable
-        identity = self._seq if state.current is not None else None
-        if identity != self._published_affordance and self._publish_affordances_locked(state.current, now):
-            self._published_affordance = identity
-
-    def _publish_affordances_locked(self, current, now: float) -> bool:
-        if current is not None and self._native_size is None:
-            self.faults.fault("no_image_size", "cam_high size unknown: no /cam_high/camera_info yet and "
-                              "image_width/image_height not set; affordance not published")
-            return False
-        for slot, arm in enumerate(ARMS):
+        publication = self.core.publication(now, self._native_size)
+        if publication.plan_state is not None:
+            self.state_pub.publish(common.json_message(publication.plan_state))
+        for arm, target in (publication.affordances or {}).items():
             msg = PolygonStamped()
             msg.header.frame_id = FRAME_ID
-            msg.header.stamp = common.seconds_to_stamp(now if current is None else current.obs_stamp_s)
-            if current is not None and current.arm_active[slot]:
-                pixels = denormalise_keypoints(current.keypoints_normalised[slot], self._native_size)
-                msg.polygon.points = [Point32(x=float(x), y=float(y), z=float(current.index)) for x, y in pixels]
+            msg.header.stamp = common.seconds_to_stamp(target.stamp_s)
+            msg.polygon.points = [Point32(x=float(x), y=float(y), z=float(target.index)) for x, y in target.pixels]
             self.affordance_pubs[arm].publish(msg)
-        return True
 
     def _publish_visuals(self) -> None:
         with self._lock:
             state = self.chain.state
             native_size, intrinsics = self._native_size, self._intrinsics
-            image_msg = self._latest_raw if self.overlay_source == "raw" else self._latest_masked
+            image_msg = self._latest_raw if self.overlay_source == "raw" else self.core.latest_image
         self._publish_markers(state, native_size, intrinsics)
         if image_msg is not None:
             self._publish_overlay(state, image_msg)
@@ -480,7 +384,7 @@ class PlannerNode(Node):
         now = common.now_seconds(self)
         with self._lock:
             state = self.chain.state
-            seq = self._seq
+            seq = self.core.seq
         faults = self.faults.snapshot()
         model = self.model.latency_stats()
         values = {"phase": state.phase.value, "index": state.index, "instruction": state.instruction,

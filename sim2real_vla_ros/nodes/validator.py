@@ -4,7 +4,9 @@ For each active arm it runs the validator model on the newest masked cam_high im
 arm's masked wrist image, the arm's target (normalised keypoints) and its joint state
 (normalised with the bundle's action normaliser), feeds the probability to the gate, and
 publishes the gate's decisions: ``open`` after N consecutive positives of every active arm
-and a minimum dwell, ``replan`` on a step timeout, ``abort`` after M re-plans.
+and a minimum dwell, ``replan`` on a step timeout, ``abort`` after M re-plans. Parameters:
+``PARAMETERS`` below (the README's table is generated from it); ``scripted_probabilities`` is
+a test / dry-run hook, refused unless ``use_sim_time`` is true.
 
 Subscriptions
 -------------
@@ -20,32 +22,11 @@ Publications
 /vla/task_state : std_msgs/String JSON (latched), schema ``vla_task_state/1``: phase, index,
     per-arm {active, achieved, consecutive, prob}, retries, last_reason, decisions_count
 /diagnostics : diagnostic_msgs/DiagnosticArray
-
-Parameters
-----------
-bundle_path, inference_backend, intra_op_threads : the model bundle and runtime.
-validator_rate_hz : float (5.0) decision rate (node clock).
-threshold : float (0.5) a probability >= threshold is a positive decision.
-consecutive_required : int (3) N consecutive positives per active arm to open the gate.
-min_dwell_s : float (0.5) minimum time a target must be current before the gate opens.
-step_timeout_s : float (20.0) time without opening after which a re-plan is requested.
-max_retries : int (2) M re-plans per step; the next timeout aborts the task.
-max_input_age_s.cam_high : float (0.5) an older masked cam_high image gives no decision (counted).
-max_input_age_s.wrist : float (0.5) an older masked wrist image gives no decision (counted).
-max_input_age_s.joint_state : float (0.5) older joint states give no decision (counted).
-scripted_probabilities : str ('model') TEST / DRY-RUN ONLY: a fixed probability such as '1.0'
-    or '0.0' replaces the model output (inputs are still required and checked), so the gate
-    sequence can be scripted. Never set it on a robot.
-diagnostics_rate_hz : float (1.0) /diagnostics rate.
 """
 from __future__ import annotations
 
-import math
 import sys
-import threading
-from typing import Dict, Optional
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
@@ -53,36 +34,52 @@ from std_msgs.msg import String
 
 from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros.core.vocabulary import ARMS, WRIST_CAMERA
-from sim2real_vla_ros.core.policy.observation import joint_vector, masked_model_input
-from sim2real_vla_ros.core.task.payloads import (EVENT_WIRE_NAMES, PlanView, parse_plan_state, task_state_payload,
-                                            validator_event_payload)
+from sim2real_vla_ros.core.policy.observation import joint_vector
+from sim2real_vla_ros.core.task.payloads import parse_plan_state
 from sim2real_vla_ros.core.robot import arm_joint_names
-from sim2real_vla_ros.core.task.validator_gate import GateEvent, ValidatorGate
+from sim2real_vla_ros.core.task.validator_logic import (MODEL_SOURCE, ValidatorConfig, ValidatorCore,
+                                                        parse_scripted_probability)
 from sim2real_vla_ros.nodes import common
-from sim2real_vla_ros.nodes.node_support import BackgroundWorker, FaultLog, LevelTracker, load_node_bundle
+from sim2real_vla_ros.nodes.common import Param
+from sim2real_vla_ros.nodes.node_support import (BUNDLE_PARAMETERS, DIAGNOSTICS_RATE, BackgroundWorker, FaultLog,
+                                                 LevelTracker, load_node_bundle)
 
 TOP_CAMERA = "cam_high"
-MODEL_SOURCE = "model"
 
 
-def parse_scripted_probability(text: str) -> Optional[float]:
-    """``'model'`` -> None (use the model); a number in [0, 1] -> that probability.
-
-    Raises
-    ------
-    ValueError
-        Anything else (the message says what is accepted).
-    """
-    if text.strip().lower() == MODEL_SOURCE:
-        return None
+def _scripted_ok(text: str) -> bool:
     try:
-        value = float(text)
+        parse_scripted_probability(text)
     except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise ValueError(f"parameter 'scripted_probabilities' = {text!r}: must be 'model' or a probability in "
-                         "[0, 1] (test / dry-run only)")
-    return value
+        return False
+    return True
+
+
+PARAMETERS = (
+    *BUNDLE_PARAMETERS,
+    Param("validator_rate_hz", 5.0, "Validator decision rate (Hz, node clock)", lambda v: 0.0 < v <= 100.0,
+          "in (0, 100]"),
+    Param("threshold", 0.5, "A probability >= threshold is a positive decision", lambda v: 0.0 < v <= 1.0,
+          "in (0, 1]"),
+    Param("consecutive_required", 3, "N: consecutive positive decisions every active arm needs to open the gate",
+          lambda v: 1 <= v <= 1000, "in [1, 1000]"),
+    Param("min_dwell_s", 0.5, "Minimum time a target is current before the gate may open (s)",
+          lambda v: 0.0 <= v <= 600.0, "in [0, 600]"),
+    Param("step_timeout_s", 20.0, "Time without opening after which a re-plan is requested (s)",
+          lambda v: 0.0 < v <= 3600.0, "in (0, 3600]"),
+    Param("max_retries", 2, "M: re-plans per step; the next timeout aborts the task (keep equal to the "
+          "planner's)", lambda v: 0 <= v <= 100, "in [0, 100]"),
+    Param("max_input_age_s.cam_high", 0.5, "An older masked cam_high image gives no decision (s, counted)",
+          lambda v: 0.0 < v <= 60.0, "in (0, 60]"),
+    Param("max_input_age_s.wrist", 0.5, "An older masked wrist image gives no decision (s, counted)",
+          lambda v: 0.0 < v <= 60.0, "in (0, 60]"),
+    Param("max_input_age_s.joint_state", 0.5, "Older joint states give no decision (s, counted)",
+          lambda v: 0.0 < v <= 60.0, "in (0, 60]"),
+    Param("scripted_probabilities", MODEL_SOURCE, "'model', or a fixed probability that replaces the validator "
+          "model's output (inputs are still required and checked) so the gate sequence can be scripted",
+          _scripted_ok, "'model' or a probability in [0, 1]", test_hook=True),
+    DIAGNOSTICS_RATE,
+)
 
 
 class ValidatorNode(Node):
@@ -90,26 +87,20 @@ class ValidatorNode(Node):
 
     def __init__(self) -> None:
         super().__init__("validator")
-        self._declare_parameters()
-        self.bundle = load_node_bundle(self)
+        values = self._declare_parameters()
+        self.bundle = load_node_bundle(self, values)
         self.model = self.bundle.model("validator")
         self.keypoints_per_arm = self.bundle.manifest.keypoints_per_arm
-        self.gate = ValidatorGate(arms=ARMS, threshold=self.threshold,
-                                  consecutive_required=self.consecutive_required, min_dwell_s=self.min_dwell_s,
-                                  step_timeout_s=self.step_timeout_s, max_retries=self.max_retries)
         self.faults = FaultLog(self)
         self._levels = LevelTracker()
-        self._lock = threading.Lock()  # latest inputs, written by the io thread, read by the decision tick
-        self._images: Dict[str, Image] = {}
-        self._joints: Dict[str, tuple] = {}  # arm -> (stamp_s, 7-vector)
-        self._plan_received: Optional[PlanView] = None
-        self._plan: Optional[PlanView] = None  # the plan the gate is armed for (decision thread only)
-        self._last_probs: Dict[str, float] = {}
-        self._last_reason = "waiting for a plan"
-        self._decisions = 0
-        self._events_sent = 0
-        self._last_event = "none"
-        self._published_state = None
+        # Every decision (plan following, model, gate, events) lives in the ROS-free core, shared
+        # with the in-process runner; this node translates messages to and from it.
+        self.core = ValidatorCore(self.bundle, ValidatorConfig(
+            threshold=self.threshold, consecutive_required=self.consecutive_required, min_dwell_s=self.min_dwell_s,
+            step_timeout_s=self.step_timeout_s, max_retries=self.max_retries, max_top_age_s=self.max_top_age_s,
+            max_wrist_age_s=self.max_wrist_age_s, max_joint_age_s=self.max_joint_age_s, scripted=self.scripted),
+            self.faults, to_rgb=lambda msg: common.image_to_numpy(msg, "rgb8"))
+        self.gate = self.core.gate
         self._joint_names = {arm: arm_joint_names(arm) for arm in ARMS}
         self._create_interfaces()
         self.get_logger().info(
@@ -117,32 +108,20 @@ class ValidatorNode(Node):
             f"timeout {self.step_timeout_s} s, M={self.max_retries}, probabilities from "
             f"{'the model' if self.scripted is None else f'a SCRIPTED constant {self.scripted} (test/dry run only)'}")
 
-    def _declare_parameters(self) -> None:
-        declare = common.declare
-        self.rate_hz = declare(self, "validator_rate_hz", 5.0, "Validator decision rate (Hz, node clock)",
-                               lambda v: 0.0 < v <= 100.0, "in (0, 100]")
-        self.threshold = declare(self, "threshold", 0.5, "A probability >= threshold is a positive decision",
-                                 lambda v: 0.0 < v <= 1.0, "in (0, 1]")
-        self.consecutive_required = declare(self, "consecutive_required", 3, "N: consecutive positive decisions "
-                                            "every active arm needs to open the gate", lambda v: 1 <= v <= 1000,
-                                            "in [1, 1000]")
-        self.min_dwell_s = declare(self, "min_dwell_s", 0.5, "Minimum time a target is current before the gate "
-                                   "may open (s)", lambda v: 0.0 <= v <= 600.0, "in [0, 600]")
-        self.step_timeout_s = declare(self, "step_timeout_s", 20.0, "Time without opening after which a re-plan "
-                                      "is requested (s)", lambda v: 0.0 < v <= 3600.0, "in (0, 3600]")
-        self.max_retries = declare(self, "max_retries", 2, "M: re-plans per step; the next timeout aborts the task",
-                                   lambda v: 0 <= v <= 100, "in [0, 100]")
-        self.max_top_age_s = declare(self, "max_input_age_s.cam_high", 0.5, "An older masked cam_high image gives "
-                                     "no decision (s)", lambda v: 0.0 < v <= 60.0, "in (0, 60]")
-        self.max_wrist_age_s = declare(self, "max_input_age_s.wrist", 0.5, "An older masked wrist image gives no "
-                                       "decision (s)", lambda v: 0.0 < v <= 60.0, "in (0, 60]")
-        self.max_joint_age_s = declare(self, "max_input_age_s.joint_state", 0.5, "Older joint states give no "
-                                       "decision (s)", lambda v: 0.0 < v <= 60.0, "in (0, 60]")
-        scripted = declare(self, "scripted_probabilities", MODEL_SOURCE, "TEST / DRY-RUN ONLY: 'model' (default) "
-                           "or a fixed probability in [0, 1] that replaces the validator model's output")
-        self.scripted = parse_scripted_probability(scripted)
-        self.diagnostics_rate_hz = declare(self, "diagnostics_rate_hz", 1.0, "/diagnostics rate (Hz)",
-                                           lambda v: 0.0 < v <= 50.0, "in (0, 50]")
+    def _declare_parameters(self) -> dict:
+        values = common.declare_parameters(self, PARAMETERS)
+        self.rate_hz = values["validator_rate_hz"]
+        self.threshold = values["threshold"]
+        self.consecutive_required = values["consecutive_required"]
+        self.min_dwell_s = values["min_dwell_s"]
+        self.step_timeout_s = values["step_timeout_s"]
+        self.max_retries = values["max_retries"]
+        self.max_top_age_s = values["max_input_age_s.cam_high"]
+        self.max_wrist_age_s = values["max_input_age_s.wrist"]
+        self.max_joint_age_s = values["max_input_age_s.joint_state"]
+        self.scripted = parse_scripted_probability(values["scripted_probabilities"])
+        self.diagnostics_rate_hz = values["diagnostics_rate_hz"]
+        return values
 
     def destroy_node(self) -> None:
         self._decision_worker.stop()
@@ -171,8 +150,7 @@ class ValidatorNode(Node):
 
     # ------------------------------------------------------------------ inputs
     def _on_image(self, camera: str, msg: Image) -> None:
-        with self._lock:
-            self._images[camera] = msg
+        self.core.on_image(camera, msg, common.stamp_to_seconds(msg.header.stamp))
 
     def _on_joint_states(self, msg: JointState) -> None:
         stamp_s = common.stamp_to_seconds(msg.header.stamp)
@@ -185,8 +163,7 @@ class ValidatorNode(Node):
             except ValueError as exc:
                 self.faults.fault(f"malformed_joint_states.{arm}", str(exc))
                 continue
-            with self._lock:
-                self._joints[arm] = (stamp_s, values)
+            self.core.on_joint_state(arm, values, stamp_s)
 
     def _on_plan_state(self, msg: String) -> None:
         try:
@@ -194,123 +171,26 @@ class ValidatorNode(Node):
         except ValueError as exc:
             self.faults.fault("malformed_plan_state", str(exc))
             return
-        with self._lock:
-            self._plan_received = plan
+        self.core.on_plan(plan)
 
     # ------------------------------------------------------------------ decisions
     def _on_tick(self) -> None:
         now = common.now_seconds(self)
-        with self._lock:
-            plan = self._plan_received
-        self._follow_plan(plan, now)
-        if self._plan is not None and self._plan.has_target:
-            for arm in self._plan.active_arms:
-                self._decide(arm, now)
-        event = self.gate.poll(now)
-        if event != GateEvent.NONE:
-            self._send_event(event, now)
-        self._publish_task_state(now)
-
-    def _follow_plan(self, plan: Optional[PlanView], now: float) -> None:
-        """Arm the gate for a new target, or disarm it when the planner holds."""
-        previous = self._plan
-        self._plan = plan
-        if plan is None or not plan.has_target:
-            if previous is not None and previous.has_target:
-                self.gate.clear()
-                self._last_probs.clear()
-                self._last_reason = f"planner {plan.phase if plan else 'gone'}: no target"
-            return
-        if previous is None or previous.seq != plan.seq or not previous.has_target:
-            self.gate.reset_for_new_affordance(plan.active_arms, now, plan.index)
-            self._last_probs.clear()
-            self._last_reason = (f"new target #{plan.index} (seq {plan.seq}) for {list(plan.active_arms)}; "
-                                 f"retries {self.gate.retries}")
-
-    def _decide(self, arm: str, now: float) -> None:
-        inputs = self._fresh_inputs(arm, now)
-        if inputs is None:
-            return
-        top_msg, wrist_msg, joints = inputs
-        try:  # on failure: no decision this tick; the step timeout still runs
-            prob = self._probability(arm, top_msg, wrist_msg, joints)
-        except common.ImageMessageError as exc:
-            self.faults.fault("malformed_image", f"{arm}: {exc}")
-            return
-        except Exception as exc:
-            self.faults.fault("validator_model_error", f"{arm}: {type(exc).__name__}: {exc}")
-            return
-        obs_stamp = min(common.stamp_to_seconds(top_msg.header.stamp), common.stamp_to_seconds(wrist_msg.header.stamp))
-        self.gate.update(arm, prob, now, obs_stamp)
-        self._last_probs[arm] = prob
-        self._decisions += 1
-
-    def _fresh_inputs(self, arm: str, now: float):
-        wrist = WRIST_CAMERA[arm]
-        with self._lock:
-            top_msg, wrist_msg = self._images.get(TOP_CAMERA), self._images.get(wrist)
-            joints = self._joints.get(arm)
-        for name, msg, max_age in ((TOP_CAMERA, top_msg, self.max_top_age_s), (wrist, wrist_msg, self.max_wrist_age_s)):
-            if msg is None:
-                self.faults.fault(f"missing_input.{name}", f"no /vla/masked/{name} image yet")
-                return None
-            age = now - common.stamp_to_seconds(msg.header.stamp)
-            if age > max_age:
-                self.faults.fault(f"stale_input.{name}", f"{age:.3f} s old (max {max_age})")
-                return None
-        if joints is None:
-            self.faults.fault(f"missing_input.joint_state.{arm}", "no /joint_states with this arm's joints yet")
-            return None
-        age = now - joints[0]
-        if age > self.max_joint_age_s:
-            self.faults.fault(f"stale_input.joint_state.{arm}", f"{age:.3f} s old (max {self.max_joint_age_s})")
-            return None
-        return top_msg, wrist_msg, joints[1]
-
-    def _probability(self, arm: str, top_msg: Image, wrist_msg: Image, joints: np.ndarray) -> float:
-        preprocess = self.bundle.image_preprocessor
-        top = masked_model_input(preprocess, common.image_to_numpy(top_msg, "rgb8"))
-        wrist = masked_model_input(preprocess, common.image_to_numpy(wrist_msg, "rgb8"))
-        if self.scripted is not None:
-            return self.scripted  # inputs were still converted and checked above
-        feed = {"top_image": top, "wrist_image": wrist,
-                "affordance": self._plan.keypoints_norm[arm][None].astype(np.float32),
-                "joint_state": self.bundle.normalizer(arm).normalize(joints.astype(np.float32))[None]}
-        return float(self.model.run(feed)["achieved"][0])
-
-    def _send_event(self, event: GateEvent, now: float) -> None:
-        status = self.gate.status(now)
-        if event == GateEvent.OPEN:
-            reason = (f"every active arm {list(status.active_arms)} positive {self.consecutive_required} times in a "
-                      f"row after {status.dwell_s:.2f} s")
-        elif event == GateEvent.TIMEOUT_RETRY:
-            reason = f"not achieved within {self.step_timeout_s} s: re-plan {status.retries}/{self.max_retries}"
-        else:
-            reason = f"not achieved after {self.max_retries} re-plans: abort and hold"
-        self.event_pub.publish(common.json_message(
-            validator_event_payload(event, status.affordance_index, status.retries, reason, now)))
-        self._events_sent += 1
-        self._last_event = EVENT_WIRE_NAMES[event]
-        self._last_reason = f"{EVENT_WIRE_NAMES[event]} #{status.affordance_index}: {reason}"
-        self.faults.count(f"event.{EVENT_WIRE_NAMES[event]}")
-        self.get_logger().info(self._last_reason)
-
-    def _publish_task_state(self, now: float) -> None:
-        payload = task_state_payload(self._plan, self.gate.status(now), self._last_probs, self._last_reason,
-                                     self._decisions, now, self._last_event)
-        comparable = {k: v for k, v in payload.items() if k not in ("stamp", "dwell_s")}
-        if comparable != self._published_state:
-            self.state_pub.publish(common.json_message(payload))
-            self._published_state = comparable
+        decided = self.core.tick(now)
+        if decided.event_payload is not None:
+            self.event_pub.publish(common.json_message(decided.event_payload))
+            self.get_logger().info(decided.reason)
+        if decided.task_state is not None:
+            self.state_pub.publish(common.json_message(decided.task_state))
 
     def _publish_diagnostics(self) -> None:
         faults = self.faults.snapshot()
         gate = self.gate.counters
         model = self.model.latency_stats()
-        values = {"decisions": self._decisions, "events_sent": self._events_sent,
+        values = {"decisions": self.core.decisions, "events_sent": self.core.events_sent,
                   "source": "model" if self.scripted is None else f"SCRIPTED {self.scripted}",
                   "model_p50_ms": model["p50_ms"], "model_p99_ms": model["p99_ms"], "model_runs": model["total_runs"],
-                  "last_reason": self._last_reason, **{f"gate.{k}": v for k, v in gate.items()},
+                  "last_reason": self.core.last_reason, **{f"gate.{k}": v for k, v in gate.items()},
                   **{f"count.{k}": v for k, v in faults.items()}}
         errors = sum(v for k, v in faults.items() if "error" in k)
         warnings = sum(v for k, v in faults.items() if not k.startswith("event."))

@@ -14,6 +14,7 @@ behind. Malformed messages (wrong length, unknown or repeated names, NaN/Inf) ar
 and counted; the arm's previous reading stays in use until it ages out.
 
 Run as ``vendor_bridge`` (console script), e.g. ``ros2 run sim2real_vla_ros vendor_bridge``.
+Parameters: ``PARAMETERS`` below (the README's table is generated from it).
 
 Subscriptions
 -------------
@@ -32,13 +33,6 @@ Publications
     merges withheld because the arm was stale, age of its newest reading; merged messages
     published. WARN while an arm is stale or withheld merges grew, ERROR when malformed
     messages arrived since the last report.
-
-Parameters
-----------
-max_age_s (float, 0.1): withhold /joint_states when an arm's newest valid message arrived
-    longer ago than this (s, node clock: sim time under use_sim_time). The driver publishes
-    at 200 Hz; the actors' own ``max_input_age_s.joint_state`` is 0.1 s.
-diagnostics_rate_hz (float, 1.0): /diagnostics rate.
 """
 from __future__ import annotations
 
@@ -53,9 +47,17 @@ from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros.core.vocabulary import ARMS
 from sim2real_vla_ros.core.control.vendor import MALFORMED_REASONS, VendorStateMerger
 from sim2real_vla_ros.nodes import common
-from sim2real_vla_ros.nodes.node_support import FaultLog, LevelTracker
+from sim2real_vla_ros.nodes.common import Param
+from sim2real_vla_ros.nodes.node_support import DIAGNOSTICS_RATE, FaultLog, LevelTracker
 
 NODE_NAME = "vendor_bridge"
+
+PARAMETERS = (
+    Param("max_age_s", 0.1, "Withhold /joint_states while an arm's newest valid message arrived longer ago than "
+          "this (s, node clock). The driver publishes at 200 Hz; the actors' max_input_age_s.joint_state is 0.1 s",
+          lambda v: math.isfinite(v) and 0.0 < v <= 10.0, "in (0, 10]"),
+    DIAGNOSTICS_RATE,
+)
 
 
 class VendorBridgeNode(Node):
@@ -63,12 +65,8 @@ class VendorBridgeNode(Node):
 
     def __init__(self) -> None:
         super().__init__(NODE_NAME)
-        max_age_s = common.declare(self, "max_age_s", 0.1,
-                                   "Withhold /joint_states when an arm's newest valid message is older than "
-                                   "this (s, node clock)", lambda v: math.isfinite(v) and 0.0 < v <= 10.0,
-                                   "in (0, 10]")
-        diagnostics_rate_hz = common.declare(self, "diagnostics_rate_hz", 1.0, "/diagnostics rate (Hz)",
-                                             lambda v: math.isfinite(v) and 0.0 < v <= 100.0, "in (0, 100]")
+        values = common.declare_parameters(self, PARAMETERS)
+        max_age_s, diagnostics_rate_hz = values["max_age_s"], values["diagnostics_rate_hz"]
         self.merger = VendorStateMerger(max_age_s)
         self.faults = FaultLog(self)
         self._levels = LevelTracker()

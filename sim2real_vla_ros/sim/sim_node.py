@@ -6,7 +6,9 @@ it publishes ``/clock`` and every other node runs with ``use_sim_time:=true``; a
 below are simulated time (starting at 0, monotonic across resets). This node's own stamps
 come from the simulation whether or not it is started with use_sim_time (a launch file may
 set it for every node). The physics runs in its own thread; the executor thread serves
-subscriptions and the reset service (both guarded by one lock).
+subscriptions and the reset service (both guarded by one lock). Parameters: ``PARAMETERS``
+below (the README's table is generated from it), all read-only and checked at start-up (a bad
+value stops the node with one message).
 
 Publishes
 ---------
@@ -49,33 +51,6 @@ Services
 --------
 /sim/reset                   std_srvs/Trigger             next seed, resample the scene, arms to the
                                                           task's initial configuration
-
-Parameters (read-only, checked at start-up; a bad value stops the node with one message)
-----------
-task (str)                   task name in config/tasks.yaml (default: its default_task)
-seed (int)                   first episode's seed; -1 = the task's seed (42)
-physics_rate_hz (float)      physics steps per simulated second, >= 500
-real_time_factor (float)     simulated seconds per wall second; 0 = as fast as possible
-clock_rate_hz (float)        /clock rate in sim time
-joint_state_rate_hz (float)  /joint_states (and /puppet/*) rate in sim time
-camera_width, camera_height (int)  image size of every camera
-camera_rate_hz (float)       default image rate of every camera (sim time)
-<camera>.rate_hz (float)     per-camera override, e.g. cam_high.rate_hz
-enable_cameras (bool)        false publishes no images (physics-only runs)
-shadows (bool)               render shadows (slow on a CPU)
-render_multisamples (int)    anti-aliasing samples, 0 = off (fast on a CPU)
-status_rate_hz (float)       /sim/task_status rate in sim time
-command_interface (str)      ros2_control | vendor
-interpolation (str)          linear | cubic (trajectory interpolation)
-trajectory_replacement (str) replace (joint_trajectory_controller as released, default) |
-                             splice (ros2_controllers master); see sim.trajectory
-interpolate_from_desired_state (bool)  a new trajectory starts from the desired state (true,
-                             as config/controllers.yaml sets the real JTC) or the measured one
-jitter (bool)                apply the task's +-jitter_m initial end-effector jitter
-follow_joint_states (bool)   hardware-in-the-loop: the arms follow /joint_states published by a
-                             driver (piper_driver with emulated arms) instead of taking commands;
-                             this node then publishes no /joint_states and subscribes no command
-                             topic (cameras, objects and /clock as usual)
 """
 from __future__ import annotations
 
@@ -89,7 +64,6 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -103,8 +77,9 @@ from sim2real_vla_ros.core import robot
 from sim2real_vla_ros.core.task import tasks
 from sim2real_vla_ros.sim.trajectory import REPLACEMENTS, TrajectoryPoint
 from sim2real_vla_ros.core.control.vendor import urdf_to_vendor, vendor_to_arm
-from sim2real_vla_ros.nodes.common import (COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, json_message,
-                                           numpy_to_image, run_node, seconds_to_stamp, stamp_to_seconds)
+from sim2real_vla_ros.nodes.common import (COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, Param, declare_parameters,
+                                           json_message, numpy_to_image, run_node, seconds_to_stamp,
+                                           stamp_to_seconds)
 from sim2real_vla_ros.sim.controllers import DirectArmController, TrajectoryArmController
 from sim2real_vla_ros.sim.simulator import Simulator
 
@@ -124,6 +99,53 @@ FUTURE_START_WARNING_S = 10.0
 # reader (measured here: 10-50 % of cam_high frames lost under load, none after spacing them).
 # The stamps stay those of the render, so the three cameras remain synchronised in sim time.
 IMAGE_SPACING_S = 0.003
+MAX_IMAGE_SIZE = (1920, 1080)
+
+
+def _rate(name: str, default: float, description: str, minimum: float = 0.0, inclusive: bool = False) -> Param:
+    """A float parameter with a lower bound (an integer value is accepted too)."""
+    relation = ">=" if inclusive else ">"
+    check = (lambda v: math.isfinite(v) and v >= minimum) if inclusive else (lambda v: math.isfinite(v) and v > minimum)
+    return Param(name, default, description, check, f"a finite number {relation} {minimum:g}")
+
+
+def _choice(name: str, default: str, description: str, choices) -> Param:
+    return Param(name, default, description, lambda v: v in choices, f"one of {list(choices)}")
+
+
+PARAMETERS = (
+    Param("task", "", "Task name in config/tasks.yaml; '' = its default_task"),
+    Param("seed", -1, "Seed of the first episode; -1 = the task's seed (tasks.yaml)", lambda v: v >= -1,
+          "an integer >= 0, or -1 for the task's seed"),
+    _rate("physics_rate_hz", 500.0, "Physics steps per simulated second", MIN_PHYSICS_RATE_HZ, inclusive=True),
+    _rate("real_time_factor", 1.0, "Simulated seconds per wall second; 0 = as fast as possible", inclusive=True),
+    _rate("clock_rate_hz", 200.0, "/clock publishing rate (sim time)"),
+    _rate("joint_state_rate_hz", 100.0, "/joint_states (and /puppet/*) rate (sim time)"),
+    _rate("status_rate_hz", 2.0, "/sim/task_status rate (sim time)"),
+    Param("camera_width", 320, "Image width of every camera (px)", lambda v: 0 < v <= MAX_IMAGE_SIZE[0],
+          f"an integer in [1, {MAX_IMAGE_SIZE[0]}]"),
+    Param("camera_height", 240, "Image height of every camera (px)", lambda v: 0 < v <= MAX_IMAGE_SIZE[1],
+          f"an integer in [1, {MAX_IMAGE_SIZE[1]}]"),
+    _rate("camera_rate_hz", 10.0, "Image rate of every camera (sim time)"),
+    *(_rate(f"{camera}.rate_hz", 0.0, f"Image rate of {camera} (sim time); 0 = camera_rate_hz", inclusive=True)
+      for camera in robot.CAMERAS),
+    Param("enable_cameras", True, "Publish camera images (false: physics-only runs)"),
+    Param("shadows", False, "Render shadows (several times slower on a CPU)"),
+    Param("render_multisamples", 0, "Anti-aliasing samples per pixel; 0 = off (about 3x faster on a CPU)",
+          lambda v: 0 <= v <= 16, "an integer in [0, 16]"),
+    Param("jitter", True, "Apply the task's initial end-effector jitter (tasks.yaml jitter_m)"),
+    _choice("command_interface", "ros2_control", "ros2_control (trajectory and position-command topics) or vendor "
+            "(/master/joint_<arm> commands, /puppet/joint_<arm> state)", COMMAND_INTERFACES),
+    _choice("interpolation", "linear", "Trajectory interpolation between points: linear or cubic",
+            ("linear", "cubic")),
+    _choice("trajectory_replacement", "replace", "What a new trajectory does to the current one: replace "
+            "(joint_trajectory_controller as released) or splice (ros2_controllers master only); see "
+            "sim.trajectory", REPLACEMENTS),
+    Param("interpolate_from_desired_state", True, "A new trajectory starts from the desired state (as "
+          "config/controllers.yaml sets the real controller) instead of the measured one"),
+    Param("follow_joint_states", False, "Hardware-in-the-loop: the arms follow /joint_states of a driver "
+          "(piper_driver with emulated arms) instead of taking commands; no /joint_states published"),
+)
 
 
 class SimConfigError(ValueError):
@@ -176,81 +198,32 @@ class SimNode(Node):
             f"cameras {list(self.camera_rates) if self.enable_cameras else 'off'}")
 
     # ------------------------------------------------------------- parameters
-    def _declare(self, name: str, default, description: str, constraints: str = ""):
-        descriptor = ParameterDescriptor(description=description, additional_constraints=constraints,
-                                         read_only=True, dynamic_typing=isinstance(default, float))
-        return self.declare_parameter(name, default, descriptor).value
-
-    def _number(self, name: str, default: float, description: str, minimum: float, inclusive: bool) -> float:
-        """A float parameter (an integer value is accepted too) with a lower bound."""
-        relation = ">=" if inclusive else ">"
-        value = self._declare(name, default, description, f"{relation} {minimum:g}")
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        ok = ok and (value >= minimum if inclusive else value > minimum)
-        if not ok:
-            raise SimConfigError(f"parameter '{name}' = {value!r}: must be a finite number {relation} {minimum:g}")
-        return float(value)
-
-    def _choice(self, name: str, default: str, description: str, choices) -> str:
-        value = self._declare(name, default, description, f"one of {list(choices)}")
-        if value not in choices:
-            raise SimConfigError(f"parameter '{name}' = {value!r}: must be one of {list(choices)}")
-        return value
-
     def _read_parameters(self) -> None:
-        task = self._declare("task", tasks.default_task_name(), "Task name from config/tasks.yaml")
+        values = declare_parameters(self, PARAMETERS)
+        task = values["task"] or tasks.default_task_name()
         try:
             tasks.get_task(task)
         except tasks.UnknownTaskError as exc:
             raise SimConfigError(f"parameter 'task' = {task!r}: {exc}") from None
         self.task_name = task
-        seed = self._declare("seed", -1, "Seed of the first episode; -1 uses the task's seed (tasks.yaml)")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < -1:
-            raise SimConfigError(f"parameter 'seed' = {seed!r}: must be an integer >= 0, or -1 for the task's seed")
-        self.seed_param: Optional[int] = None if seed == -1 else seed
-        self.physics_rate_hz = self._number("physics_rate_hz", 500.0, "Physics steps per simulated second",
-                                            MIN_PHYSICS_RATE_HZ, True)
-        self.real_time_factor = self._number("real_time_factor", 1.0,
-                                             "Simulated seconds per wall second; 0 runs as fast as possible", 0.0, True)
-        self.clock_rate_hz = self._number("clock_rate_hz", 200.0, "/clock publishing rate (sim time)", 0.0, False)
-        self.joint_state_rate_hz = self._number("joint_state_rate_hz", 100.0,
-                                                "/joint_states (and /puppet/*) rate (sim time)", 0.0, False)
-        self.status_rate_hz = self._number("status_rate_hz", 2.0, "/sim/task_status rate (sim time)", 0.0, False)
-        for name in ("camera_width", "camera_height"):
-            value = self._declare(name, 320 if name == "camera_width" else 240, f"Image {name[7:]} of every camera (px)",
-                                  "integer > 0")
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise SimConfigError(f"parameter '{name}' = {value!r}: must be a positive integer")
-            setattr(self, name, value)
-        if self.camera_width > 1920 or self.camera_height > 1080:
-            raise SimConfigError(f"camera size {self.camera_width}x{self.camera_height}: at most 1920x1080")
-        default_rate = self._number("camera_rate_hz", 10.0, "Image rate of every camera (sim time)", 0.0, False)
-        self.camera_rates = {
-            camera: self._number(f"{camera}.rate_hz", default_rate, f"Image rate of {camera} (overrides camera_rate_hz)",
-                                 0.0, False)
-            for camera in robot.CAMERAS
-        }
-        self.enable_cameras = bool(self._declare("enable_cameras", True, "Publish camera images"))
-        self.shadows = bool(self._declare("shadows", False, "Render shadows (several times slower on a CPU)"))
-        self.multisamples = self._declare("render_multisamples", 0,
-                                          "Anti-aliasing samples per pixel; 0 = off (about 3x faster on a CPU)",
-                                          "integer in [0, 16]")
-        if isinstance(self.multisamples, bool) or not isinstance(self.multisamples, int) or not 0 <= self.multisamples <= 16:
-            raise SimConfigError(f"parameter 'render_multisamples' = {self.multisamples!r}: must be an integer in [0, 16]")
-        self.jitter = bool(self._declare("jitter", True, "Apply the task's initial end-effector jitter"))
-        self.command_interface = self._choice("command_interface", "ros2_control",
-                                              "ros2_control (JointTrajectory topics) or vendor (/master, /puppet)",
-                                              COMMAND_INTERFACES)
-        self.interpolation = self._choice("interpolation", "linear", "Trajectory interpolation", ("linear", "cubic"))
-        self.follow_joint_states = bool(self._declare(
-            "follow_joint_states", False, "Arms follow /joint_states of a driver (hardware-in-the-loop dry run) "
-            "instead of taking commands; no /joint_states published"))
-        self.trajectory_replacement = self._choice(
-            "trajectory_replacement", "replace", "What a new trajectory does to the current one: replace "
-            "(joint_trajectory_controller as released) or splice (ros2_controllers master only)", REPLACEMENTS)
-        self.interpolate_from_desired_state = bool(self._declare(
-            "interpolate_from_desired_state", True, "A new trajectory starts from the desired state (as "
-            "config/controllers.yaml sets the real controller) instead of the measured one"))
+        self.seed_param: Optional[int] = None if values["seed"] == -1 else values["seed"]
+        self.physics_rate_hz = values["physics_rate_hz"]
+        self.real_time_factor = values["real_time_factor"]
+        self.clock_rate_hz = values["clock_rate_hz"]
+        self.joint_state_rate_hz = values["joint_state_rate_hz"]
+        self.status_rate_hz = values["status_rate_hz"]
+        self.camera_width, self.camera_height = values["camera_width"], values["camera_height"]
+        self.camera_rates = {camera: values[f"{camera}.rate_hz"] or values["camera_rate_hz"]
+                             for camera in robot.CAMERAS}
+        self.enable_cameras = values["enable_cameras"]
+        self.shadows = values["shadows"]
+        self.multisamples = values["render_multisamples"]
+        self.jitter = values["jitter"]
+        self.command_interface = values["command_interface"]
+        self.trajectory_replacement = values["trajectory_replacement"]
+        self.interpolate_from_desired_state = values["interpolate_from_desired_state"]
+        self.follow_joint_states = values["follow_joint_states"]
+        self.interpolation = values["interpolation"]
         rates = {"clock_rate_hz": self.clock_rate_hz, "joint_state_rate_hz": self.joint_state_rate_hz,
                  "status_rate_hz": self.status_rate_hz}
         rates.update({f"{camera}.rate_hz": rate for camera, rate in self.camera_rates.items()})

@@ -27,6 +27,7 @@ task never started, sim time stalled, a bad argument).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import json
 import math
@@ -88,6 +89,10 @@ class Options:
     image_record_rate_hz: float = IMAGE_RECORD_RATE_HZ
     quiet: bool = False
     extra_sim_parameters: Dict[str, object] = field(default_factory=dict)
+    namespace: str = ""
+    # Per-node parameter overrides ({node name: {parameter: value}}), applied after config/vla.yaml:
+    # how a run passes test hooks (e.g. the validator's scripted_probabilities) explicitly.
+    node_parameters: Dict[str, Dict[str, object]] = field(default_factory=dict)
     robot: str = "sim"
 
 
@@ -124,14 +129,44 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
                              "simulator follows their joints (default: %(default)s)")
     parser.add_argument("--connect-timeout-s", type=float, default=120.0,
                         help="wall seconds for the graph to connect (default: %(default)s)")
+    parser.add_argument("--namespace", default="",
+                        help="run the simulator, the VLA nodes and the recorder in this ROS namespace, e.g. robot1 "
+                             "(/clock and /diagnostics stay global; default: the root)")
+    parser.add_argument("--param", action="append", default=[], metavar="NODE.NAME:=VALUE",
+                        help="a parameter override for one node, value as in --ros-args -p (a YAML scalar), e.g. "
+                             "validator.scripted_probabilities:='\"1.0\"' (test hooks are accepted: every node "
+                             "runs with use_sim_time); repeatable")
     args = parser.parse_args(argv)
     options = Options(task=args.task, seed=args.seed, duration_s=args.duration_s, max_steps=args.max_steps,
                       out=args.out, real_time_factor=args.real_time_factor, bundle=args.bundle,
                       params_file=args.params_file,
                       domain_id=args.domain_id, output_mode=args.output_mode, arms=graph.parse_arms(args.arms),
-                      connect_timeout_s=args.connect_timeout_s, robot=args.robot)
+                      connect_timeout_s=args.connect_timeout_s, namespace=args.namespace,
+                      node_parameters=parse_node_parameters(args.param), robot=args.robot)
     validate(options)
     return options
+
+
+def parse_node_parameters(items: Sequence[str]) -> Dict[str, Dict[str, object]]:
+    """``['validator.scripted_probabilities:="1.0"', ...]`` -> ``{'validator': {'scripted_probabilities': '1.0'}}``.
+
+    The value is read as ``--ros-args -p`` reads it (a YAML scalar or flow list): quote a string
+    that looks like a number.
+    """
+    import yaml
+
+    parsed: Dict[str, Dict[str, object]] = {}
+    for item in items:
+        target, separator, text = item.partition(":=")
+        node, dot, name = target.partition(".")
+        if not separator or not dot or not node or not name:
+            raise ValueError(f"--param {item!r}: expected NODE.NAME:=VALUE, e.g. validator.threshold:=0.6")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--param {item!r}: the value is not a YAML scalar ({exc})") from None
+        parsed.setdefault(node, {})[name] = value
+    return parsed
 
 
 def validate(options: Options) -> None:
@@ -156,6 +191,14 @@ def validate(options: Options) -> None:
         raise ValueError(f"--params-file {options.params_file!r} does not exist")
     if missing_arms:
         raise ValueError(f"task {task.name} uses arms {list(task.arms)}; --arms lacks {missing_arms}")
+    graph.absolute_namespace(options.namespace)  # ValueError for an invalid --namespace
+    nodes = {graph.SIM_NODE, graph.CAMERA_MASK_NODE, graph.PLANNER_NODE, graph.VALIDATOR_NODE,
+             *(graph.actor_node_name(arm) for arm in options.arms)}
+    if options.robot == "emulated-can":
+        nodes.add(graph.PIPER_DRIVER_NODE)
+    unknown = sorted(set(options.node_parameters) - nodes)
+    if unknown:
+        raise ValueError(f"--param names nodes {unknown} that this run does not start (it starts {sorted(nodes)})")
     if options.robot not in ROBOTS:
         raise ValueError(f"--robot must be one of {ROBOTS}, got {options.robot!r}")
     if options.robot == "emulated-can" and options.output_mode == "vendor":
@@ -256,7 +299,7 @@ def choose_domain_id(requested: Optional[int]) -> int:
 
 
 def graph_specs(options: Options) -> List[graph.NodeSpec]:
-    """The simulator and the VLA nodes of this run (graph.py's single definition); with
+    """The simulator and the VLA nodes of this run (the graph package's single definition); with
     ``--robot emulated-can`` also piper_driver with emulated arms, which the simulator follows."""
     interface = graph.command_interface_for(options.output_mode)
     extra = dict(options.extra_sim_parameters)
@@ -264,11 +307,13 @@ def graph_specs(options: Options) -> List[graph.NodeSpec]:
         extra["follow_joint_states"] = True
     specs = graph.simulator_nodes("mujoco", task=options.task, seed=options.seed,
                                   real_time_factor=float(options.real_time_factor), command_interface=interface,
-                                  extra_parameters=extra or None)
+                                  extra_parameters=extra or None, namespace=options.namespace)
     if options.robot == "emulated-can":
         specs.append(emulated_piper_driver(options))
     specs += graph.vla_nodes(bundle_path=options.bundle, params_file=options.params_file or None, arms=options.arms,
-                             output_mode=options.output_mode)
+                             output_mode=options.output_mode, namespace=options.namespace)
+    specs = [dataclasses.replace(spec, parameters={**spec.parameters, **options.node_parameters[spec.name]})
+             if spec.name in options.node_parameters else spec for spec in specs]
     not_here = [spec.name for spec in specs if not spec.runs_here]
     if not_here:
         raise DryRunError(f"graph nodes that cannot run here: {not_here}")
@@ -287,8 +332,8 @@ def emulated_piper_driver(options: Options) -> graph.NodeSpec:
     return graph.piper_driver_node(
         can_left="dry_run_left", can_right="dry_run_right", use_sim_time=True, emulate=True, bustype="virtual",
         judge_can=False, rate_hz=100.0, emulator_rate_hz=100.0, speed_rate=100, feedback_timeout_s=1.0,
-        min_feedback_rate_hz=5.0, diagnostics_rate_hz=5.0, enable_on_start=False, **{f"emulator_initial_{arm}": [float(v) for v in task.init_joints(arm)]
-                                      for arm in graph.ARMS})
+        min_feedback_rate_hz=5.0, diagnostics_rate_hz=5.0, enable_on_start=False, namespace=options.namespace,
+        **{f"emulator_initial_{arm}": [float(v) for v in task.init_joints(arm)] for arm in graph.ARMS})
 
 
 def missing_graph_ends(node, connections: Dict[str, graph.TopicEnds], services: Dict[str, str]) -> dict:
@@ -396,7 +441,8 @@ class DryRun:
                          "robot": self.options.robot,
                          "real_time_factor_setting": self.options.real_time_factor,
                          "duration_limit_sim_s": self.options.duration_s, "max_steps": self.options.max_steps,
-                         "output_mode": self.options.output_mode, "folder": self.folder}
+                         "output_mode": self.options.output_mode, "folder": self.folder,
+                         "namespace": graph.absolute_namespace(self.options.namespace) or "/"}
 
     def _start_processes(self, specs: List[graph.NodeSpec]) -> None:
         env = child_environment(self.domain_id)
@@ -431,8 +477,8 @@ class DryRun:
     def _wait_connected(self, node) -> dict:
         driver = graph.PIPER_DRIVER_NODE if self.options.robot == "emulated-can" else None
         connections = graph.expected_connections(arms=self.options.arms, output_mode=self.options.output_mode,
-                                                 robot_driver=driver)
-        services = graph.expected_services()
+                                                 namespace=self.options.namespace, robot_driver=driver)
+        services = graph.expected_services(namespace=self.options.namespace)
         state = {"missing": None, "publishers_ok_at": None}
 
         def connected() -> bool:
@@ -526,7 +572,7 @@ class DryRun:
         """Call piper_driver's ~/enable until both arms run (a refusal names its reason)."""
         from std_srvs.srv import Trigger
 
-        client = node.create_client(Trigger, f"/{graph.PIPER_DRIVER_NODE}/enable")
+        client = node.create_client(Trigger, vocab.absolute(f"{graph.PIPER_DRIVER_NODE}/enable", self.options.namespace))
         state = {"future": None, "message": "no reply yet"}
 
         def enabled() -> bool:
@@ -579,7 +625,8 @@ class DryRun:
         overlay_fps = float(graph.expected_parameters(planner).get("overlay_rate_hz", 5.0))
         context = rclpy.Context()
         rclpy.init(context=context)
-        node = Node(RECORDER_NODE, context=context,
+        # In the graph's namespace: the recorded topics and the instruction resolve where the graph's do.
+        node = Node(RECORDER_NODE, context=context, namespace=graph.absolute_namespace(self.options.namespace),
                     parameter_overrides=[Parameter("use_sim_time", Parameter.Type.BOOL, True)])
         executor = SingleThreadedExecutor(context=context)
         recorder = None

@@ -21,7 +21,7 @@ import os
 import struct
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
@@ -207,6 +207,9 @@ class Recorder:
 
     def _add(self, plan: TopicPlan) -> None:
         msg_type = message_class(plan.type_name)
+        # The vocabulary's names are relative: the file, the counts and the report name the
+        # topic the node resolved (/joint_states, or /robot1/joint_states in a namespace).
+        plan = replace(plan, topic=self.node.resolve_topic_name(plan.topic))
         if plan.max_rate_hz != 0:
             full = ros2_msgdef.full_type_name(plan.type_name)
             if full not in self._schemas:

@@ -194,10 +194,13 @@ class ActorController:
         Affordance keypoints the model expects (P).
     faults : FaultCounter, optional
         Where faults are counted (a node passes one that also logs them).
+    full_velocity : array_like, optional
+        The velocity limits at speed scale 1 (the URDF's); :meth:`set_velocity_scale` scales
+        these. Default: ``limits.max_velocity``.
     """
 
     def __init__(self, config: ActorConfig, limits: SafetyLimits, chunk_dt: float, keypoints_per_arm: int,
-                 faults: Optional[FaultCounter] = None) -> None:
+                 faults: Optional[FaultCounter] = None, full_velocity=None) -> None:
         self.config = config
         self.limits = limits
         self.dt = config.dt
@@ -208,7 +211,8 @@ class ActorController:
         # Live speed scaling: the filter's velocity limit moves toward this target by at most
         # max_acceleration * dt per tick, so a lower limit never asks for a harder deceleration
         # than the acceleration limit allows (the change itself causes no jump).
-        self._base_velocity = limits.max_velocity.copy()  # at the start-up velocity_scale
+        self._full_velocity = limits.max_velocity.copy() if full_velocity is None else \
+            np.asarray(full_velocity, dtype=np.float64).copy()
         self._base_ramp_velocity = limits.ramp_velocity.copy()
         self._velocity_target = limits.max_velocity.copy()
         self.threshold_steps = 0 if config.schedule == "sync" else \
@@ -284,14 +288,14 @@ class ActorController:
         return changed
 
     def set_velocity_scale(self, factor: float) -> None:
-        """Scale the velocity limits to ``factor`` x their start-up values, ramped over the next ticks.
+        """Velocity limits = ``factor`` x ``full_velocity``, reached by a ramp over the next ticks.
 
-        ``factor`` in (0, 1]: an operator slowing the robot (MoveIt Servo / Franka style speed
-        scaling); it never raises the limits above what the node started with.
+        ``factor`` in (0, 1]: an operator slowing the robot down or back up (MoveIt Servo /
+        Franka style speed scaling).
         """
         if not (math.isfinite(factor) and 0.0 < factor <= 1.0):
             raise ValueError(f"velocity scale factor must be in (0, 1], got {factor!r}")
-        self._velocity_target = self._base_velocity * float(factor)
+        self._velocity_target = self._full_velocity * float(factor)
 
     def _ramp_velocity_limit(self) -> None:
         limits = self.safety.limits

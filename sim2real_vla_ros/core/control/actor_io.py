@@ -75,6 +75,36 @@ def arm_state_from_joint_state(names: Sequence[str], positions: Sequence[float],
     return vector
 
 
+def actor_plan_inputs(payload: Mapping, instruction_embedding) -> tuple:
+    """What an actor takes from a plan_state payload: (instruction, image size, problem).
+
+    ``instruction_embedding(text)`` raises for an instruction the bundle does not know; such an
+    instruction is dropped ('' = the arm idles) and ``problem`` says why (else None). The image
+    size (width, height) is None unless the plan carries two positive integers.
+
+    Raises
+    ------
+    ValueError
+        The payload is not a plan state of this schema version.
+    """
+    from sim2real_vla_ros.core.task.payloads import PLAN_STATE_SCHEMA
+
+    if payload.get("schema") != PLAN_STATE_SCHEMA:
+        raise ValueError(f"schema {payload.get('schema')!r}, expected {PLAN_STATE_SCHEMA!r}")
+    size = payload.get("image_size")
+    image_size = None
+    if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
+        image_size = (size[0], size[1])
+    instruction = str(payload.get("instruction") or "")
+    problem = None
+    if instruction:
+        try:
+            instruction_embedding(instruction)
+        except LookupError as exc:  # the bundle's UnknownInstructionError
+            problem, instruction = str(exc), ""
+    return instruction, image_size, problem
+
+
 def affordance_keypoints(points_xy: Sequence[Sequence[float]], width: float, height: float,
                          expected: int) -> Optional[np.ndarray]:
     """Pixel keypoints in the ``cam_high`` image -> normalised (P, 2) ``(x / width, y / height)``.

@@ -16,8 +16,8 @@ Rules, in the order they are applied each tick
    size; measured state missing or NaN; an input older than its maximum age, never received,
    or stamped further in the future than its maximum age (clocks that disagree), each named.
 3. **E-stop holds immediately**: the command is the last sent setpoint in the same tick.
-   This is the one rule allowed to exceed ``max_acceleration`` (by at most ``|v| / dt``): the
-   issue requires the hold *within one control tick*, while braking at ``max_acceleration``
+   This is the one rule allowed to exceed ``max_acceleration`` (by at most ``|v| / dt``): an
+   e-stop must hold *within one control tick*, while braking at ``max_acceleration``
    would take ``v / a`` seconds (0.25 s from 5 rad/s at 20 rad/s^2). Positions and
    velocities stay within limits, and the arm's own controller absorbs the step.
 4. **Tracking error holds at the measured state**: when the last command is further from a

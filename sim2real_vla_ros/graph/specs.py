@@ -1,27 +1,26 @@
-"""The node graph: one definition used by the launch files, the dry-run runner and the tests.
+"""Node specs: every process the stack starts, described once as a :class:`NodeSpec`.
 
-Every process the stack starts is described here once, as a :class:`NodeSpec` (executable,
-node name, parameter files, parameter overrides, remappings). The launch files turn specs into
-``launch_ros.actions.Node`` with :func:`launch_node_kwargs`; the dry run on a machine without
-``ros2 launch`` starts the same specs as subprocesses with :func:`to_command`. The topic and
-service names come from core.vocabulary; :func:`expected_connections` states
-that contract for the connectivity tests.
+The builders here (:func:`simulator_nodes`, :func:`vla_nodes`, :func:`robot_nodes`, the
+Gazebo and rviz ones) are what the launch files (through :mod:`.launch_adapter`) and the dry
+run (through :mod:`.command_line`) start; :mod:`.contract` states what the running graph must
+then look like. A ``namespace`` given to :func:`simulator_nodes`, :func:`vla_nodes` or
+:func:`vendor_bridge_node` moves those nodes and every relative topic and service they use
+under it (core.vocabulary); ``/clock`` and ``/diagnostics`` stay global.
 
-Pure Python: no launch, launch_ros or rclpy import at module level (launch_ros is imported
-lazily by :func:`launch_node_kwargs`, which only launch files call).
+Pure Python: no launch, launch_ros or rclpy import.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping, Optional, Sequence
 
 from sim2real_vla_ros.core import vocabulary as vocab
-from sim2real_vla_ros.core.vocabulary import ARMS, CAMERAS, OUTPUT_MODES, WRIST_CAMERA, absolute, arm_command_topic
+from sim2real_vla_ros.core.vocabulary import ARMS, CAMERAS, OUTPUT_MODES, absolute
+from sim2real_vla_ros.graph.parameter_files import PARAMETER_NAME, flatten, sections_missing_the_node
 
 PACKAGE = "sim2real_vla_ros"
 # How the simulator (or the real robot without ros2_control) takes arm commands.
@@ -60,10 +59,9 @@ EXTERNAL_PACKAGES = (
     "robot_state_publisher", "controller_manager", "ros_gz_sim", "ros_gz_bridge", "rviz2",
 )
 
-_PARAM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*$")
 _NODE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Longest value passed inline as `-p name:=value`; longer ones (a URDF) go into a file.
-_MAX_INLINE_VALUE = 2048
+# '' (root), 'robot1', '/robot1', '/fleet/robot1': ROS name tokens separated by '/'.
+_NAMESPACE = re.compile(r"^/?([A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*)?$")
 
 
 # --------------------------------------------------------------------------- specs
@@ -87,13 +85,16 @@ class NodeSpec:
         Overrides applied after ``parameter_files`` (later wins); nested mappings are ROS
         parameter namespaces (``{"a": {"b": 1}}`` is ``a.b``).
     parameter_files : tuple of str
-        ROS parameter YAML files (sections keyed by node name).
+        ROS parameter YAML files; rcl applies a section whose key matches the node's
+        fully qualified name (:mod:`.parameter_files`).
     remappings : tuple of (str, str)
         Topic / service remappings ``(from, to)``.
     arguments : tuple of str
         Non-ROS command-line arguments (e.g. rviz2's ``-d file``, a spawner's controller).
     namespace : str
-        Node namespace ('' = root).
+        Node namespace ('' = root; ``robot1`` and ``/robot1`` both mean ``/robot1`` to
+        :func:`.command_line.to_command`; launch_ros puts a relative one under a pushed
+        namespace).
     """
 
     name: str
@@ -109,8 +110,9 @@ class NodeSpec:
     def __post_init__(self) -> None:
         if not _NODE_NAME.match(self.name):
             raise ValueError(f"NodeSpec: invalid node name {self.name!r}")
-        for key in _flatten(self.parameters):
-            if not _PARAM_NAME.match(key):
+        absolute_namespace(self.namespace)  # ValueError for an invalid one
+        for key in flatten(self.parameters):
+            if not PARAMETER_NAME.match(key):
                 raise ValueError(f"NodeSpec {self.name}: invalid parameter name {key!r}")
         # Read-only view: a spec is shared by launch files and runners and must not change.
         object.__setattr__(self, "parameters", MappingProxyType(dict(self.parameters)))
@@ -120,22 +122,18 @@ class NodeSpec:
 
     @property
     def runs_here(self) -> bool:
-        """True for this package's Python nodes, which :func:`to_command` can start."""
+        """True for this package's Python nodes, which :func:`.command_line.to_command` can start."""
         return self.module is not None
 
     @property
+    def absolute_namespace(self) -> str:
+        """``''`` for the root namespace, else ``/robot1`` (leading slash, none trailing)."""
+        return absolute_namespace(self.namespace)
+
+    @property
     def full_name(self) -> str:
-        """Fully qualified node name, e.g. ``/planner``."""
-        namespace = "/" + self.namespace.strip("/") if self.namespace.strip("/") else ""
-        return f"{namespace}/{self.name}"
-
-
-@dataclass(frozen=True)
-class TopicEnds:
-    """Who must publish and who must subscribe a topic (node names; empty = outside the graph)."""
-
-    publishers: frozenset[str]
-    subscribers: frozenset[str]
+        """Fully qualified node name, e.g. ``/planner`` or ``/robot1/planner``."""
+        return f"{self.absolute_namespace}/{self.name}"
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -164,7 +162,7 @@ def parse_arms(text: Any) -> tuple[str, ...]:
 
 def actor_node_name(arm: str) -> str:
     """``actor_left`` / ``actor_right``."""
-    _check_choice("arm", arm, ARMS)
+    check_choice("arm", arm, ARMS)
     return f"actor_{arm}"
 
 
@@ -174,7 +172,7 @@ def command_interface_for(output_mode: str) -> str:
     ``trajectory`` and ``stream`` go to ros2_control controllers (in the MuJoCo simulator:
     ``command_interface:=ros2_control``, which takes both), ``vendor`` to the vendor driver.
     """
-    _check_choice("output_mode", output_mode, OUTPUT_MODES)
+    check_choice("output_mode", output_mode, OUTPUT_MODES)
     return next(interface for interface, modes in OUTPUT_MODES_OF_INTERFACE.items() if output_mode in modes)
 
 
@@ -190,21 +188,25 @@ def default_params_file() -> str:
     return share_file("config", "vla.yaml")
 
 
-def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    """ValueError naming ``name`` and the choices unless ``value`` is one of them."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
 
 
-def _flatten(parameters: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested parameter mapping -> {dotted name: value}."""
-    flat: dict[str, Any] = {}
-    for key, value in parameters.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
+def absolute_namespace(namespace: str) -> str:
+    """``''`` / ``'/'`` -> ``''``; ``'robot1'`` / ``'/robot1'`` -> ``'/robot1'``.
+
+    Raises
+    ------
+    ValueError
+        Not a ROS namespace (name tokens ``[A-Za-z_][A-Za-z0-9_]*`` separated by ``/``).
+    """
+    if not isinstance(namespace, str) or not _NAMESPACE.match(namespace):
+        raise ValueError(f"invalid ROS namespace {namespace!r}: name tokens [A-Za-z_][A-Za-z0-9_]* "
+                         "separated by '/', e.g. robot1 or /fleet/robot1")
+    stripped = namespace.strip("/")
+    return "/" + stripped if stripped else ""
 
 
 def _without_none(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -222,7 +224,7 @@ def simulator_nodes(sim: str = "mujoco", *, task: Optional[str] = None, seed: Op
                     command_interface: Optional[str] = None,
                     extra_parameters: Optional[Mapping[str, Any]] = None,
                     use_sim_time: bool = True,
-                    gz_bridge_config: Optional[str] = None) -> list[NodeSpec]:
+                    gz_bridge_config: Optional[str] = None, namespace: str = "") -> list[NodeSpec]:
     """The simulator's ROS processes.
 
     Parameters
@@ -242,13 +244,19 @@ def simulator_nodes(sim: str = "mujoco", *, task: Optional[str] = None, seed: Op
         For the Gazebo processes (the MuJoCo node publishes /clock itself and never follows it).
     gz_bridge_config : str, optional
         ros_gz_bridge YAML; default the package's ``config/gz_bridge.yaml``.
+    namespace : str
+        MuJoCo only: the simulator's namespace (its topics and ``sim/reset`` move under it;
+        ``/clock`` stays global). Gazebo's bridge names absolute topics in its YAML.
     """
-    _check_choice("sim", sim, ("mujoco", "gazebo"))
+    check_choice("sim", sim, ("mujoco", "gazebo"))
     if sim == "gazebo":
+        if absolute_namespace(namespace):
+            raise ValueError("namespace: only the MuJoCo simulator runs in a namespace "
+                             "(config/gz_bridge.yaml names absolute ROS topics)")
         return [gz_bridge_node(gz_bridge_config, use_sim_time=use_sim_time),
                 gz_spawn_robot_node(use_sim_time=use_sim_time)]
     if command_interface is not None:
-        _check_choice("command_interface", command_interface, COMMAND_INTERFACES)
+        check_choice("command_interface", command_interface, COMMAND_INTERFACES)
     parameters = _without_none({
         "task": task, "seed": seed, "camera_width": camera_width, "camera_height": camera_height,
         "camera_rate_hz": camera_rate_hz, "joint_state_rate_hz": joint_state_rate_hz,
@@ -256,7 +264,7 @@ def simulator_nodes(sim: str = "mujoco", *, task: Optional[str] = None, seed: Op
     })
     parameters.update(extra_parameters or {})
     return [NodeSpec(SIM_NODE, PACKAGE, "sim_mujoco", module="sim2real_vla_ros.sim.sim_node",
-                     parameters=parameters)]
+                     parameters=parameters, namespace=namespace)]
 
 
 # --------------------------------------------------------------------------- VLA nodes
@@ -265,7 +273,7 @@ def simulator_nodes(sim: str = "mujoco", *, task: Optional[str] = None, seed: Op
 def vla_nodes(bundle_path: str = "", params_file: Optional[str] = None,
               arms: Sequence[str] = ARMS, output_mode: Optional[str] = None,
               use_sim_time: bool = True, camera_topics: Optional[Mapping[str, str]] = None,
-              instruction: Optional[str] = None) -> list[NodeSpec]:
+              instruction: Optional[str] = None, namespace: str = "") -> list[NodeSpec]:
     """camera_mask, planner, one actor per arm, validator.
 
     Parameters
@@ -273,7 +281,9 @@ def vla_nodes(bundle_path: str = "", params_file: Optional[str] = None,
     bundle_path : str
         Model bundle folder for every node; '' keeps the nodes' default (share models/reference).
     params_file : str, optional
-        Parameter YAML with one section per node name; default :func:`default_params_file`.
+        Parameter YAML with one section per node; default :func:`default_params_file`. Under
+        a namespace its sections must be keyed so that rcl applies them there (``/**/planner``
+        or ``/robot1/planner``, :mod:`.parameter_files`), else ValueError.
     arms : sequence of str
         Arms that get an actor.
     output_mode : {'trajectory', 'stream', 'vendor'}, optional
@@ -281,35 +291,60 @@ def vla_nodes(bundle_path: str = "", params_file: Optional[str] = None,
     use_sim_time : bool
         True in simulation (the simulator publishes /clock).
     camera_topics : Mapping[str, str], optional
-        Camera name -> the driver's image topic (e.g. ``{'cam_high': '/camera_f/color/image_raw'}``);
-        every VLA node is remapped to read it and the camera_info next to it (same namespace,
-        ``camera_info``): camera_mask reads the images, the planner cam_high's camera_info (and
-        its raw image for a raw overlay). A rule for a topic a node does not use is inert.
+        Camera name -> the driver's absolute image topic (e.g.
+        ``{'cam_high': '/camera_f/color/image_raw'}``); every VLA node is remapped to read it
+        and the camera_info next to it (same namespace, ``camera_info``): camera_mask reads
+        the images, the planner cam_high's camera_info (and its raw image for a raw overlay).
+        A rule for a topic a node does not use is inert. A camera left out is read from the
+        graph's own ``<camera>/image_raw``, under ``namespace``.
     instruction : str, optional
         Planner ``instruction`` parameter override (None: from the params file).
+    namespace : str
+        The nodes' namespace ('' = root): every relative topic and service moves under it
+        (``/robot1/vla/estop``); ``/clock`` and ``/diagnostics`` stay global.
     """
     arms = parse_arms(arms)
     if output_mode is not None:
-        _check_choice("output_mode", output_mode, OUTPUT_MODES)
+        check_choice("output_mode", output_mode, OUTPUT_MODES)
     files = (params_file or default_params_file(),)
     shared = _without_none({"use_sim_time": bool(use_sim_time), "bundle_path": bundle_path or None})
-    remaps = camera_remappings(camera_topics or {})
+    remaps = camera_remappings(camera_topics or {}, namespace)
 
     def node(name: str, executable: str, **overrides: Any) -> NodeSpec:
         return NodeSpec(name, PACKAGE, executable, module=f"sim2real_vla_ros.nodes.{executable}",
                         parameters={**shared, **_without_none(overrides)}, parameter_files=files,
-                        remappings=remaps)
+                        remappings=remaps, namespace=namespace)
 
-    return [
+    specs = [
         node(CAMERA_MASK_NODE, "camera_mask"),
         node(PLANNER_NODE, "planner", instruction=instruction),
         *(node(actor_node_name(arm), "actor", arm=arm, output_mode=output_mode) for arm in arms),
         node(VALIDATOR_NODE, "validator"),
     ]
+    if absolute_namespace(namespace):
+        for spec in specs:
+            _check_sections_apply(spec)
+    return specs
 
 
-def camera_remappings(camera_topics: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    """Remap rules from the graph's ``/<camera>/image_raw`` (+ camera_info) to driver topics.
+def _check_sections_apply(spec: NodeSpec) -> None:
+    """ValueError if a params file section meant for ``spec`` would not reach it in its namespace.
+
+    rcl silently ignores a section whose key does not match the node's fully qualified name,
+    so a ``planner:`` section and a planner in /robot1 would start on the defaults.
+    """
+    for path in spec.parameter_files:
+        for key in sections_missing_the_node(path, spec.full_name):
+            raise ValueError(f"{path}: section {key!r} does not apply to {spec.full_name} (rcl matches "
+                             f"sections by fully qualified node name); key it '/**/{spec.name}' "
+                             f"(any namespace) or '{spec.full_name}'")
+
+
+def camera_remappings(camera_topics: Mapping[str, str], namespace: str = "") -> tuple[tuple[str, str], ...]:
+    """Remap rules from the graph's ``<camera>/image_raw`` (+ camera_info) to driver topics.
+
+    A topic the nodes in ``namespace`` resolve anyway (``/robot1/cam_high/image_raw``) needs
+    no rule.
 
     Raises
     ------
@@ -318,14 +353,14 @@ def camera_remappings(camera_topics: Mapping[str, str]) -> tuple[tuple[str, str]
     """
     rules = []
     for camera, topic in camera_topics.items():
-        _check_choice("camera", camera, CAMERAS)
+        check_choice("camera", camera, CAMERAS)
         if not topic.startswith("/") or topic.endswith("/"):
             raise ValueError(f"camera topic for {camera} must be an absolute topic name, got {topic!r}")
-        if topic == absolute(vocab.camera_image_topic(camera)):  # already the default name
+        if topic == absolute(vocab.camera_image_topic(camera), namespace):  # already the graph's name
             continue
-        namespace = topic.rsplit("/", 1)[0]
+        driver_namespace = topic.rsplit("/", 1)[0]
         rules.append((vocab.camera_image_topic(camera), topic))
-        rules.append((vocab.camera_info_topic(camera), f"{namespace}/camera_info"))
+        rules.append((vocab.camera_info_topic(camera), f"{driver_namespace}/camera_info"))
     return tuple(rules)
 
 
@@ -398,24 +433,26 @@ def arm_controller_names(output_mode: str = "trajectory") -> tuple[list[str], li
     loaded inactive; ``stream``: the reverse. Both kinds claim the same joints' position
     interfaces, so the controller_manager lets only one of them be active per arm.
     """
-    _check_choice("output_mode", output_mode, OUTPUT_MODES_OF_INTERFACE["ros2_control"])
+    check_choice("output_mode", output_mode, OUTPUT_MODES_OF_INTERFACE["ros2_control"])
     trajectory, stream = list(ARM_CONTROLLERS.values()), list(POSITION_CONTROLLERS.values())
     return (trajectory, stream) if output_mode == "trajectory" else (stream, trajectory)
 
 
-def vendor_bridge_node(*, use_sim_time: bool = False, max_age_s: Optional[float] = None) -> NodeSpec:
+def vendor_bridge_node(*, use_sim_time: bool = False, max_age_s: Optional[float] = None,
+                       namespace: str = "") -> NodeSpec:
     """The ``vendor_bridge`` relay: /puppet/joint_left|right -> /joint_states with URDF names.
 
     Needed with the vendor interface on the real robot (the AgileX driver publishes no
-    /joint_states); the MuJoCo simulator publishes /joint_states itself.
+    /joint_states); the MuJoCo simulator publishes /joint_states itself. In a ``namespace``
+    it reads ``<ns>/puppet/*`` and publishes ``<ns>/joint_states``.
     """
     parameters = _without_none({"use_sim_time": bool(use_sim_time), "max_age_s": max_age_s})
     return NodeSpec(VENDOR_BRIDGE_NODE, PACKAGE, "vendor_bridge", module="sim2real_vla_ros.nodes.vendor_bridge",
-                    parameters=parameters)
+                    parameters=parameters, namespace=namespace)
 
 
 def piper_driver_node(*, can_left: str = "can_left", can_right: str = "can_right", use_sim_time: bool = False,
-                      **parameters: Any) -> NodeSpec:
+                      namespace: str = "", **parameters: Any) -> NodeSpec:
     """The ``piper_driver`` node: both Piper arms through the vendor SDK (ROS 2 only).
 
     It takes the actors' trajectory / stream topics itself (joint_trajectory_controller and
@@ -424,7 +461,7 @@ def piper_driver_node(*, can_left: str = "can_left", can_right: str = "can_right
     """
     values = {"can_left": can_left, "can_right": can_right, "use_sim_time": bool(use_sim_time), **parameters}
     return NodeSpec(PIPER_DRIVER_NODE, PACKAGE, "piper_driver", module="sim2real_vla_ros.nodes.piper_driver",
-                    parameters=_without_none(values))
+                    parameters=_without_none(values), namespace=namespace)
 
 
 def robot_nodes(urdf_text: str, *, interface: str = "ros2_control",
@@ -459,10 +496,10 @@ def robot_nodes(urdf_text: str, *, interface: str = "ros2_control",
         An unknown interface, an output mode the interface cannot take, or a URDF without
         ``<ros2_control>`` for ros2_control / mock.
     """
-    _check_choice("interface", interface, ROBOT_INTERFACES)
+    check_choice("interface", interface, ROBOT_INTERFACES)
     command_interface = "vendor" if interface == "vendor" else "ros2_control"
     output_mode = output_mode or OUTPUT_MODE_FOR_INTERFACE[command_interface]
-    _check_choice(f"output_mode for interface {interface!r}", output_mode,
+    check_choice(f"output_mode for interface {interface!r}", output_mode,
                   OUTPUT_MODES_OF_INTERFACE[command_interface])
     specs = [robot_state_publisher_node(urdf_text, use_sim_time)]
     if interface == "vendor":
@@ -554,332 +591,4 @@ def rviz_node(config_file: Optional[str] = None, *, use_sim_time: bool = True) -
                     parameters={"use_sim_time": bool(use_sim_time)},
                     arguments=("-d", config_file or share_file("config", "sim2real_vla.rviz")))
 
-
-# --------------------------------------------------------------------------- the contract
-
-
-def expected_connections(arms: Sequence[str] = ARMS, output_mode: str = "trajectory",
-                         simulator: Optional[str] = SIM_NODE,
-                         command_interface: Optional[str] = None,
-                         robot_state_publisher: bool = False, namespace: str = "",
-                         robot_driver: Optional[str] = None) -> dict[str, TopicEnds]:
-    """Fully qualified topic -> the nodes that must publish / subscribe it.
-
-    Parameters
-    ----------
-    arms : sequence of str
-        Arms with an actor.
-    output_mode : str
-        Actor output mode (selects the command topic).
-    simulator : str or None
-        Node name of the simulator publishing cameras, /joint_states and /clock
-        (None: the real robot, whose drivers are outside the graph: those topics then have
-        no listed publisher).
-    command_interface : {'ros2_control', 'vendor'}, optional
-        How the arms take commands; None: :func:`command_interface_for` the output mode.
-        With a simulator: what it subscribes (the output mode's controller topic for
-        ros2_control, /master/* for vendor) and whether it also publishes /puppet/*. On the
-        real robot (``simulator=None``) with 'vendor': the ``vendor_bridge`` relay turns the
-        driver's /puppet/* into /joint_states (the driver itself is outside the graph).
-    robot_state_publisher : bool
-        Include robot_state_publisher (not installable here).
-    namespace : str
-        The namespace the graph runs in: relative names resolve under it (vocabulary).
-    robot_driver : str, optional
-        Node name of an arm driver in the graph (``piper_driver``: the hardware-in-the-loop dry
-        run): it takes the actors' command topics and publishes /joint_states, which the
-        simulator then follows (``follow_joint_states``) instead of taking commands.
-
-    Notes
-    -----
-    ``/vla/instruction`` has no publisher in the graph (the user or the dry-run runner sets
-    it). ``/diagnostics`` is published by every VLA node (and the vendor bridge) and consumed
-    by tools. The MuJoCo simulator in ros2_control mode subscribes both the trajectory and
-    the stream controller topics; only the output mode's one is listed, so that every listed
-    subscription has a publisher.
-    """
-    arms = parse_arms(arms)
-    _check_choice("output_mode", output_mode, OUTPUT_MODES)
-    command_interface = command_interface or command_interface_for(output_mode)
-    _check_choice("command_interface", command_interface, COMMAND_INTERFACES)
-    pubs: dict[str, set[str]] = {}
-    subs: dict[str, set[str]] = {}
-
-    def publish(node: str, *topics: str) -> None:
-        for topic in topics:
-            pubs.setdefault(topic, set()).add(node)
-            subs.setdefault(topic, set())
-
-    def subscribe(node: str, *topics: str) -> None:
-        for topic in topics:
-            subs.setdefault(topic, set()).add(node)
-            pubs.setdefault(topic, set())
-
-    actors = [actor_node_name(arm) for arm in arms]
-    vla = [CAMERA_MASK_NODE, PLANNER_NODE, *actors, VALIDATOR_NODE]
-    if robot_driver is not None:
-        publish(robot_driver, vocab.JOINT_STATES, vocab.DIAGNOSTICS)
-        subscribe(robot_driver, vocab.ESTOP, *(arm_command_topic(arm, output_mode) for arm in arms))
-    if simulator is not None:
-        publish(simulator, vocab.CLOCK, vocab.SIM_TASK_STATUS,
-                *(vocab.camera_image_topic(camera) for camera in CAMERAS),
-                *(vocab.camera_info_topic(camera) for camera in CAMERAS))
-        if robot_driver is not None:  # the arms follow the driver's /joint_states
-            subscribe(simulator, vocab.JOINT_STATES)
-        elif command_interface == "vendor":
-            publish(simulator, vocab.JOINT_STATES)
-            subscribe(simulator, *(vocab.vendor_command_topic(arm) for arm in ARMS))
-            publish(simulator, *(vocab.vendor_state_topic(arm) for arm in ARMS))
-        else:
-            publish(simulator, vocab.JOINT_STATES)
-            controller_mode = output_mode if output_mode in OUTPUT_MODES_OF_INTERFACE["ros2_control"] else "trajectory"
-            subscribe(simulator, *(arm_command_topic(arm, controller_mode) for arm in ARMS))
-    elif command_interface == "vendor":
-        subscribe(VENDOR_BRIDGE_NODE, *(vocab.vendor_state_topic(arm) for arm in ARMS))
-        publish(VENDOR_BRIDGE_NODE, vocab.JOINT_STATES, vocab.DIAGNOSTICS)
-    if robot_state_publisher:
-        subscribe(ROBOT_STATE_PUBLISHER_NODE, vocab.JOINT_STATES)
-        publish(ROBOT_STATE_PUBLISHER_NODE, vocab.TF, vocab.TF_STATIC, vocab.ROBOT_DESCRIPTION)
-
-    subscribe(CAMERA_MASK_NODE, *(vocab.camera_image_topic(camera) for camera in CAMERAS))
-    publish(CAMERA_MASK_NODE, *(vocab.mask_topic(camera) for camera in CAMERAS),
-            *(vocab.masked_topic(camera) for camera in CAMERAS))
-
-    # The planner reads cam_high's native size from its camera_info and
-    # holds on /vla/estop.
-    subscribe(PLANNER_NODE, vocab.masked_topic(vocab.TOP_CAMERA), vocab.VALIDATOR_EVENT, vocab.INSTRUCTION,
-              vocab.camera_info_topic(vocab.TOP_CAMERA), vocab.ESTOP)
-    publish(PLANNER_NODE, *(vocab.affordance_topic(arm) for arm in ARMS), vocab.PLAN_STATE,
-            vocab.AFFORDANCE_MARKERS, vocab.AFFORDANCE_OVERLAY, vocab.ESTOP)
-
-    # The actor also reads the latched plan_state: the instruction (only the planner knows it
-    # when a task is started by service) and the pixel frame of the affordance.
-    for arm, actor in zip(arms, actors):
-        subscribe(actor, vocab.masked_topic(vocab.TOP_CAMERA), vocab.masked_topic(WRIST_CAMERA[arm]), vocab.JOINT_STATES,
-                  vocab.affordance_topic(arm), vocab.PLAN_STATE, vocab.ESTOP)
-        publish(actor, arm_command_topic(arm, output_mode), vocab.actor_chunk_topic(arm),
-                vocab.actor_command_topic(arm))
-
-    # The validator takes its targets from plan_state (keypoints and index in one message), not
-    # from the affordance polygons, so phase, index and keypoints can never disagree.
-    subscribe(VALIDATOR_NODE, *(vocab.masked_topic(camera) for camera in CAMERAS), vocab.JOINT_STATES,
-              vocab.PLAN_STATE)
-    publish(VALIDATOR_NODE, vocab.VALIDATOR_EVENT, vocab.TASK_STATE)
-
-    for node in vla:
-        publish(node, vocab.DIAGNOSTICS)
-    return {absolute(topic, namespace): TopicEnds(frozenset(pubs[topic]), frozenset(subs[topic]))
-            for topic in sorted(pubs)}
-
-
-def expected_services(simulator: Optional[str] = SIM_NODE, namespace: str = "") -> dict[str, str]:
-    """Fully qualified service name -> the node that must offer it."""
-    services = {vocab.START_SERVICE: PLANNER_NODE, vocab.STOP_SERVICE: PLANNER_NODE, vocab.SET_ESTOP_SERVICE: PLANNER_NODE}
-    if simulator is not None:
-        services[vocab.SIM_RESET_SERVICE] = simulator
-    return {absolute(name, namespace): node for name, node in services.items()}
-
-
-EXTERNAL_INPUTS = (absolute(vocab.INSTRUCTION),)
-"""Topics the graph subscribes without publishing them itself (set by the user or a runner)."""
-
-
-# --------------------------------------------------------------------------- parameters
-
-
-def load_node_section(params_file: str, node_name: str) -> dict[str, Any]:
-    """``ros__parameters`` of ``node_name`` (and of a ``/**`` wildcard section) in a params file.
-
-    Raises
-    ------
-    ValueError
-        The file is not a ROS parameter file (mapping of node -> {ros__parameters: mapping}).
-    """
-    import yaml
-
-    with open(params_file, "r", encoding="utf-8") as stream:
-        document = yaml.safe_load(stream) or {}
-    if not isinstance(document, dict):
-        raise ValueError(f"{params_file}: top level must map node names to sections")
-    merged: dict[str, Any] = {}
-    for key in ("/**", node_name, "/" + node_name):
-        section = document.get(key)
-        if section is None:
-            continue
-        if not isinstance(section, dict) or not isinstance(section.get("ros__parameters"), dict):
-            raise ValueError(f"{params_file}: section {key!r} must hold a 'ros__parameters' mapping")
-        merged.update(_flatten(section["ros__parameters"]))
-    return merged
-
-
-def expected_parameters(spec: NodeSpec) -> dict[str, Any]:
-    """Flattened parameter values the node starts with: its file sections, then the overrides.
-
-    The integration tests compare these names with what the running node declares (its
-    ``~/list_parameters`` service): every name here must be declared by the node.
-    """
-    values: dict[str, Any] = {}
-    for path in spec.parameter_files:
-        values.update(load_node_section(path, spec.name))
-    values.update(_flatten(spec.parameters))
-    return values
-
-
-# --------------------------------------------------------------------------- command lines
-
-
-def ros_param_value(value: Any) -> str:
-    """Render a parameter value for ``-p name:=value`` (rcl parses it as a YAML scalar / flow list).
-
-    Strings are always double-quoted so that '42', 'true' or '' stay strings; bools are
-    true/false; floats keep a decimal point or exponent so they stay doubles.
-
-    Raises
-    ------
-    ValueError
-        NaN/inf, an empty or mixed-type list, or an unsupported type.
-    """
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"parameter value must be finite, got {value!r}")
-        text = repr(value)
-        return text if any(c in text for c in ".e") else text + ".0"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # a JSON string is a YAML double-quoted scalar
-    if isinstance(value, (list, tuple)):
-        if not value:
-            raise ValueError("an empty list has no ROS parameter type; put it in a params file")
-        if all(isinstance(v, bool) for v in value) or all(isinstance(v, str) for v in value):
-            items = list(value)
-        elif all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            items = list(value)
-        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            items = [float(v) for v in value]  # rcl needs one type: ints among floats become doubles
-        else:
-            raise ValueError(f"list parameter values must share one type, got {value!r}")
-        return "[" + ", ".join(ros_param_value(v) for v in items) + "]"
-    raise ValueError(f"unsupported parameter value type {type(value).__name__}: {value!r}")
-
-
-def to_command(spec: NodeSpec, python: str, overrides_dir: Optional[str] = None) -> list[str]:
-    """Command line starting ``spec`` here, the way ``ros2 run`` + launch_ros would.
-
-    ``python -m <module>`` (each node module ends with ``if __name__ == "__main__": main()``,
-    the console script's entry point), then ``spec.arguments`` and ``--ros-args -r
-    __node:=<name> [-r __ns:=<ns>] --params-file <file>... -p <name>:=<value>...
-    -r <from>:=<to>...``.
-
-    Parameters
-    ----------
-    spec : NodeSpec
-        Must be one of this package's Python nodes (``spec.runs_here``).
-    python : str
-        Interpreter, e.g. ``sys.executable``.
-    overrides_dir : str, optional
-        Where to write the overrides as a params file when a value is too long for the command
-        line (a URDF); without it such a value raises ValueError.
-    """
-    if not spec.runs_here:
-        raise ValueError(f"{spec.name}: {spec.package}/{spec.executable} is not a Python node "
-                         "of this package and cannot be started here")
-    command = [python, "-m", spec.module, *spec.arguments, "--ros-args", "-r", f"__node:={spec.name}"]
-    if spec.namespace.strip("/"):
-        command += ["-r", f"__ns:=/{spec.namespace.strip('/')}"]
-    for path in spec.parameter_files:
-        command += ["--params-file", path]
-    flat = _flatten(spec.parameters)
-    rendered = {name: ros_param_value(value) for name, value in flat.items()}
-    if any(len(text) > _MAX_INLINE_VALUE for text in rendered.values()):
-        if overrides_dir is None:
-            raise ValueError(f"{spec.name}: a parameter value is too long for the command line; "
-                             "pass overrides_dir")
-        command += ["--params-file", _write_overrides(spec, overrides_dir)]
-    else:
-        for name, text in rendered.items():
-            command += ["-p", f"{name}:={text}"]
-    for source, target in spec.remappings:
-        command += ["-r", f"{source}:={target}"]
-    return command
-
-
-def _write_overrides(spec: NodeSpec, directory: str) -> str:
-    import yaml
-
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, f"{spec.name}.overrides.yaml")
-    document = {spec.full_name: {"ros__parameters": _plain(spec.parameters)}}
-    with open(path, "w", encoding="utf-8") as stream:
-        yaml.safe_dump(document, stream, default_flow_style=False, sort_keys=False)
-    return path
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, tuple):
-        return list(value)
-    return value
-
-
-# --------------------------------------------------------------------------- launch_ros
-
-
-def launch_node_kwargs(spec: NodeSpec, output: str = "screen") -> dict[str, Any]:
-    """Keyword arguments for ``launch_ros.actions.Node(**kwargs)`` (imports launch_ros lazily).
-
-    String parameter values are wrapped in ``ParameterValue(value, value_type=str)``: launch_ros
-    would otherwise YAML-parse them (a URDF, or an instruction such as "1"), and lists of
-    strings in ``value_type=List[str]``.
-    """
-    parameters: list[Any] = list(spec.parameter_files)
-    if spec.parameters:
-        parameters.append(_launch_parameter_values(spec.parameters))
-    kwargs: dict[str, Any] = {
-        "package": spec.package,
-        "executable": spec.executable,
-        "name": spec.name,
-        "output": output,
-        "parameters": parameters,
-        "remappings": list(spec.remappings),
-    }
-    if spec.arguments:
-        kwargs["arguments"] = list(spec.arguments)
-    if spec.namespace.strip("/"):
-        kwargs["namespace"] = spec.namespace
-    return kwargs
-
-
-def include_launch(file_name: str, arguments: Mapping[str, str]):
-    """``IncludeLaunchDescription`` of one of this package's launch files (imports launch lazily)."""
-    from launch.actions import IncludeLaunchDescription
-    from launch.launch_description_sources import PythonLaunchDescriptionSource
-    return IncludeLaunchDescription(PythonLaunchDescriptionSource(os.path.join(share_file("launch"), file_name)),
-                                    launch_arguments=dict(arguments).items())
-
-
-def _launch_parameter_values(parameters: Mapping[str, Any]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in parameters.items():
-        if isinstance(value, Mapping):
-            result[key] = _launch_parameter_values(value)
-        elif isinstance(value, str):
-            result[key] = _string_parameter(value)
-        elif isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
-            result[key] = _string_parameter(list(value))
-        else:
-            result[key] = list(value) if isinstance(value, tuple) else value
-    return result
-
-
-def _string_parameter(value: Any) -> Any:
-    """``ParameterValue`` typed str / List[str] (launch_ros imported only here, on first use)."""
-    from typing import List
-
-    from launch_ros.parameter_descriptions import ParameterValue
-
-    return ParameterValue(value, value_type=List[str] if isinstance(value, list) else str)
 
