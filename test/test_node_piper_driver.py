@@ -167,7 +167,10 @@ def test_a_lost_bus_is_reported_holds_and_does_not_resume_by_itself(probe, drive
              "the feedback rate recovered (a re-enable is refused until then)", processes=[driver])
     response = _enable(probe, driver)
     assert response.success, response.message
-    wait_for(_reached(probe, "right", before), 10.0, "held where it was after the re-enable", processes=[driver])
+    # A command that arrives while the arm is still enabling is dropped (it starts holding where it is).
+    wait_for(lambda: _arm_status(probe, "right").get("state") == "running", 10.0, "running again",
+             processes=[driver])
+    assert _reached(probe, "right", before)(), "the re-enabled arm must hold where it was"
     probe.stream["right"].publish(Float64MultiArray(data=target))
     wait_for(_reached(probe, "right", target), 20.0, "moving after the re-enable", processes=[driver])
 

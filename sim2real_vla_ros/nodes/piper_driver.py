@@ -59,16 +59,14 @@ Services
 ~/estop : std_srvs/SetBool
     true: EmergencyStop now; false: release (no motion until ``~/enable``).
 
-Parameters
-----------
-See ``_declare_parameters`` (each is declared once with its description and range).
+Its parameters are ``PARAMETERS`` below (README's table is generated from them).
 """
 from __future__ import annotations
 
 import json
 import math
 import sys
-from typing import Dict, List
+from typing import Any, Callable, Dict, List
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
@@ -82,6 +80,7 @@ from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros.core.hardware.piper_arm import ArmSupervisor, PiperArm, PiperArmConfig
 from sim2real_vla_ros.core.vocabulary import ARMS
 from sim2real_vla_ros.nodes import common
+from sim2real_vla_ros.nodes.common import Param
 from sim2real_vla_ros.nodes.node_support import FaultLog
 from sim2real_vla_ros.sim.controllers import TrajectoryArmController
 from sim2real_vla_ros.sim.trajectory import TrajectoryPoint
@@ -93,6 +92,50 @@ _FAULT_KEYS = ("drop_rate", "stuck_joint", "err_code", "arm_status", "collision_
 
 def _positive(value) -> bool:
     return math.isfinite(value) and value > 0.0
+
+
+def _in(low: float, high: float) -> Callable[[Any], bool]:
+    return lambda v: math.isfinite(v) and low <= v <= high
+
+
+PARAMETERS = (
+    Param("arms", "left,right", "Arms to drive, comma-separated (one arm first: 'left')",
+          lambda v: bool(v) and all(a.strip() in ARMS for a in v.split(",")), f"a subset of {list(ARMS)}"),
+    *(Param(f"can_{arm}", f"can_{arm}", f"CAN port of the {arm} arm (the SDK's can_name; the SDK's "
+            "can_activate.sh gives each USB-CAN adapter its name)", lambda v: bool(v), "non-empty") for arm in ARMS),
+    Param("bustype", "socketcan", "python-can interface of the ports (virtual: emulated arms)",
+          lambda v: v in BUSTYPES, f"one of {list(BUSTYPES)}"),
+    Param("judge_can", True, "socketcan only: check at start that each port exists, is up and runs at 1 Mbit/s "
+          "(the SDK's judge_flag)"),
+    Param("speed_rate", 30, "MotionCtrl_2 speed rate: percent of the arm's maximum joint speed the firmware "
+          "moves to each target at", lambda v: 1 <= v <= 100, "an integer in [1, 100]"),
+    Param("gripper_effort", 1.0, "GripperCtrl effort, 0..5 (SDK code 0..5000)", _in(0.0, 5.0), "in [0, 5]"),
+    Param("rate_hz", 200.0, "Control and /joint_states rate (Hz); the arm's feedback rate is 200 Hz",
+          _in(1.0, 1000.0), "in [1, 1000]"),
+    Param("feedback_timeout_s", 0.05, "Hold an arm whose joint feedback is older than this (CAN silence), s",
+          _positive, "> 0"),
+    Param("min_feedback_rate_hz", 100.0, "Hold an arm whose joint feedback rate (the SDK's frame counter, "
+          "averaged over 0.5 s) falls below this (dropped frames), Hz; 0 = no check", _in(0.0, 1e6), ">= 0"),
+    Param("tracking_tolerance_rad", 0.3, "Hold when a joint stays further than this from its command (rad) for "
+          "tracking_timeout_s: a stuck or blocked joint", _positive, "> 0"),
+    Param("tracking_timeout_s", 1.0, "See tracking_tolerance_rad (s)", _positive, "> 0"),
+    Param("enable_timeout_s", 5.0, "Hold when the motors do not all report enabled within this (s)",
+          _positive, "> 0"),
+    Param("firmware_timeout_s", 2.0, "Refuse to start when an arm does not answer the firmware query within "
+          "this (s)", _positive, "> 0"),
+    Param("interpolate_from_desired_state", True, "A new trajectory starts from the desired state (as "
+          "config/controllers.yaml sets joint_trajectory_controller) instead of the measured one"),
+    Param("enable_on_start", True, "Run the enable sequence at start-up (the arms then hold where they are)"),
+    Param("diagnostics_rate_hz", 1.0, "/diagnostics rate (Hz)", _in(1e-3, 100.0), "in (0, 100]"),
+    Param("emulate", False, "Start an emulated arm per port in this process (tests and the hardware-in-the-loop "
+          "dry run; needs bustype virtual, so it never touches a real bus)"),
+    Param("emulator_rate_hz", 200.0, "Feedback rate of the emulated arms (Hz)", _in(1.0, 1000.0), "in [1, 1000]"),
+    *(Param(f"emulator_initial_{arm}", [0.0, 0.5, -0.5, 0.0, 0.0, 0.0, 0.0],
+            f"Start joints of the emulated {arm} arm (joints 1-6 rad, finger m)",
+            lambda v: len(v) == 7 and all(math.isfinite(x) for x in v), "7 finite numbers") for arm in ARMS),
+    Param("emulator_firmware", "S-V1.6-3", "Firmware version the emulated arms report (tests of the firmware "
+          "check)", lambda v: bool(v), "non-empty"),
+)
 
 
 class PiperDriverNode(Node):
@@ -139,57 +182,13 @@ class PiperDriverNode(Node):
 
     # ------------------------------------------------------------------ parameters
     def _declare_parameters(self) -> dict:
-        d = common.declare
-        arms_text = d(self, "arms", "left,right", "Arms to drive, comma-separated (one arm first: 'left')",
-                      lambda v: bool(v) and all(a.strip() in ARMS for a in v.split(",")), f"a subset of {list(ARMS)}")
-        p = {"arms": tuple(a for a in ARMS if a in {s.strip() for s in arms_text.split(",")})}
-        p["ports"] = {arm: d(self, f"can_{arm}", f"can_{arm}", f"CAN port of the {arm} arm (SDK can_name; see "
-                             "the SDK's can_activate.sh to give the USB-CAN adapters these names)",
-                             lambda v: bool(v), "non-empty") for arm in ARMS}
-        p["bustype"] = d(self, "bustype", "socketcan", "python-can interface of the ports (virtual: emulated arms)",
-                         lambda v: v in BUSTYPES, f"one of {list(BUSTYPES)}")
-        p["judge_can"] = d(self, "judge_can", True, "socketcan only: check at start that each port exists, is up "
-                           "and runs at 1 Mbit/s (the SDK's judge_flag)")
-        p["speed_rate"] = d(self, "speed_rate", 30, "MotionCtrl_2 speed rate (percent of the arm's maximum joint "
-                            "speed) the firmware moves to each target at", lambda v: 1 <= v <= 100, "in [1, 100]")
-        p["gripper_effort"] = d(self, "gripper_effort", 1.0, "GripperCtrl effort, 0..5 (SDK code 0..5000)",
-                                lambda v: 0.0 <= v <= 5.0, "in [0, 5]")
-        p["rate_hz"] = d(self, "rate_hz", 200.0, "Control and /joint_states rate (Hz); the arm's feedback "
-                         "rate is 200 Hz", lambda v: 1.0 <= v <= 1000.0, "in [1, 1000]")
-        p["feedback_timeout_s"] = d(self, "feedback_timeout_s", 0.05, "Hold an arm whose joint feedback is older "
-                                    "than this (CAN silence), s", _positive, "> 0")
-        p["min_feedback_rate_hz"] = d(self, "min_feedback_rate_hz", 100.0, "Hold an arm whose joint feedback "
-                                      "rate falls below this (dropped frames), Hz; 0 = no check",
-                                      lambda v: math.isfinite(v) and v >= 0.0, ">= 0")
-        p["tracking_tolerance_rad"] = d(self, "tracking_tolerance_rad", 0.3, "Hold when a joint stays further "
-                                        "than this from its command (rad) ...", _positive, "> 0")
-        p["tracking_timeout_s"] = d(self, "tracking_timeout_s", 1.0, "... for longer than this (s): a stuck "
-                                    "or blocked joint", _positive, "> 0")
-        p["enable_timeout_s"] = d(self, "enable_timeout_s", 5.0, "Hold when the motors do not all report "
-                                  "enabled within this (s)", _positive, "> 0")
-        p["firmware_timeout_s"] = d(self, "firmware_timeout_s", 2.0, "Refuse to start when an arm does not "
-                                    "answer the firmware query within this (s)", _positive, "> 0")
-        p["interpolate_from_desired_state"] = d(
-            self, "interpolate_from_desired_state", True, "A new trajectory starts from the desired state (as "
-            "config/controllers.yaml sets joint_trajectory_controller) instead of the measured one")
-        p["enable_on_start"] = d(self, "enable_on_start", True, "Run the enable sequence at start-up (the "
-                                 "arms then hold where they are)")
-        p["diagnostics_rate_hz"] = d(self, "diagnostics_rate_hz", 1.0, "/diagnostics rate (Hz)",
-                                     lambda v: 0.0 < v <= 100.0, "in (0, 100]")
-        p["emulate"] = d(self, "emulate", False, "Start an emulated arm per port in this process (tests and "
-                         "the hardware-in-the-loop dry run; needs bustype virtual)")
-        p["emulator_rate_hz"] = d(self, "emulator_rate_hz", 200.0, "Feedback rate of the emulated arms (Hz)",
-                                  lambda v: 1.0 <= v <= 1000.0, "in [1, 1000]")
-        for arm in ARMS:
-            p[f"emulator_initial_{arm}"] = d(
-                self, f"emulator_initial_{arm}", [0.0, 0.5, -0.5, 0.0, 0.0, 0.0, 0.0],
-                f"Start joints of the emulated {arm} arm (joints 1-6 rad, finger m)",
-                lambda v: len(v) == 7 and all(math.isfinite(x) for x in v), "7 finite numbers")
-        p["emulator_firmware"] = d(self, "emulator_firmware", "S-V1.6-3", "Firmware version the emulated arms "
-                                   "report (tests of the firmware check)", lambda v: bool(v), "non-empty")
-        if p["emulate"] and p["bustype"] != "virtual":
+        values = common.declare_parameters(self, PARAMETERS)
+        if values["emulate"] and values["bustype"] != "virtual":
             raise ValueError("parameter 'emulate' = True: needs bustype 'virtual' (the emulator never talks to "
                              "a real bus)")
+        p = dict(values)
+        p["arms"] = tuple(a for a in ARMS if a in {s.strip() for s in values["arms"].split(",")})
+        p["ports"] = {arm: values[f"can_{arm}"] for arm in ARMS}
         return p
 
     def _start_arms(self, p: dict) -> None:
