@@ -251,6 +251,7 @@ def run_episode(policy: Policy, controller: ActorController, config: LoopConfig,
     commands, times, limited = [], [], []
     end_s = math.nan
     fresh_needed = int(round(config.motion_s / dt))
+    controller.on_joint_state(state.measured, -dt)  # the arm reports before the policy starts
     for tick in range(int(math.ceil(config.max_time_s / dt)) + 1):
         now = tick * dt
         _deliver(state, controller, config, now)

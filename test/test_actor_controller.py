@@ -34,6 +34,7 @@ class World:
         self.outputs = []
         actor.on_plan("pour the water", (640, 480))
         actor.on_affordance(np.array([[320.0, 240.0]]), 0, 0.0)
+        actor.on_joint_state(self.measured, -DT)  # the arm reports before the policy starts
 
     def chunk(self, snapshot) -> np.ndarray:
         chunk = np.repeat(snapshot.joints[None], STEPS, axis=0)

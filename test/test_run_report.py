@@ -66,7 +66,9 @@ def synthetic_run(ticks: int = 200) -> RunData:
                                                                   "safety.ticks": "500", "inference.ok": "9",
                                                                   "tick.ticks_without_fresh_setpoint": "7",
                                                                   "tick.jitter_p50_ms": "0.5",
-                                                                  "seam.max_jump": "0.01"}),
+                                                                  "seam.max_jump": "0.01",
+                                                                  "joint_reading.accepted": "900",
+                                                                  "joint_reading.rejected:outside_limits": "1"}),
     ]
     data.sim_status = [(9.5, {"task": "pour_water_single", "success": False, "seed": 42,
                               "counters": {"accepted:/left_arm_controller/joint_trajectory": 3}}),
@@ -175,7 +177,8 @@ def test_bunched_ticks_show_in_the_velocity_by_stamps_only():
 
 def test_safety_section_collects_nonzero_counters_of_every_node_and_rejected_commands():
     safety = build_report(synthetic_run())["safety"]
-    assert safety["by_node"]["actor_left"] == {"safety.stale_input:cam_high": 4}
+    assert safety["by_node"]["actor_left"] == {"joint_reading.rejected:outside_limits": 1,
+                                               "safety.stale_input:cam_high": 4}
     assert safety["by_node"]["planner"] == {"count.stale_input": 3}
     assert safety["by_node"]["sim_mujoco"] == {"rejected:/left_arm_controller/joint_trajectory": 2}
     assert safety["actor_safety_events"] == {"left": {"stale_input:cam_high": 4}}
@@ -263,3 +266,162 @@ def test_type_names_are_checked(bad):
     with pytest.raises(ros2_msgdef.MessageDefinitionError):
         ros2_msgdef.short_type_name(bad)
     assert ros2_msgdef.full_type_name("sensor_msgs/Image") == "sensor_msgs/msg/Image"
+
+
+# ----------------------------------------------------------------------------- verdict (issue 10)
+
+from sim2real_vla_ros.tools import run_report  # noqa: E402
+from sim2real_vla_ros.tools.run_report import RATE_TOLERANCE, rate_check, report_json, verdict  # noqa: E402
+
+ACCELERATION = (8.0,) * 6 + (0.5,)  # the safety filter's defaults, used when the table has none
+
+
+def run_with_joint1(positions_joint1, stamps=None) -> RunData:
+    """The synthetic run with joint 1's sent commands replaced (one value per tick)."""
+    data = synthetic_run()
+    positions = np.zeros((len(positions_joint1), 7))
+    positions[:, 0] = positions_joint1
+    commands = commands_along(positions)
+    if stamps is not None:
+        commands = [JointCommand(s + 0.001, s, NAMES, c.positions) for c, s in zip(commands, stamps)]
+    data.commands["left"] = commands
+    return data
+
+
+def ramp_to_speed(speed, ticks=60, hold=20):
+    """Accelerate at the limit to ``speed`` (rad/s), then cruise: within every limit."""
+    velocity = np.minimum(np.arange(ticks) * ACCELERATION[0] * DT, speed)
+    return np.concatenate([np.zeros(hold), np.cumsum(velocity) * DT])
+
+
+@pytest.mark.parametrize("factor, ok", [(1.0, True), (1.0 + RATE_TOLERANCE / 2, True),
+                                        (1.0 + 2 * RATE_TOLERANCE, False), (9.07, False)])
+def test_velocity_verdict_on_both_sides_of_the_limit(factor, ok):
+    # Joint 1 steps at factor x its 3 rad/s limit for three ticks (its acceleration is checked, and
+    # failed, too: this test is about the velocity check).
+    positions = np.concatenate([np.zeros(3), np.arange(1, 4) * 3.0 * factor * DT])
+    report = build_report(run_with_joint1(positions))
+    rates = report["control"]["left"]["rates"]
+    assert rates["velocity_ratio_max"] == pytest.approx(factor)
+    assert report["checks"]["commands_within_velocity_limit"] is ok
+    if not ok:
+        assert report["verdict"]["exit_code"] == 3
+        reason = report["checks"]["failed"]["commands_within_velocity_limit"]
+        assert "left_joint1" in reason and f"{factor:.2f}x" in reason
+        assert any(r.startswith("commands_within_velocity_limit") for r in report["verdict"]["reasons"])
+    json.loads(report_json(report))
+
+
+@pytest.mark.parametrize("factor, ok", [(1.0, True), (1.0 + RATE_TOLERANCE / 2, True), (1.0 + 2 * RATE_TOLERANCE, False)])
+def test_acceleration_verdict_on_both_sides_of_the_limit(factor, ok):
+    # From rest, one tick at factor x the acceleration limit, then cruise at that speed.
+    step = ACCELERATION[0] * factor * DT * DT
+    positions = np.concatenate([np.zeros(5), step * np.arange(1, 6)])
+    report = build_report(run_with_joint1(positions))
+    rates = report["control"]["left"]["rates"]
+    assert rates["acceleration_ratio_max"] == pytest.approx(factor)
+    assert rates["acceleration_limit_source"] == "safety filter default max_acceleration"
+    assert report["checks"]["commands_within_acceleration_limit"] is ok
+    assert report["verdict"]["exit_code"] == (0 if ok else 3)
+
+
+def test_an_estop_freeze_is_the_one_exempt_acceleration_and_a_jump_back_is_not():
+    moving = ramp_to_speed(2.0)
+    frozen = np.concatenate([moving, np.repeat(moving[-1], 10)])      # stops dead: the e-stop freeze
+    rates = build_report(run_with_joint1(frozen))["control"]["left"]["rates"]
+    assert rates["within_acceleration_limit"] and rates["stop_freezes"] == 1
+    jumped = np.concatenate([moving, moving[-1] - 0.001 * np.arange(1, 11)])  # reverses: not a freeze
+    report = build_report(run_with_joint1(jumped))
+    assert not report["checks"]["commands_within_acceleration_limit"] and report["verdict"]["exit_code"] == 3
+
+
+def test_configured_acceleration_limits_are_used_and_gaps_are_not_acceleration():
+    limits = JointLimitTable(NAMES, LIMITS.lower, LIMITS.upper, LIMITS.velocity, (100.0,) * 7)
+    positions = np.zeros((6, 7))
+    positions[3:, 0] = 0.02 * np.arange(1, 4)  # 50 rad/s^2: within 100
+    rates = rate_check(commands_along(positions), limits, DT)
+    assert rates["within_acceleration_limit"] and rates["acceleration_limit_source"] == "actor max_acceleration"
+    # A command the recorder missed: one double step over two ticks is neither too fast nor an acceleration.
+    stamps = 10.0 + DT * np.array([0, 1, 2, 4, 5, 6])
+    positions = np.zeros((6, 7))
+    positions[:, 0] = [0.0, 0.01, 0.02, 0.04, 0.05, 0.06]
+    commands = [JointCommand(s, s, NAMES, tuple(row)) for s, row in zip(stamps, positions)]
+    rates = rate_check(commands, LIMITS, DT)
+    assert rates["within_velocity_limit"] and rates["velocity_ratio_max"] == pytest.approx(0.5 / 3.0)
+    assert rates["acceleration_skipped_gaps"] == 2 and rates["within_acceleration_limit"]
+
+
+def test_a_position_violation_or_nan_is_unsafe_and_a_dead_node_is_an_infrastructure_failure():
+    data = synthetic_run()
+    data.commands["left"][3] = JointCommand(10.06, 10.06, NAMES, (2.5,) + (0.0,) * 6)
+    report = build_report(data)
+    assert report["verdict"]["exit_code"] == 3
+    assert "outside the position limits" in report["checks"]["failed"]["commands_within_limits"]
+    data = synthetic_run()
+    data.nodes.append(NodeRun("validator", -11, True, "logs/validator.log"))
+    report = build_report(data)
+    assert report["verdict"]["exit_code"] == 1
+    assert "node validator died during the run (exit code -11" in " ".join(report["verdict"]["reasons"])
+    data = synthetic_run()
+    data.chunks["left"] = []
+    assert build_report(data)["verdict"] == {"exit_code": 2, "outcome": "COMPLETED, but the normal path was not shown",
+                                             "reasons": ["normal path not shown: chunks_decoded (not shown)"]}
+    assert build_report(synthetic_run())["verdict"] == {"exit_code": 0, "outcome": "OK", "reasons": []}
+
+
+@pytest.mark.parametrize("rate", [0.0, float("nan"), -50.0, None])
+def test_an_unusable_control_rate_still_gives_a_complete_report_and_fails(rate):
+    data = synthetic_run()
+    data.control_rate_hz = rate
+    report = build_report(data)
+    text = report_json(report)
+    assert json.loads(text)["schema"] == run_report.REPORT_SCHEMA
+    control = report["control"]["left"]
+    assert control["commands"] == 200 and control["limits"]["within_limits"]  # what is known is still there
+    assert "error" in control["rates"] and "control_rate_hz" in control["rates"]["error"]
+    assert report["checks"]["checks_computed"] is False
+    assert report["verdict"]["exit_code"] == 1
+    assert "could not compute" in report["checks"]["failed"]["checks_computed"]
+    assert any("verdict" in line for line in summary_lines(report))
+
+
+def test_a_crash_in_report_building_is_recorded_and_fails_the_run(monkeypatch):
+    def broken(data):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(run_report, "control_section", broken)
+    report = build_report(synthetic_run())
+    assert report["errors"] == {"control": "RuntimeError: boom"} and report["control"] is None
+    assert report["validator"]["decisions"] == 17  # the other sections are there
+    assert report["checks"]["checks_computed"] is False and report["verdict"]["exit_code"] == 1
+    json.loads(report_json(report))
+    assert any(line.startswith("verdict: FAILED (exit 1)") for line in summary_lines(report))
+
+    monkeypatch.setattr(run_report, "checks_section", broken)
+    report = build_report(synthetic_run())
+    assert report["checks"]["normal_path_ok"] is False and report["verdict"]["exit_code"] == 1
+
+
+def test_report_json_is_always_valid_and_the_verdict_of_a_partial_report_fails(tmp_path):
+    data = synthetic_run()
+    data.settings = {"real_time_factor_setting": float("nan"), "odd": object(), "array": np.array([1.0, np.inf])}
+    data.outputs = {"overlay": {"fps": float("inf")}}
+    report = build_report(data)
+    path = tmp_path / "report.json"
+    run_report.write_report(str(path), report)
+    loaded = json.loads(path.read_text())
+    assert loaded["run"]["real_time_factor_setting"] is None and loaded["run"]["array"] == [1.0, None]
+    assert loaded["outputs"]["overlay"]["fps"] is None
+    assert verdict({})["exit_code"] == 1 and "checks missing" in verdict({})["reasons"][0]
+    assert verdict({"run": {}, "checks": "garbage"})["exit_code"] == 1
+
+
+def test_the_dry_run_exit_status_is_the_verdict(monkeypatch, capsys):
+    from sim2real_vla_ros.tools import dry_run
+
+    report = build_report(run_with_joint1(np.concatenate([np.zeros(3), np.arange(1, 4) * 9.07 * 3.0 * DT])))
+    assert dry_run.exit_code(report) == 3
+    assert dry_run.exit_code(build_report(synthetic_run())) == 0
+    report = build_report(synthetic_run())
+    report["run"]["failure"] = "node planner exited with 1 during the run"
+    assert dry_run.exit_code(report) == 1

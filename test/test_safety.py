@@ -404,7 +404,7 @@ def run_against(safety, candidates, measured_of, stamps_of=fresh_stamps):
     return decisions
 
 
-def test_a_blocked_arm_is_held_at_its_measured_position():
+def test_a_blocked_arm_is_stopped_from_the_current_command_never_stepped_to_the_reading():
     limits = make_limits()
     safety = started_filter(limits)
     # The policy drives joint 1 at 1 rad/s toward 1.5 rad away; the arm is stuck at HOME.
@@ -412,16 +412,47 @@ def test_a_blocked_arm_is_held_at_its_measured_position():
     decisions = run_against(safety, candidates, lambda tick, last: HOME)
     stops = [i for i, d in enumerate(decisions) if d.has(SafetyEventKind.TRACKING_ERROR)]
     assert stops, "the blocked arm was never detected"
+    assert stops == list(range(stops[0], len(decisions))), "the hold must last while the arm is blocked"
+    commands = np.array([HOME] + [d.command for d in decisions])
+    assert_within_limits(commands, limits)  # velocity and acceleration too: no step back to HOME
     for index in stops:
         decision = decisions[index]
-        np.testing.assert_array_equal(decision.command, HOME)  # back to where the arm is, at rest
-        assert decision.held and np.all(decision.velocity == 0.0)
+        assert decision.held
         assert [e.joints for e in decision.reasons if e.kind is SafetyEventKind.TRACKING_ERROR] == [(0,)]
-    lead = np.array([d.command[0] - HOME[0] for d in decisions])
-    # Never further ahead of the arm than the allowance (0.35 rad + v * 0.1 s) plus one tick.
-    assert lead.max() <= 0.35 + VMAX[0] * AGES["joint_state"] + VMAX[0] * DT
-    assert lead.max() < 0.5, "pushed well into the obstacle"
+    velocity = np.array([d.velocity[0] for d in decisions])
+    held = velocity[stops[0]:]
+    assert np.all(np.diff(np.abs(held)) <= 1e-12) and held[-1] == 0.0  # decelerates to rest, stays there
+    lead = commands[1:, 0] - HOME[0]
+    # Never further ahead of the arm than the allowance (0.35 rad + v * 0.1 s), one tick and the
+    # braking distance v^2 / (2 a) at the speed the hold began.
+    speed = abs(velocity[stops[0] - 1])
+    assert lead.max() <= 0.35 + speed * AGES["joint_state"] + speed * DT + speed**2 / (2 * AMAX[0]) + EPS
+    assert np.all(np.diff(lead[stops[0]:]) >= -EPS), "a hold never moves back toward a reading"
     assert safety.counters["tracking_error"] == len(stops)
+
+
+def test_an_implausible_reading_is_set_aside_and_never_commanded():
+    moving = started_filter(make_limits())
+    reading = HOME.copy()
+    reading[0] = 1e6  # one corrupt sample (the fault campaign's left_joint1 = 1e6)
+    decision = moving.filter(HOME, reading, 0.02, fresh_stamps(0.02), False, DT)
+    assert decision.held and decision.has(SafetyEventKind.IMPLAUSIBLE_MEASURED_STATE)
+    np.testing.assert_array_equal(decision.command, HOME)
+    assert moving.counters["implausible_measured_state"] == 1
+    # Never seeds a first command either (it used to be clipped to the limit and sent).
+    assert SafetyFilter(make_limits()).filter(HOME, reading, 0.0, fresh_stamps(0.0), False, DT).command is None
+
+
+def test_a_plausible_but_wrong_reading_holds_within_the_limits():
+    limits = make_limits()
+    safety = started_filter(limits)
+    offset = HOME + np.array([0.6, 0, 0, 0, 0, 0, 0])  # the campaign's sustained +0.6 rad offset
+    commands = [HOME]
+    for tick in range(1, 40):
+        decision = safety.filter(HOME, offset, tick * DT, fresh_stamps(tick * DT), False, DT)
+        assert decision.held and decision.has(SafetyEventKind.TRACKING_ERROR)
+        commands.append(decision.command)
+    np.testing.assert_array_equal(np.array(commands), np.repeat(HOME[None], 40, axis=0))  # at rest: stays
 
 
 def test_an_arm_that_follows_with_a_tick_of_lag_is_never_held_for_tracking():
@@ -477,3 +508,106 @@ def test_tracking_error_limit_is_configurable_and_required_for_other_limbs():
         SafetyLimits.from_config(robot, {"max_tracking_error": 0.0})
     with pytest.raises(ValueError, match="max_tracking_error is required for a 2-joint limb"):
         SafetyLimits([0.0, 0.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [0.5, 0.5], [0.1, 0.1])
+
+
+# ----------------------------------------------------------------------------- last-line check
+
+
+def moving_filter(limits=None):
+    """A filter whose command moves joint 1 at speed (about 2 rad/s after 15 ticks)."""
+    limits = limits or make_limits(max_deviation=100.0, ramp_velocity=0.25)
+    safety = started_filter(limits)
+    target = HOME + np.array([2.0, 0, 0, 0, 0, 0, 0])
+    now = 0.0
+    for _ in range(15):
+        now += DT
+        safety.filter(target, safety.last_command, now, fresh_stamps(now), False, DT)
+    assert abs(safety.last_velocity[0]) > 1.5
+    return safety, target, now
+
+
+@pytest.mark.parametrize("broken, what", [
+    (lambda position: position + 0.5, "velocity"),                       # a jump
+    (lambda position: np.full_like(position, np.nan), "non_finite"),
+    (lambda position: np.where(np.arange(7) == 2, 0.01, position), "position"),  # joint3 above its 0 limit
+])
+def test_a_command_that_breaks_an_invariant_is_not_sent_but_counted(monkeypatch, broken, what):
+    from sim2real_vla_ros.core.control import safety as module
+
+    safety, target, now = moving_filter()
+    previous, previous_velocity = safety.last_command, safety.last_velocity
+    real_step = module.rate_limited_step
+
+    def buggy(position, velocity, goal, *args, **kwargs):
+        command, command_velocity, events = real_step(position, velocity, goal, *args, **kwargs)
+        return (broken(command) if goal is not None else command), command_velocity, events
+
+    monkeypatch.setattr(module, "rate_limited_step", buggy)
+    decision = safety.filter(target, previous, now + DT, fresh_stamps(now + DT), False, DT)
+    assert decision.held and any(e.key == f"invariant_violation:{what}" for e in decision.reasons)
+    # The controlled stop was sent instead: within every limit, decelerating.
+    assert_within_limits(np.array([previous - previous_velocity * DT, previous, decision.command]), safety.limits)
+    assert abs(decision.velocity[0]) < abs(previous_velocity[0])
+    assert safety.counters[f"invariant_violation:{what}"] == 1
+
+
+def test_command_violations_names_each_broken_limit_and_exempts_only_a_freeze():
+    from sim2real_vla_ros.core.control.safety import command_violations
+
+    limits = make_limits()
+    velocity = np.zeros(7)
+    velocity[0] = 2.0
+    fine = HOME + velocity * DT
+    assert command_violations(HOME, velocity, fine, limits, DT) == ()
+    too_fast = HOME.copy()
+    too_fast[1] += VMAX[1] * DT * 1.01
+    assert [(e.detail, e.joints) for e in command_violations(HOME, np.zeros(7), too_fast, limits, DT)] == [
+        ("velocity", (1,)), ("acceleration", (1,))]
+    # Stopping in one tick from 2 rad/s is 100 rad/s^2: a violation, unless it is a freeze.
+    assert [e.detail for e in command_violations(HOME, velocity, HOME, limits, DT)] == ["acceleration"]
+    assert command_violations(HOME, velocity, HOME, limits, DT, freeze_allowed=True) == ()
+    nearly = HOME + 1e-6
+    assert command_violations(HOME, velocity, nearly, limits, DT, freeze_allowed=True) != ()
+    # The stated tolerance: 1e-6 relative + 1e-9 absolute, not more.
+    edge = HOME.copy()
+    edge[0] += VMAX[0] * DT * (1 + 1e-7)
+    assert command_violations(HOME, np.full(7, 0.0) + (edge - HOME) / DT, edge, limits, DT) == ()
+    edge[0] = HOME[0] + VMAX[0] * DT * (1 + 1e-5)
+    assert [e.detail for e in command_violations(HOME, (edge - HOME) / DT, edge, limits, DT)] == ["velocity"]
+
+
+def test_seed_continues_from_a_known_command_within_the_limits():
+    old, target, now = moving_filter()
+    restarted = SafetyFilter(old.limits)
+    restarted.seed(old.last_command, old.last_velocity)
+    commands = [old.last_command - old.last_velocity * DT, old.last_command]
+    for _ in range(40):
+        now += DT
+        commands.append(restarted.filter(target, commands[-1], now, fresh_stamps(now), False, DT).command)
+    assert_within_limits(np.array(commands), old.limits)
+    with pytest.raises(ValueError, match="finite"):
+        restarted.seed(np.full(7, np.nan))
+    with pytest.raises(ValueError, match="velocity"):
+        restarted.seed(HOME, np.zeros(3))
+
+
+def test_preview_replaces_a_violating_rollout_by_the_controlled_stop(monkeypatch):
+    from sim2real_vla_ros.core.control import safety as module
+
+    safety, target, _ = moving_filter()
+    real_step = module.rate_limited_step
+    calls = {"n": 0}
+
+    def buggy(position, velocity, goal, *args, **kwargs):
+        command, command_velocity, events = real_step(position, velocity, goal, *args, **kwargs)
+        calls["n"] += 1
+        if goal is not None and calls["n"] == 4:
+            command = command + 0.3  # the fourth point jumps
+        return command, command_velocity, events
+
+    monkeypatch.setattr(module, "rate_limited_step", buggy)
+    rollout = safety.preview(np.repeat(target[None], 20, axis=0), safety.last_command, DT)
+    start = safety.last_command
+    assert_within_limits(np.vstack([start - safety.last_velocity * DT, start, rollout]), safety.limits)
+    assert safety.counters["invariant_violation:velocity"] == 1
+    np.testing.assert_allclose(np.diff(rollout[-3:], axis=0), 0.0, atol=1e-12)  # came to rest

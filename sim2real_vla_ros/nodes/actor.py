@@ -43,13 +43,12 @@ import dataclasses
 from typing import Optional
 
 import numpy as np
-from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PolygonStamped
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, String
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from trajectory_msgs.msg import JointTrajectory
 
 from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros.core.control.actor_controller import ActorConfig, ActorController, FaultCounter, observation_of
@@ -57,8 +56,7 @@ from sim2real_vla_ros.core.control.actor_io import (FAULT_INJECTIONS, Undecodabl
                                                     arm_state_from_joint_state, inject_nan)
 from sim2real_vla_ros.core.control.chunk_executor import BLEND_MODES, INTERPOLATIONS
 from sim2real_vla_ros.core.control.safety import (DEFAULT_MAX_ACCELERATION, DEFAULT_MAX_DEVIATION,
-                                                  DEFAULT_MAX_TRACKING_ERROR, DEFAULT_RAMP_VELOCITY, SafetyEventKind,
-                                                  SafetyLimits)
+                                                  DEFAULT_MAX_TRACKING_ERROR, DEFAULT_RAMP_VELOCITY, SafetyLimits)
 from sim2real_vla_ros.core.control.vendor import urdf_to_vendor
 from sim2real_vla_ros.core.policy.actor_pipeline import ActorPipeline
 from sim2real_vla_ros.core.policy.bundle import UnknownInstructionError
@@ -137,23 +135,27 @@ class ActorNode(Node):
 
     def __init__(self) -> None:
         super().__init__("actor")
-        values = self._declare_parameters()
-        self.bundle = load_node_bundle(self, values, load_fast_tokenizer=True)
-        self.pipeline = ActorPipeline(self.bundle, self.arm, relaxed_decode=self.relaxed_decode)
-        self._check_instruction_parameter()
+        values = common.declare_parameters(self, PARAMETERS)
+        self.arm, self.output_mode = values["arm"], values["output_mode"]
+        self.control_rate_hz, self.diagnostics_rate_hz = values["control_rate_hz"], values["diagnostics_rate_hz"]
+        self.fault_injection, self.fault_period = values["fault_injection"], values["fault_injection_period"]
+        self.inference_delay_s = values["inference_delay_s"]
         self.joint_names = arm_joint_names(self.arm)
+        config = actor_config(values)
+        self.bundle = load_node_bundle(self, values, load_fast_tokenizer=True)
+        self._check_instruction(config.instruction)
+        self.pipeline = ActorPipeline(self.bundle, self.arm, relaxed_decode=values["relaxed_decode"])
         self._inject_now = False  # set per inference by the inference thread only
         if self.fault_injection == "undecodable_tokens":
             spec = self.pipeline.token_spec
             self.pipeline.decoder = UndecodableTokensDecoder(self.pipeline.decoder, spec.bos_id, spec.eos_id,
                                                              enabled=lambda: self._inject_now)
         self.faults = FaultLog(self)
-        self.controller = ActorController(self._actor_config(), self._limits(),
-                                          1.0 / self.bundle.manifest.action.control_rate_hz,
-                                          self.bundle.manifest.keypoints_per_arm,
-                                          FaultCounter(on_fault=self.faults.fault),
-                                          full_velocity=arm_limits(self.arm).velocity)
-        self._warn_on_short_request_threshold()
+        self.controller = ActorController(config, safety_limits(values), 1.0 / self.bundle.manifest.action.control_rate_hz,
+                                          self.bundle.manifest.keypoints_per_arm, FaultCounter(self.faults.fault),
+                                          urdf_limits=arm_limits(self.arm))
+        for warning in config.warnings():
+            self.get_logger().warning(warning)
         self._stop = threading.Event()  # set at shutdown: interrupts the artificial delay, stops publishing
         self.context.on_shutdown(self._stop.set)
         self._estop_received_mono: Optional[float] = None
@@ -164,71 +166,22 @@ class ActorNode(Node):
         self._create_interfaces()
         self._warm_up()
         self.get_logger().info(
-            f"{self.get_name()} ready: arm={self.arm}, output_mode={self.output_mode}, blend={self.blend}, "
-            f"control {self.control_rate_hz:g} Hz, chunk {self.pipeline.chunk_length} steps at "
-            f"{self.bundle.manifest.action.control_rate_hz:g} Hz, request at <= "
+            f"{self.get_name()} ready: arm={self.arm}, output_mode={self.output_mode}, blend={config.blend}, "
+            f"control {self.control_rate_hz:g} Hz, chunk {self.pipeline.chunk_length} steps, request at <= "
             f"{self.controller.threshold_steps} steps left"
             + (f", FAULT INJECTION '{self.fault_injection}' every {self.fault_period} inference(s)"
                if self.fault_injection else "")
             + (f", artificial delay {self.inference_delay_s:g} s" if self.inference_delay_s else ""))
-
-    # ------------------------------------------------------------------ set-up
-    def _declare_parameters(self) -> dict:
-        values = common.declare_parameters(self, PARAMETERS)
-        self.arm = values["arm"]
-        expected_name = f"actor_{self.arm}"
-        if self.get_name() not in ("actor", expected_name):
+        if self.get_name() not in ("actor", f"actor_{self.arm}"):
             self.get_logger().warning(f"node name '{self.get_name()}' for arm '{self.arm}': the graph calls it "
-                                      f"'{expected_name}' (parameter file sections are keyed by node name)")
-        self.control_rate_hz = values["control_rate_hz"]
-        self.output_mode = values["output_mode"]
-        self.blend = values["blend"]
-        self.crossfade_s = values["crossfade_s"]
-        self.chunk_interpolation = values["chunk_interpolation"]
-        self.ensemble_decay = values["ensemble_decay"]
-        self.request_threshold_s = values["request_threshold_s"]
-        self.horizon_steps = values["trajectory_horizon_steps"]
-        self.max_input_age = {name: values[f"max_input_age_s.{name}"] for name in INPUT_NAMES}
-        self.safety_config = {name: values[name] for name in SAFETY_PARAMETERS}
-        self.top_size = (values["top_image_width"], values["top_image_height"])
-        if (self.top_size[0] == 0) != (self.top_size[1] == 0):
-            raise ValueError("parameters 'top_image_width' and 'top_image_height' must both be 0 (from "
-                             "vla/plan_state) or both set")
-        self.instruction_parameter = values["instruction"]
-        self.relaxed_decode = values["relaxed_decode"]
-        self.fault_injection = values["fault_injection"]
-        self.fault_period = values["fault_injection_period"]
-        self.inference_delay_s = values["inference_delay_s"]
-        self.diagnostics_rate_hz = values["diagnostics_rate_hz"]
-        return values
+                                      f"'actor_{self.arm}' (parameter file sections are keyed by node name)")
 
-    def _check_instruction_parameter(self) -> None:
-        if self.instruction_parameter:
+    def _check_instruction(self, instruction: str) -> None:
+        if instruction:
             try:
-                self.bundle.instruction_embedding(self.instruction_parameter)
+                self.bundle.instruction_embedding(instruction)
             except UnknownInstructionError as exc:
                 raise ValueError(f"parameter 'instruction': {exc}") from None
-
-    def _actor_config(self) -> ActorConfig:
-        return ActorConfig(
-            arm=self.arm, control_rate_hz=self.control_rate_hz, output_mode=self.output_mode, blend=self.blend,
-            crossfade_s=self.crossfade_s, ensemble_decay=self.ensemble_decay,
-            chunk_interpolation=self.chunk_interpolation, request_threshold_s=self.request_threshold_s,
-            trajectory_horizon_steps=self.horizon_steps, instruction=self.instruction_parameter,
-            top_image_size=self.top_size if self.top_size[0] else None)
-
-    def _limits(self) -> SafetyLimits:
-        return SafetyLimits.from_config(arm_limits(self.arm),
-                                        {**self.safety_config, "max_input_age_s": self.max_input_age})
-
-    def _warn_on_short_request_threshold(self) -> None:
-        if self.blend == "crossfade" and self.request_threshold_s < self.crossfade_s:
-            # The blend mixes in the old chunk for crossfade_s after the new one arrives: if the old
-            # one ends first, its last step is held and the arm's velocity dips mid-blend.
-            self.get_logger().warning(
-                f"request_threshold_s {self.request_threshold_s:g} < crossfade_s {self.crossfade_s:g}: the current "
-                "chunk can end during a crossfade (velocity dips); choose request_threshold_s >= crossfade_s + the "
-                "expected inference latency")
 
     def _create_interfaces(self) -> None:
         guard = self.faults.guard
@@ -288,8 +241,12 @@ class ActorNode(Node):
             joints = arm_state_from_joint_state(msg.name, msg.position, self.arm)
         except ValueError as exc:
             self.faults.fault("malformed_joint_state", str(exc))
+            self.controller.on_malformed_joint_state(str(exc))
             return
-        self.controller.on_joint_state(joints, common.stamp_to_seconds(msg.header.stamp))
+        verdict = self.controller.on_joint_state(joints, common.stamp_to_seconds(msg.header.stamp),
+                                                 common.now_seconds(self))
+        if not verdict.accepted:
+            self.faults.fault(f"joint_reading_rejected.{verdict.reason}", verdict.detail)
 
     def _on_affordance(self, msg: PolygonStamped) -> None:
         points = msg.polygon.points
@@ -364,14 +321,15 @@ class ActorNode(Node):
             return
         report = self.controller.apply_result(snapshot, result, common.now_seconds(self))
         if report is not None and not self._stop.is_set():
-            self.chunk_pub.publish(self._chunk_message(result.chunk, snapshot.stamp_s))
+            self.chunk_pub.publish(common.joint_trajectory(self.joint_names, result.chunk, self.controller.chunk_dt, 0.0,
+                                                           stamp=common.seconds_to_stamp(snapshot.stamp_s)))
 
     # ------------------------------------------------------------------ outputs
     def _publish_command(self, output, stamp) -> None:
         """Publish the filtered command; ``stamp`` is the tick's time (what the filter decided for)."""
-        command = output.command
+        command, dt = output.command, 1.0 / self.control_rate_hz
         if self.output_mode == "trajectory":
-            self.command_pub.publish(self._trajectory_message(output.trajectory))
+            self.command_pub.publish(common.joint_trajectory(self.joint_names, output.trajectory, dt, dt))
         elif self.output_mode == "stream":
             self.command_pub.publish(Float64MultiArray(data=[float(v) for v in command]))
         else:
@@ -384,23 +342,6 @@ class ActorNode(Node):
             sent.velocity = [float(v) for v in output.decision.velocity]
         sent.header.stamp = stamp
         self.sent_pub.publish(sent)
-
-    def _trajectory_message(self, points: np.ndarray) -> JointTrajectory:
-        message = JointTrajectory(joint_names=list(self.joint_names))  # header.stamp 0 = start on receipt
-        dt = 1.0 / self.control_rate_hz
-        for index, positions in enumerate(points):
-            message.points.append(JointTrajectoryPoint(positions=[float(v) for v in positions],
-                                                       time_from_start=_duration((index + 1) * dt)))
-        return message
-
-    def _chunk_message(self, chunk: np.ndarray, stamp_s: float) -> JointTrajectory:
-        message = JointTrajectory(joint_names=list(self.joint_names))
-        message.header.stamp = common.seconds_to_stamp(stamp_s)
-        chunk_dt = self.controller.chunk_dt
-        for step, positions in enumerate(chunk):
-            message.points.append(JointTrajectoryPoint(positions=[float(v) for v in positions],
-                                                       time_from_start=_duration(step * chunk_dt)))
-        return message
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
@@ -416,10 +357,7 @@ class ActorNode(Node):
             **{f"inference.{key}": value for key, value in self.pipeline.outcome_counts().items()},
             **{f"fault.{key}": value for key, value in faults.items()},
         }
-        failures = sum(n for key, n in faults.items() if key.startswith(("inference_", "chunk_dropped", "malformed")))
-        errors = failures + sum(n for key, n in faults.items() if key.endswith("_error"))
-        counters = controller.safety.counters
-        warnings = counters.count_kind(SafetyEventKind.STALE_INPUT) + counters.count_kind(SafetyEventKind.NO_MEASURED_STATE)
+        errors, warnings = controller.health_counts(faults)
         level = 2 if controller.estop else self._levels.level(errors, warnings)
         message = "e-stop engaged: holding" if controller.estop else \
             ["ok", "holding on stale or missing inputs", "inference failures or dropped chunks"][level]
@@ -427,9 +365,25 @@ class ActorNode(Node):
         self.diagnostics_pub.publish(common.diagnostic_array(self, [status]))
 
 
-def _duration(seconds: float) -> Duration:
-    nanoseconds = int(round(seconds * 1e9))
-    return Duration(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+def actor_config(values: dict) -> ActorConfig:
+    """The controller's settings from the declared parameter values."""
+    top_size = (values["top_image_width"], values["top_image_height"])
+    if (top_size[0] == 0) != (top_size[1] == 0):
+        raise ValueError("parameters 'top_image_width' and 'top_image_height' must both be 0 (from vla/plan_state) "
+                         "or both set")
+    return ActorConfig(
+        arm=values["arm"], control_rate_hz=values["control_rate_hz"], output_mode=values["output_mode"],
+        blend=values["blend"], crossfade_s=values["crossfade_s"], ensemble_decay=values["ensemble_decay"],
+        chunk_interpolation=values["chunk_interpolation"], request_threshold_s=values["request_threshold_s"],
+        trajectory_horizon_steps=values["trajectory_horizon_steps"], instruction=values["instruction"],
+        top_image_size=top_size if top_size[0] else None)
+
+
+def safety_limits(values: dict) -> SafetyLimits:
+    """The arm's safety limits: URDF limits + the safety parameters + the input ages."""
+    ages = {name: values[f"max_input_age_s.{name}"] for name in INPUT_NAMES}
+    return SafetyLimits.from_config(arm_limits(values["arm"]),
+                                    {**{name: values[name] for name in SAFETY_PARAMETERS}, "max_input_age_s": ages})
 
 
 def main(args=None) -> int:

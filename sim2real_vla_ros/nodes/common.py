@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 import numpy as np
 import rclpy
 import rclpy.signals
+from builtin_interfaces.msg import Duration as DurationMsg
 from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
@@ -28,6 +29,7 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
                        qos_profile_sensor_data)
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 # --- QoS by role -------------------------------------------------------------------
 #: Camera images and masks: best effort, newest only (a late frame is worthless).
@@ -120,6 +122,27 @@ def seconds_to_stamp(seconds: float) -> TimeMsg:
     # 2 s + 1e9 ns % 1e9 = 2.0 s, a one-second jump back in sim time.
     nanoseconds = int(round(max(0.0, float(seconds)) * 1e9))
     return TimeMsg(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+
+
+def duration(seconds: float) -> DurationMsg:
+    """float seconds -> builtin_interfaces/Duration."""
+    nanoseconds = int(round(float(seconds) * 1e9))
+    return DurationMsg(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+
+
+def joint_trajectory(joint_names: Sequence[str], points, step_s: float, first_s: float,
+                     stamp: Optional[TimeMsg] = None) -> JointTrajectory:
+    """A positions-only JointTrajectory: point k at ``time_from_start = first_s + k step_s``.
+
+    ``stamp`` None leaves header.stamp 0 ("start on receipt" for a joint_trajectory_controller).
+    """
+    message = JointTrajectory(joint_names=list(joint_names))
+    if stamp is not None:
+        message.header.stamp = stamp
+    for index, positions in enumerate(points):
+        message.points.append(JointTrajectoryPoint(positions=[float(v) for v in positions],
+                                                   time_from_start=duration(first_s + index * step_s)))
+    return message
 
 
 def now_seconds(node: Node) -> float:

@@ -118,25 +118,12 @@ class Settings:
 
 
 def simulator_settings(spec: graph.NodeSpec) -> SimpleNamespace:
-    """The sim node's parameter values for ``spec``: its own declared defaults, the spec's overrides.
+    """The sim node's settings for ``spec``: its declared defaults and checks (``sim_node.PARAMETERS``,
+    ``sim_node.sim_settings``) applied to the spec's values, so no number is copied here."""
+    from sim2real_vla_ros.sim.sim_node import PARAMETERS, sim_settings
 
-    Runs the node's parameter reading (``SimNode._read_parameters``: the same defaults and
-    range checks) against the spec's values instead of a ROS parameter server, so no number
-    is copied here.
-    """
-    from sim2real_vla_ros.sim.sim_node import SimNode
-
-    values = graph.expected_parameters(spec)
-
-    class _Reader:
-        _declare, _number, _choice = SimNode._declare, SimNode._number, SimNode._choice
-
-        def declare_parameter(self, name, default, descriptor):
-            return SimpleNamespace(value=values.get(name, default))
-
-    reader = _Reader()
-    SimNode._read_parameters(reader)
-    return SimpleNamespace(**{k: v for k, v in vars(reader).items() if not k.startswith("_")})
+    given = graph.expected_parameters(spec)
+    return sim_settings({param.name: param.validate(given.get(param.name, param.default)) for param in PARAMETERS})
 
 
 def resolve_settings(options: RunnerOptions) -> Settings:
@@ -302,7 +289,9 @@ class InProcessRunner:
                              camera_height=sim.camera_height, timestep=1.0 / sim.physics_rate_hz,
                              shadows=sim.shadows, jitter=sim.jitter, multisamples=sim.multisamples)
         if sim.command_interface == "ros2_control":
-            self.controllers = {arm: TrajectoryArmController(arm, sim.interpolation) for arm in robot.ARMS}
+            self.controllers = {arm: TrajectoryArmController(arm, sim.interpolation, sim.trajectory_replacement,
+                                                             sim.interpolate_from_desired_state)
+                                for arm in robot.ARMS}
         else:
             self.controllers = {arm: DirectArmController(arm) for arm in robot.ARMS}
         for arm, controller in self.controllers.items():
@@ -337,7 +326,7 @@ class InProcessRunner:
             self.actors[arm] = ActorController(actor_config(arm, values), actor_limits(arm, values),
                                                1.0 / self.bundle.manifest.action.control_rate_hz,
                                                self.bundle.manifest.keypoints_per_arm, self.actor_faults[arm],
-                                               full_velocity=robot.arm_limits(arm).velocity)
+                                               urdf_limits=robot.arm_limits(arm))
             self.pipelines[arm] = ActorPipeline(self.bundle, arm, relaxed_decode=bool(values.get("relaxed_decode",
                                                                                                   False)))
         self.records = {arm: ArmRecord() for arm in self.arms}

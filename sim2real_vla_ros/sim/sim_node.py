@@ -61,7 +61,8 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from types import SimpleNamespace
+from typing import Callable, Dict, List
 
 import numpy as np
 from rclpy.node import Node
@@ -168,6 +169,45 @@ class _Periodic:
             self.next_time += self.period
 
 
+def sim_settings(values: dict) -> SimpleNamespace:
+    """The simulator's settings from its declared parameter values, checked together.
+
+    Shared by the node and the in-process runner (which has the values without a parameter
+    server), so both read the same defaults the same way.
+
+    Raises
+    ------
+    SimConfigError
+        An unknown task, or a publication rate above the physics rate.
+    """
+    task = values["task"] or tasks.default_task_name()
+    try:
+        tasks.get_task(task)
+    except tasks.UnknownTaskError as exc:
+        raise SimConfigError(f"parameter 'task' = {task!r}: {exc}") from None
+    settings = SimpleNamespace(
+        task_name=task, seed_param=None if values["seed"] == -1 else values["seed"],
+        physics_rate_hz=values["physics_rate_hz"], real_time_factor=values["real_time_factor"],
+        clock_rate_hz=values["clock_rate_hz"], joint_state_rate_hz=values["joint_state_rate_hz"],
+        status_rate_hz=values["status_rate_hz"], camera_width=values["camera_width"],
+        camera_height=values["camera_height"],
+        camera_rates={camera: values[f"{camera}.rate_hz"] or values["camera_rate_hz"] for camera in robot.CAMERAS},
+        enable_cameras=values["enable_cameras"], shadows=values["shadows"],
+        multisamples=values["render_multisamples"], jitter=values["jitter"],
+        command_interface=values["command_interface"], interpolation=values["interpolation"],
+        trajectory_replacement=values["trajectory_replacement"],
+        interpolate_from_desired_state=values["interpolate_from_desired_state"],
+        follow_joint_states=values["follow_joint_states"])
+    rates = {"clock_rate_hz": settings.clock_rate_hz, "joint_state_rate_hz": settings.joint_state_rate_hz,
+             "status_rate_hz": settings.status_rate_hz}
+    rates.update({f"{camera}.rate_hz": rate for camera, rate in settings.camera_rates.items()})
+    for name, rate in rates.items():  # nothing can be published more often than physics steps
+        if rate > settings.physics_rate_hz:
+            raise SimConfigError(f"parameter '{name}' = {rate:g}: must not exceed physics_rate_hz "
+                                 f"({settings.physics_rate_hz:g})")
+    return settings
+
+
 class SimNode(Node):
     """The MuJoCo simulator node (see the module docstring for its interface)."""
 
@@ -199,38 +239,7 @@ class SimNode(Node):
 
     # ------------------------------------------------------------- parameters
     def _read_parameters(self) -> None:
-        values = declare_parameters(self, PARAMETERS)
-        task = values["task"] or tasks.default_task_name()
-        try:
-            tasks.get_task(task)
-        except tasks.UnknownTaskError as exc:
-            raise SimConfigError(f"parameter 'task' = {task!r}: {exc}") from None
-        self.task_name = task
-        self.seed_param: Optional[int] = None if values["seed"] == -1 else values["seed"]
-        self.physics_rate_hz = values["physics_rate_hz"]
-        self.real_time_factor = values["real_time_factor"]
-        self.clock_rate_hz = values["clock_rate_hz"]
-        self.joint_state_rate_hz = values["joint_state_rate_hz"]
-        self.status_rate_hz = values["status_rate_hz"]
-        self.camera_width, self.camera_height = values["camera_width"], values["camera_height"]
-        self.camera_rates = {camera: values[f"{camera}.rate_hz"] or values["camera_rate_hz"]
-                             for camera in robot.CAMERAS}
-        self.enable_cameras = values["enable_cameras"]
-        self.shadows = values["shadows"]
-        self.multisamples = values["render_multisamples"]
-        self.jitter = values["jitter"]
-        self.command_interface = values["command_interface"]
-        self.trajectory_replacement = values["trajectory_replacement"]
-        self.interpolate_from_desired_state = values["interpolate_from_desired_state"]
-        self.follow_joint_states = values["follow_joint_states"]
-        self.interpolation = values["interpolation"]
-        rates = {"clock_rate_hz": self.clock_rate_hz, "joint_state_rate_hz": self.joint_state_rate_hz,
-                 "status_rate_hz": self.status_rate_hz}
-        rates.update({f"{camera}.rate_hz": rate for camera, rate in self.camera_rates.items()})
-        for name, rate in rates.items():  # nothing can be published more often than physics steps
-            if rate > self.physics_rate_hz:
-                raise SimConfigError(f"parameter '{name}' = {rate:g}: must not exceed physics_rate_hz "
-                                     f"({self.physics_rate_hz:g})")
+        vars(self).update(vars(sim_settings(declare_parameters(self, PARAMETERS))))
 
     # --------------------------------------------------------------- interfaces
     def _make_controllers(self) -> None:

@@ -18,11 +18,14 @@ What it does
 5. Stops every process (SIGINT, SIGKILL after a timeout) and writes the run folder:
    ``report.json`` (``core.run_report``), ``overlay.mp4`` (or PNG frames), ``run.mcap``.
 
-Exit status: 0 for a completed run that shows the normal path working (affordances
-published, chunks decoded, commands sent within the joint limits, no NaN; the task itself need
-not succeed: the reference models are not task-competent); 2 for a completed run where that
-evidence is missing; 1 for an infrastructure failure (a node died or never connected, the
-task never started, sim time stalled, a bad argument).
+Exit status (``run_report.verdict``, printed with every reason and stored in report.json's
+``verdict`` and ``checks.failed``): 0 for a completed run that shows the normal path working
+(affordances published, chunks decoded, commands sent; the task itself need not succeed: the
+reference models are not task-competent); 3 when any command sent was outside the position
+limits, not finite, or faster / more accelerated than the limits allow (``run_report.rate_check``);
+2 for a completed run where the normal path's evidence is missing; 1 for an infrastructure
+failure (a node died or never connected, the task never started, sim time stalled, a bad
+argument, or the run's own checks could not be computed). report.json is written in every case.
 """
 from __future__ import annotations
 
@@ -432,9 +435,12 @@ class DryRun:
         data.planner_rate_hz = float(graph.expected_parameters(by_name[graph.PLANNER_NODE]).get("planner_rate_hz", 2.0))
         for arm in self.options.arms:
             limits = robot.arm_limits(arm)
+            # The acceleration limit the arm's safety filter enforces (its parameter, else its default).
+            acceleration = graph.expected_parameters(by_name[graph.actor_node_name(arm)]).get("max_acceleration", ())
             data.joint_limits[arm] = JointLimitTable(tuple(limits.names), tuple(map(float, limits.lower)),
                                                      tuple(map(float, limits.upper)),
-                                                     tuple(map(float, limits.velocity)))
+                                                     tuple(map(float, limits.velocity)),
+                                                     tuple(map(float, acceleration)))
         data.settings = {"ros_domain_id": self.domain_id,
                          "bundle": self.options.bundle or "(installed models/reference)",
                          "params_file": self.options.params_file or graph.default_params_file(),
@@ -679,27 +685,15 @@ class DryRun:
                                               for child in self.children)
         if not data.episode.end_reason:
             data.episode.end_reason = "infrastructure failure"
-        report = run_report.build_report(data)
-        with open(os.path.join(self.folder, "report.json"), "w", encoding="utf-8") as stream:
-            json.dump(report, stream, indent=2, sort_keys=False, allow_nan=False, default=_json_default)
+        report = run_report.build_report(data)  # never raises: a failed section is in report['errors']
+        run_report.write_report(os.path.join(self.folder, "report.json"), report)  # always valid JSON
         return report
 
 
-def _json_default(value):
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def exit_code(report: dict) -> int:
-    """0: completed with the normal path shown; 2: completed without it; 1: infrastructure failure."""
-    if report["run"].get("failure"):
-        return 1
-    return 0 if report["checks"]["normal_path_ok"] else 2
+    """0: completed with the normal path shown within every limit; 3: a command violated a limit;
+    2: completed without the normal path; 1: infrastructure failure (``run_report.verdict``)."""
+    return run_report.verdict(report)["exit_code"]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -712,13 +706,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report = dry_run.run()
     for line in run_report.summary_lines(report):
         print(line)
-    code = exit_code(report)
-    verdict = {0: "OK", 2: "COMPLETED, but the normal path was not shown", 1: "FAILED"}[code]
-    overlay = report["outputs"].get("overlay", {}).get("path") or "no overlay"
-    print(f"dry run {verdict}: {dry_run.folder}/report.json, run.mcap, {overlay}")
-    if report["run"].get("failure"):
-        print(f"failure: {report['run']['failure']}", file=sys.stderr)
-    return code
+    verdict = run_report.verdict(report)
+    overlay = ((report.get("outputs") or {}).get("overlay") or {}).get("path") or "no overlay"
+    print(f"dry run {verdict['outcome']}: {dry_run.folder}/report.json, run.mcap, {overlay}")
+    for reason in verdict["reasons"]:
+        print(f"dry run: {reason}", file=sys.stderr)
+    return verdict["exit_code"]
 
 
 if __name__ == "__main__":

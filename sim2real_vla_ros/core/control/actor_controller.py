@@ -40,7 +40,10 @@ from sim2real_vla_ros.core.control.actor_io import (AffordanceError, InferenceRe
                                                     inference_due, safe_trajectory_tail)
 from sim2real_vla_ros.core.control.chunk_executor import (BLEND_MODES, INTERPOLATIONS, ChunkExecutor, Setpoint,
                                                           SpliceReport, TickStats)
-from sim2real_vla_ros.core.control.safety import SafetyDecision, SafetyFilter, SafetyLimits, check_input_ages
+from sim2real_vla_ros.core.control.joint_reading import (JointReadingValidator, ReadingVerdict, ValidatedJointState,
+                                                         validator_diagnostics)
+from sim2real_vla_ros.core.control.safety import (SafetyDecision, SafetyEventKind, SafetyFilter, SafetyLimits,
+                                                  check_input_ages)
 from sim2real_vla_ros.core.policy.actor_pipeline import ActorObservation
 from sim2real_vla_ros.core.policy.observation import LatencyWindow
 from sim2real_vla_ros.core.vocabulary import ARMS, INPUT_NAMES, OUTPUT_MODES
@@ -89,6 +92,17 @@ class ActorConfig:
     @property
     def dt(self) -> float:
         return 1.0 / self.control_rate_hz
+
+    def warnings(self) -> list:
+        """Settings that work but are likely a mistake, in words (a node logs them at start-up)."""
+        found = []
+        if self.blend == "crossfade" and self.request_threshold_s < self.crossfade_s:
+            # The blend mixes in the old chunk for crossfade_s after the new one arrives: if the old
+            # one ends first, its last step is held and the arm's velocity dips mid-blend.
+            found.append(f"request_threshold_s {self.request_threshold_s:g} < crossfade_s {self.crossfade_s:g}: the "
+                         "current chunk can end during a crossfade (velocity dips); choose request_threshold_s >= "
+                         "crossfade_s + the expected inference latency")
+        return found
 
 
 @dataclass(frozen=True)
@@ -172,7 +186,6 @@ class FaultCounter:
 @dataclass
 class _Inputs:
     images: Dict[str, Any] = field(default_factory=lambda: {name: None for name in IMAGE_INPUTS})
-    measured: Optional[np.ndarray] = None
     stamps: Dict[str, Optional[float]] = field(default_factory=lambda: {name: None for name in INPUT_NAMES})
     target: Optional[Target] = None
     target_seq: int = 0
@@ -194,13 +207,14 @@ class ActorController:
         Affordance keypoints the model expects (P).
     faults : FaultCounter, optional
         Where faults are counted (a node passes one that also logs them).
-    full_velocity : array_like, optional
-        The velocity limits at speed scale 1 (the URDF's); :meth:`set_velocity_scale` scales
-        these. Default: ``limits.max_velocity``.
+    urdf_limits : object, optional
+        The arm's URDF limits (``lower``, ``upper``, ``velocity``; ``robot.arm_limits(arm)``):
+        what a joint reading is validated against, and the velocity limits at speed scale 1
+        that :meth:`set_velocity_scale` scales. Default: the filter's own limits.
     """
 
     def __init__(self, config: ActorConfig, limits: SafetyLimits, chunk_dt: float, keypoints_per_arm: int,
-                 faults: Optional[FaultCounter] = None, full_velocity=None) -> None:
+                 faults: Optional[FaultCounter] = None, urdf_limits=None) -> None:
         self.config = config
         self.limits = limits
         self.dt = config.dt
@@ -211,8 +225,11 @@ class ActorController:
         # Live speed scaling: the filter's velocity limit moves toward this target by at most
         # max_acceleration * dt per tick, so a lower limit never asks for a harder deceleration
         # than the acceleration limit allows (the change itself causes no jump).
-        self._full_velocity = limits.max_velocity.copy() if full_velocity is None else \
-            np.asarray(full_velocity, dtype=np.float64).copy()
+        urdf_limits = urdf_limits or _Limits(limits.lower, limits.upper, limits.max_velocity)
+        self._full_velocity = np.asarray(urdf_limits.velocity, dtype=np.float64).copy()
+        # Every joint reading is validated before it is believed; a rejected one is not stored,
+        # so its age grows and the filter's stale-input hold stops the arm (joint_reading.py).
+        self.joint_state = ValidatedJointState(JointReadingValidator.from_limits(urdf_limits, limits))
         self._base_ramp_velocity = limits.ramp_velocity.copy()
         self._velocity_target = limits.max_velocity.copy()
         self.threshold_steps = 0 if config.schedule == "sync" else \
@@ -251,11 +268,16 @@ class ActorController:
             self._inputs.images[name] = payload
             self._inputs.stamps[name] = stamp_s
 
-    def on_joint_state(self, positions: np.ndarray, stamp_s: float) -> None:
-        """The arm's measured 7-vector (joints 1-6 rad, finger m)."""
-        with self._lock:
-            self._inputs.measured = np.asarray(positions, dtype=np.float64)
-            self._inputs.stamps["joint_state"] = stamp_s
+    def on_joint_state(self, positions: np.ndarray, stamp_s: float, now_s: Optional[float] = None) -> ReadingVerdict:
+        """A measured 7-vector (joints 1-6 rad, finger m), stored only if the validator accepts it.
+
+        ``now_s`` (the control clock) lets a reading stamped in the future be refused.
+        """
+        return self.joint_state.update(positions, stamp_s, now_s)
+
+    def on_malformed_joint_state(self, detail: str) -> None:
+        """A joint-state message that could not be read (counted as a rejected reading)."""
+        self.joint_state.malformed(detail)
 
     def on_affordance(self, pixels: np.ndarray, index: Optional[float], stamp_s: float) -> None:
         """The arm's affordance: (P, 2) pixels of cam_high and its chain index; no pixels = idle.
@@ -336,9 +358,9 @@ class ActorController:
     def tick(self, now_s: float) -> TickOutput:
         """One control tick at ``now_s`` (the control clock: sim time under use_sim_time)."""
         estop = self._estop
+        measured, joint_stamp = self.joint_state.latest
         with self._lock:
-            measured = self._inputs.measured
-            stamps = dict(self._inputs.stamps)
+            stamps = {**self._inputs.stamps, "joint_state": joint_stamp}
             target = self._inputs.target
             instruction = self.config.instruction or self._inputs.plan_instruction
         if self._last_tick_s is not None and now_s < self._last_tick_s - self.dt:
@@ -363,6 +385,7 @@ class ActorController:
         trajectory = None
         if decision.command is not None:
             self.commands += 1
+            self.joint_state.commanded(decision.command, now_s)
             if self.config.output_mode == "trajectory":
                 trajectory = self._trajectory_points(decision, slot, measured, setpoint)
         request = active and self._request_due(now_s, stamps, target, setpoint)
@@ -380,6 +403,7 @@ class ActorController:
                           "plan and observation history cleared")
         self.chunks.reset()
         self._grid_origin = None
+        self.joint_state.validator.reset_time()
         with self._lock:
             self._last_inferred_obs_s = None
             self._executing_seq = None
@@ -429,10 +453,10 @@ class ActorController:
     # ------------------------------------------------------------------ inference
     def take_snapshot(self) -> Optional[Snapshot]:
         """The observation for the inference just requested; None (counted) when it cannot run."""
+        joints, _ = self.joint_state.latest
         with self._lock:
             inputs = self._inputs
-            wrist, top, joints, target = inputs.images["wrist"], inputs.images["cam_high"], inputs.measured, \
-                inputs.target
+            wrist, top, target = inputs.images["wrist"], inputs.images["cam_high"], inputs.target
             instruction = self.config.instruction or inputs.plan_instruction
             size = self.config.top_image_size or inputs.plan_image_size
             if wrist is None or top is None or joints is None or target is None or not instruction:
@@ -450,7 +474,7 @@ class ActorController:
             self.record_failure("malformed_affordance", str(exc))
             return None
         self.inferences += 1
-        return Snapshot(wrist, top, joints.copy(), target, keypoints, instruction, stamp)
+        return Snapshot(wrist, top, joints, target, keypoints, instruction, stamp)
 
     def record_timings(self, timings) -> None:
         """Per-stage latency (s) of one inference (an ``ActorPipeline`` result's ``timings``)."""
@@ -518,6 +542,17 @@ class ActorController:
         seam["max_acceleration"] = max(seam["max_acceleration"], float(np.max(report.seam_acceleration[REVOLUTE])))
 
     # ------------------------------------------------------------------ diagnostics
+    def health_counts(self, faults: Optional[Mapping[str, int]] = None) -> tuple:
+        """(errors, warnings) totals: inference failures, dropped chunks, malformed inputs and
+        callback errors; holds on stale or missing inputs. ``faults``: counts by reason (default:
+        the controller's own; a node passes its log, which also holds its callbacks' faults)."""
+        faults = self.faults.snapshot() if faults is None else faults
+        errors = sum(n for key, n in faults.items()
+                     if key.startswith(("inference_", "chunk_dropped", "malformed")) or key.endswith("_error"))
+        counters = self.safety.counters
+        warnings = counters.count_kind(SafetyEventKind.STALE_INPUT) + counters.count_kind(SafetyEventKind.NO_MEASURED_STATE)
+        return errors, warnings
+
     def diagnostics(self) -> Dict[str, Any]:
         """Every counter and statistic, flat (keys as /diagnostics shows them)."""
         target = self.target()
@@ -532,6 +567,7 @@ class ActorController:
             **{f"observation_to_splice_{key}": value for key, value in self.splice_delay.stats().items()},
             **{f"executor.{key}": value for key, value in self.chunks.counters().items()},
             **{f"safety.{key}": value for key, value in self.safety.counters.as_dict().items()},
+            **validator_diagnostics(self.joint_state.validator),
             **{f"fault.{key}": value for key, value in self.faults.snapshot().items()},
             **{f"seam.{key}": value for key, value in self.seam.items()},
             **{f"execution.{key}": _none(value) for key, value in self.execution_stats.summary().items()},
@@ -549,6 +585,13 @@ def observation_of(snapshot: Snapshot, to_rgb: Callable[[Any], np.ndarray] = np.
 def build_limits(arm_urdf_limits, safety_config: Mapping[str, Any], max_input_age_s: Mapping[str, float]) -> SafetyLimits:
     """SafetyLimits from the URDF limits and the node's safety parameters."""
     return SafetyLimits.from_config(arm_urdf_limits, {**safety_config, "max_input_age_s": dict(max_input_age_s)})
+
+
+@dataclass(frozen=True)
+class _Limits:
+    lower: np.ndarray
+    upper: np.ndarray
+    velocity: np.ndarray
 
 
 def _none(value):

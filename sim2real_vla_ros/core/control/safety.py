@@ -4,34 +4,44 @@ One :class:`SafetyFilter` per arm. The actor calls :meth:`SafetyFilter.filter` o
 control tick with the executor's setpoint (the *candidate*), the measured joint state, the
 current time and the stamps of every input; it publishes the returned
 :attr:`SafetyDecision.command` and nothing else. Time is always an argument (``now_s``,
-``dt``): the filter never reads a clock, so it works the same under ``use_sim_time``.
+``dt``): the filter never reads a clock, so it works the same under ``use_sim_time``, and a
+clock that jumps (a replayed ``/clock``, a system clock step) changes input ages, never the
+size of a step.
+
+The measured state is *advice*, never a command: it seeds the very first command, decides
+whether the arm follows (tracking error) and how fast to approach a far candidate
+(deviation ramp), but no rule moves the command to a reading. Readings should pass a
+:class:`~sim2real_vla_ros.core.control.joint_reading.JointReadingValidator` first; the filter
+still treats a reading far outside the limits as absent (rule 2).
 
 Rules, in the order they are applied each tick
 ----------------------------------------------
 1. **First tick.** With no previous command the filter starts from the measured state
-   (clipped into the position limits, velocity zero). Until a finite measured state has been
-   seen there is nothing safe to send: ``command is None``.
+   (clipped into the position limits, velocity zero), or from :meth:`SafetyFilter.seed`.
+   Until a usable measured state has been seen there is nothing safe to send:
+   ``command is None``.
 2. **Hold reasons** (any one holds): e-stop; candidate missing (``None``), with or without a
    fault such as a failed FAST decode (``candidate_fault``); candidate NaN/Inf or of the wrong
-   size; measured state missing or NaN; an input older than its maximum age, never received,
-   or stamped further in the future than its maximum age (clocks that disagree), each named.
-3. **E-stop holds immediately**: the command is the last sent setpoint in the same tick.
-   This is the one rule allowed to exceed ``max_acceleration`` (by at most ``|v| / dt``): an
-   e-stop must hold *within one control tick*, while braking at ``max_acceleration``
-   would take ``v / a`` seconds (0.25 s from 5 rad/s at 20 rad/s^2). Positions and
-   velocities stay within limits, and the arm's own controller absorbs the step.
-4. **Tracking error holds at the measured state**: when the last command is further from a
-   fresh measured state than ``max_tracking_error`` plus the distance the commanded velocity
-   covers within the joint state's maximum age (a joint: the arm is blocked, collided or not
-   following), the command becomes the measured state (clipped into the limits) at rest, as
-   joint_trajectory_controller does when a path tolerance is violated: a blocked arm stops
-   pushing instead of being driven further into the obstacle. Like the e-stop, this tick may
-   step the *command* (back to where the arm already is) beyond the velocity/acceleration
-   limits; the arm itself does not move. The gripper finger's default is larger than its
-   travel: a grasped object blocks the fingers by design.
-5. **Every other hold decelerates** at ``max_acceleration`` from the last command to a stop
-   (closest admissible velocity to zero each tick), so a stale camera never jerks the arm.
-   While at rest this is exactly "hold the last sent setpoint".
+   size; measured state missing, NaN, or implausible (further outside the position limits
+   than ``max_deviation_from_measured``: no arm can be there, so the reading is not used at
+   all, not even clipped); an input older than its maximum age, never received, or stamped
+   further in the future than its maximum age (clocks that disagree), each named.
+3. **E-stop holds immediately**: the command is the last sent setpoint in the same tick
+   (the *e-stop freeze*). This is the one rule allowed to exceed ``max_acceleration`` (by at
+   most ``|v| / dt``): an e-stop must hold *within one control tick*, while braking
+   at ``max_acceleration`` would take ``v / a`` seconds (0.25 s from 5 rad/s at 20 rad/s^2).
+   Positions and velocities stay within limits, and the arm's own controller absorbs the step.
+4. **Tracking error holds** (the arm is blocked, collided or not following): when the last
+   command is further from a fresh measured state than ``max_tracking_error`` plus the
+   distance the commanded velocity covers within the joint state's maximum age, the filter
+   holds like rule 5, decelerating from the *current command*; it never steps the command to
+   the reading (a corrupt reading would otherwise be a command jump of up to the whole joint
+   range). The hold lasts while the error does. The gripper finger's default is larger than
+   its travel: a grasped object blocks the fingers by design.
+5. **Every other hold is the controlled stop**: the command decelerates at
+   ``max_acceleration`` from the last command to rest (closest admissible velocity to zero
+   each tick, which also brakes for the position limits), so a stale camera or a blocked
+   arm never jerks it. While at rest this is exactly "hold the last sent setpoint".
 6. **Position limits**: the candidate is clipped into ``[lower, upper]`` (counted, joints named).
 7. **Deviation from the measured state**: if any joint of the (clipped) candidate is further
    than ``max_deviation_from_measured`` from the measured state, the filter does not jump:
@@ -45,13 +55,35 @@ Rules, in the order they are applied each tick
    become empty (proved in :func:`admissible_velocity`). A feasible candidate passes through
    unchanged; an infeasible one (a big step) is tracked with a trapezoidal profile that brakes
    to arrive at it instead of overshooting.
+9. **Last-line invariant check** (:func:`command_violations`), on every command before it is
+   returned, and on every point :meth:`SafetyFilter.preview` returns: finite; inside
+   ``[lower, upper]``; ``|q[k] - q[k-1]| <= max_velocity dt (1 + INVARIANT_RELATIVE_TOLERANCE)
+   + INVARIANT_ABSOLUTE_TOLERANCE``; ``|q[k] - 2 q[k-1] + q[k-2]| <= max_acceleration dt^2
+   (1 + INVARIANT_RELATIVE_TOLERANCE) + INVARIANT_ABSOLUTE_TOLERANCE`` except for a stop
+   freeze (below). A violating command is not returned: the controlled stop from the last
+   command is sent instead (or, should that fail the check too, the freeze), the decision is
+   held, and ``invariant_violation:<what>`` is counted. Rules 1-8 never produce a violation;
+   the check is there for the bug nobody has found yet.
+
+Stop profiles (IEC 60204-1 stop categories)
+-------------------------------------------
+Both are **category 2** stops as far as this filter is concerned: power stays on and the
+arm's joint controllers hold the final setpoint. Category 0/1 (removing power) belongs to
+the robot's hardware e-stop, which this software cannot replace.
+
+* *Controlled stop* (rules 4, 5, 9): decelerate at ``max_acceleration`` to rest from the
+  current command; every step obeys the velocity and acceleration limits, and the hold
+  target is where that profile comes to rest (at most ``v^2 / (2 a) + v dt`` from the command
+  that was current when the stop began).
+* *Freeze* (rule 3, and rule 9's last resort): the command stays at the last sent setpoint
+  from this tick on. The only documented exception to the acceleration limit: in the freeze
+  tick ``|q[k] - 2 q[k-1] + q[k-2]| = |q[k-1] - q[k-2]| <= max_velocity dt``.
 
 Guarantee: every command returned is finite and inside ``[lower, upper]``; between
-consecutive commands velocity never exceeds ``max_velocity``, and acceleration never
-exceeds ``max_acceleration``, except in the single tick an e-stop engages and in a tick that
-returns the command to the measured state on a tracking error. ``dt`` should be
-the *nominal* control period: passing a late tick's measured period would let one command
-step further than the arm can follow between two ticks.
+consecutive commands of one filter the step never exceeds ``max_velocity * dt`` (with the
+tolerances above), and the acceleration never exceeds ``max_acceleration``, except in a
+freeze tick. ``dt`` must be the *nominal* control period and the filter called once per
+period: the step bound is per call, so the caller's timer defines the elapsed time.
 """
 from __future__ import annotations
 
@@ -84,10 +116,18 @@ DEFAULT_MAX_DEVIATION = (0.5,) * 6 + (0.02,)
 DEFAULT_RAMP_VELOCITY = (0.25,) * 6 + (0.01,)
 """rad/s / m/s: the slow approach used for large deviations."""
 DEFAULT_MAX_TRACKING_ERROR = (0.35,) * 6 + (1.0,)
-"""rad / m: command - measured beyond this (plus velocity x joint-state age) holds at the
-measured state. The finger's 1 m exceeds its travel: grasping blocks the fingers by design."""
+"""rad / m: command - measured beyond this (plus velocity x joint-state age) holds (a controlled
+stop from the current command). The finger's 1 m exceeds its travel: grasping blocks the
+fingers by design."""
 
 _LIMIT_TOLERANCE = 1e-12  # floating-point slack when comparing velocity bounds
+
+INVARIANT_RELATIVE_TOLERANCE = 1e-6
+"""Relative slack of the last-line check on the velocity and acceleration limits. The rules
+compute steps that meet the limits exactly; this only absorbs floating-point round-off."""
+INVARIANT_ABSOLUTE_TOLERANCE = 1e-9
+"""Absolute slack (rad / m) of the last-line check, per joint: far below any encoder's
+resolution, so a real violation is never hidden by it."""
 
 
 class SafetyEventKind(str, Enum):
@@ -110,7 +150,14 @@ class SafetyEventKind(str, Enum):
     LIMIT_BRAKING = "limit_braking"
     """Slowed down to be able to stop before a position limit."""
     TRACKING_ERROR = "tracking_error"
-    """The arm is not following the commands (blocked, collided): held at the measured state."""
+    """The arm is not following the commands (blocked, collided): a controlled stop from the
+    current command (never a step to the reading)."""
+    IMPLAUSIBLE_MEASURED_STATE = "implausible_measured_state"
+    """The measured state lies further outside the position limits than
+    ``max_deviation_from_measured``: not used (holds like a missing one)."""
+    INVARIANT_VIOLATION = "invariant_violation"
+    """The last-line check caught a command that broke a limit (``detail``: ``non_finite``,
+    ``position``, ``velocity`` or ``acceleration``); it was not sent."""
 
 
 HOLD_KINDS = frozenset(
@@ -123,6 +170,8 @@ HOLD_KINDS = frozenset(
         SafetyEventKind.BAD_CANDIDATE_SHAPE,
         SafetyEventKind.STALE_INPUT,
         SafetyEventKind.TRACKING_ERROR,
+        SafetyEventKind.IMPLAUSIBLE_MEASURED_STATE,
+        SafetyEventKind.INVARIANT_VIOLATION,
     }
 )
 """Event kinds that make the filter hold (or decelerate to a hold) instead of tracking."""
@@ -170,6 +219,12 @@ class SafetyCounters(Mapping[str, int]):
         with self._lock:
             self.ticks += 1
             self.held_ticks += int(held)
+            for key in {event.key for event in events}:
+                self._counts[key] = self._counts.get(key, 0) + 1
+
+    def count(self, events: Sequence[SafetyEvent]) -> None:
+        """Count events that do not belong to a tick (e.g. a violation caught in a preview)."""
+        with self._lock:
             for key in {event.key for event in events}:
                 self._counts[key] = self._counts.get(key, 0) + 1
 
@@ -235,7 +290,7 @@ class SafetyLimits:
         For messages only; defaults to ``joint1..joint<n>``.
     max_tracking_error : array_like, optional
         Last command - measured state beyond this (plus ``|velocity| *
-        max_input_age_s['joint_state']``) holds at the measured state. Default
+        max_input_age_s['joint_state']``) holds (controlled stop). Default
         :data:`DEFAULT_MAX_TRACKING_ERROR` for a 7-joint arm; required for other sizes.
     """
 
@@ -622,12 +677,19 @@ def hold_reasons(
     estop: bool,
     candidate_fault: str | None,
     limits: SafetyLimits,
+    implausible_joints: tuple[int, ...] = (),
 ) -> tuple[SafetyEvent, ...]:
-    """Every reason to hold this tick (empty tuple: track the candidate)."""
+    """Every reason to hold this tick (empty tuple: track the candidate).
+
+    ``implausible_joints`` names the joints of a measured state that was set aside by
+    :func:`implausible_joints` (reported instead of ``no_measured_state``).
+    """
     events = []
     if estop:
         events.append(SafetyEvent(SafetyEventKind.ESTOP))
-    if measured_vector is None:
+    if implausible_joints:
+        events.append(SafetyEvent(SafetyEventKind.IMPLAUSIBLE_MEASURED_STATE, joints=implausible_joints))
+    elif measured_vector is None:
         events.append(SafetyEvent(SafetyEventKind.NO_MEASURED_STATE))
     if candidate_fault:
         events.append(SafetyEvent(SafetyEventKind.CANDIDATE_FAULT, str(candidate_fault)))
@@ -636,6 +698,66 @@ def hold_reasons(
     elif candidate_vector is None:
         events.append(_describe_bad_candidate(candidate, limits.num_joints))
     events.extend(check_input_ages(now_s, input_stamps, limits.max_input_age_s))
+    return tuple(events)
+
+
+def implausible_joints(measured: np.ndarray, limits: SafetyLimits) -> tuple[int, ...]:
+    """Joints of a measured state further outside the position limits than
+    ``max_deviation_from_measured`` (no arm can be there: a corrupt or misassigned reading)."""
+    margin = limits.max_deviation_from_measured
+    outside = (measured < limits.lower - margin) | (measured > limits.upper + margin)
+    return tuple(np.flatnonzero(outside).tolist()) if outside.any() else ()
+
+
+def command_violations(
+    previous: np.ndarray,
+    previous_velocity: np.ndarray,
+    command: np.ndarray,
+    limits: SafetyLimits,
+    dt: float,
+    freeze_allowed: bool = False,
+) -> tuple[SafetyEvent, ...]:
+    """The last-line check of one command against the one before it (empty: it may be sent).
+
+    Parameters
+    ----------
+    previous, previous_velocity : np.ndarray
+        The command sent before (n,) and its velocity ``(previous - the one before) / dt``.
+    command : np.ndarray
+        The command about to be sent (n,).
+    limits : SafetyLimits
+    dt : float
+        Nominal control period (s).
+    freeze_allowed : bool
+        The decision is a stop freeze (e-stop, or the check's own last resort): a command equal
+        to ``previous`` is exempt from the acceleration limit (module docstring, stop profiles).
+
+    Returns
+    -------
+    tuple of SafetyEvent
+        ``INVARIANT_VIOLATION`` events, ``detail`` one of ``non_finite``, ``position``,
+        ``velocity``, ``acceleration``, with the joints concerned.
+    """
+    command = np.asarray(command, dtype=float)
+    if command.shape != previous.shape or not np.isfinite(command).all():
+        bad = np.flatnonzero(~np.isfinite(command.reshape(-1))).tolist() if command.size else []
+        return (SafetyEvent(SafetyEventKind.INVARIANT_VIOLATION, "non_finite", tuple(bad)),)
+    slack = INVARIANT_ABSOLUTE_TOLERANCE
+    scale = 1.0 + INVARIANT_RELATIVE_TOLERANCE
+    events = []
+    outside = (command < limits.lower - slack) | (command > limits.upper + slack)
+    if outside.any():
+        events.append(SafetyEvent(SafetyEventKind.INVARIANT_VIOLATION, "position",
+                                  tuple(np.flatnonzero(outside).tolist())))
+    step = command - previous
+    fast = np.abs(step) > limits.max_velocity * dt * scale + slack
+    if fast.any():
+        events.append(SafetyEvent(SafetyEventKind.INVARIANT_VIOLATION, "velocity", tuple(np.flatnonzero(fast).tolist())))
+    if not (freeze_allowed and not step.any()):
+        jerk = np.abs(step - previous_velocity * dt) > limits.max_acceleration * dt * dt * scale + slack
+        if jerk.any():
+            events.append(SafetyEvent(SafetyEventKind.INVARIANT_VIOLATION, "acceleration",
+                                      tuple(np.flatnonzero(jerk).tolist())))
     return tuple(events)
 
 
@@ -685,6 +807,24 @@ class SafetyFilter:
         self._last_command: np.ndarray | None = None
         self._last_velocity: np.ndarray | None = None
         self._last_target: np.ndarray | None = None  # to estimate the target's velocity
+        # Precomputed bounds for the per-tick fast paths (the detailed functions run on a failure).
+        self._plausible = (limits.lower - limits.max_deviation_from_measured,
+                           limits.upper + limits.max_deviation_from_measured)
+        self._position_bounds = (limits.lower - INVARIANT_ABSOLUTE_TOLERANCE,
+                                 limits.upper + INVARIANT_ABSOLUTE_TOLERANCE)
+        self._rate_bounds: tuple[float, np.ndarray, np.ndarray] | None = None  # (dt, max step, max jerk)
+
+    def _passes(self, previous: np.ndarray, previous_velocity: np.ndarray, command: np.ndarray, dt: float) -> bool:
+        """Fast path of :func:`command_violations` (same bounds; NaN fails every comparison)."""
+        if self._rate_bounds is None or self._rate_bounds[0] != dt:
+            scale = 1.0 + INVARIANT_RELATIVE_TOLERANCE
+            self._rate_bounds = (dt, self.limits.max_velocity * dt * scale + INVARIANT_ABSOLUTE_TOLERANCE,
+                                 self.limits.max_acceleration * dt * dt * scale + INVARIANT_ABSOLUTE_TOLERANCE)
+        _, max_step, max_jerk = self._rate_bounds
+        step = command - previous
+        low, high = self._position_bounds
+        return bool((np.abs(step) <= max_step).all() and (np.abs(step - previous_velocity * dt) <= max_jerk).all()
+                    and (command >= low).all() and (command <= high).all())
 
     @property
     def last_command(self) -> np.ndarray | None:
@@ -708,6 +848,38 @@ class SafetyFilter:
             self._last_velocity = None
             self._last_target = None
 
+    def seed(self, command: np.ndarray, velocity: np.ndarray | None = None) -> None:
+        """Continue from a known command instead of starting from the measured state.
+
+        For a consumer that replaces its filter while it knows what was last sent (another
+        filter's ``last_command`` / ``last_velocity``, or the arm controller's current
+        reference after a restart): the next command then obeys the velocity and
+        acceleration limits relative to that one, as if this filter had sent it.
+
+        Parameters
+        ----------
+        command : array_like (n,)
+            Finite; clipped into the position limits.
+        velocity : array_like (n,), optional
+            Its velocity (default: at rest); clipped to ``max_velocity``.
+
+        Raises
+        ------
+        ValueError
+            ``command`` or ``velocity`` is not finite or of the wrong size.
+        """
+        size = self.limits.num_joints
+        start = as_finite_vector(command, size)
+        if start is None:
+            raise ValueError(f"SafetyFilter.seed: command must be {size} finite values, got {command!r}")
+        moving = np.zeros(size) if velocity is None else as_finite_vector(velocity, size)
+        if moving is None:
+            raise ValueError(f"SafetyFilter.seed: velocity must be {size} finite values, got {velocity!r}")
+        with self._lock:
+            self._last_command = np.clip(start, self.limits.lower, self.limits.upper)
+            self._last_velocity = np.clip(moving, -self.limits.max_velocity, self.limits.max_velocity)
+            self._last_target = None
+
     def filter(
         self,
         candidate: np.ndarray | None,
@@ -726,7 +898,9 @@ class SafetyFilter:
             The executor's setpoint. None when there is none (no chunk yet) or when producing
             it failed (then give ``candidate_fault``).
         measured : array_like (n,) or None
-            Latest measured joint positions (None when never received).
+            Latest measured joint positions (None when never received), ideally the latest
+            reading a :class:`~sim2real_vla_ros.core.control.joint_reading.JointReadingValidator`
+            accepted.
         now_s : float
             Current time (s), same clock as ``input_stamps``.
         input_stamps : mapping of str to float or None
@@ -755,9 +929,14 @@ class SafetyFilter:
         size = self.limits.num_joints
         candidate_vector = as_finite_vector(candidate, size)
         measured_vector = as_finite_vector(measured, size)
-        holds = hold_reasons(
-            candidate, candidate_vector, measured_vector, now_s, input_stamps, estop, candidate_fault, self.limits
-        )
+        implausible: tuple[int, ...] = ()
+        low, high = self._plausible
+        if measured_vector is not None and not ((measured_vector >= low).all() and (measured_vector <= high).all()):
+            implausible = implausible_joints(measured_vector, self.limits)
+            if implausible:
+                measured_vector = None  # not used at all: not for the start, tracking or deviation
+        holds = hold_reasons(candidate, candidate_vector, measured_vector, now_s, input_stamps, estop,
+                             candidate_fault, self.limits, implausible)
         with self._lock:
             decision = self._decide(candidate_vector, measured_vector, holds, dt)
             self.counters.record(decision.reasons, decision.held)
@@ -784,22 +963,19 @@ class SafetyFilter:
             self._last_velocity = np.zeros(limits.num_joints)
         position, velocity = self._last_command, self._last_velocity
 
+        estop = any(event.kind is SafetyEventKind.ESTOP for event in holds)
         # Judged only on a fresh reading: a stale one trails a moving arm by more than the allowance.
-        reading_unusable = any(event.kind is SafetyEventKind.ESTOP or
-                               (event.kind is SafetyEventKind.STALE_INPUT and event.detail == "joint_state")
-                               for event in holds)
+        reading_unusable = estop or any(
+            event.kind is SafetyEventKind.STALE_INPUT and event.detail == "joint_state" for event in holds)
         if measured is not None and not reading_unusable:
             lagging = tracking_error_joints(position, velocity, measured, limits)
             if lagging:
-                self._last_target = None
-                at_rest, _ = clip_to_limits(measured, limits.lower, limits.upper)
-                event = SafetyEvent(SafetyEventKind.TRACKING_ERROR, joints=lagging)
-                return self._commit_at_rest(at_rest, first_tick_events + holds + (event,))
+                holds = holds + (SafetyEvent(SafetyEventKind.TRACKING_ERROR, joints=lagging),)
 
         if holds:
             self._last_target = None  # after a hold the target's motion is unknown again
-            if any(event.kind is SafetyEventKind.ESTOP for event in holds):
-                return self._commit(position.copy(), dt, True, first_tick_events + holds, ())
+            if estop:
+                return self._commit(position.copy(), dt, True, first_tick_events + holds, (), freeze=True)
             command, _, _ = rate_limited_step(position, velocity, None, limits, dt)
             return self._commit(command, dt, True, first_tick_events + holds, ())
 
@@ -817,16 +993,29 @@ class SafetyFilter:
         events.extend(rate_events)
         return self._commit(command, dt, False, tuple(events), clipped)
 
-    def _commit_at_rest(self, command: np.ndarray, events: tuple[SafetyEvent, ...]) -> SafetyDecision:
-        """Hold at ``command`` as a standstill (velocity zero from here on)."""
-        self._last_command = command
-        self._last_velocity = np.zeros_like(command)
-        return SafetyDecision(command.copy(), True, events, (), np.zeros_like(command))
-
     def _commit(
-        self, command: np.ndarray, dt: float, held: bool, events: tuple[SafetyEvent, ...], clipped: tuple[int, ...]
+        self,
+        command: np.ndarray,
+        dt: float,
+        held: bool,
+        events: tuple[SafetyEvent, ...],
+        clipped: tuple[int, ...],
+        freeze: bool = False,
     ) -> SafetyDecision:
-        velocity = (command - self._last_command) / dt
+        """Check ``command`` (rule 9), record it as sent and return the decision."""
+        previous, previous_velocity = self._last_command, self._last_velocity
+        violations: tuple[SafetyEvent, ...] = ()
+        if not self._passes(previous, previous_velocity, command, dt):
+            violations = command_violations(previous, previous_velocity, command, self.limits, dt, freeze)
+        if violations:
+            # Not sent: the controlled stop from the last command instead, or the freeze if even
+            # that fails the check (a corrupted state); both are holds.
+            events, held, clipped = events + violations, True, ()
+            self._last_target = None
+            command, _, _ = rate_limited_step(previous, previous_velocity, None, self.limits, dt)
+            if command_violations(previous, previous_velocity, command, self.limits, dt):
+                command = previous.copy()
+        velocity = (command - previous) / dt
         self._last_command = command
         self._last_velocity = velocity
         return SafetyDecision(command.copy(), held, events, clipped, velocity.copy())
@@ -841,7 +1030,9 @@ class SafetyFilter:
         result, so every published point obeys the same position, deviation, velocity and
         acceleration rules as streamed commands. Hold checks are not repeated (this tick's
         decision already made them): if it held, pass ``candidates=None`` and ``steps`` to get
-        the deceleration profile.
+        the deceleration profile. The last-line check (rule 9) runs over the whole rollout: from
+        a violating point on, the rollout is the controlled stop instead (counted as
+        ``invariant_violation:<what>``).
 
         Parameters
         ----------
@@ -849,7 +1040,8 @@ class SafetyFilter:
             Future setpoints at ``dt`` spacing, starting one ``dt`` after the last command.
             Rows that are not finite make the rest of the preview decelerate to a stop.
         measured : np.ndarray (n,)
-            Measured state, for the deviation rule (kept constant over the preview).
+            Measured state, for the deviation rule (kept constant over the preview). A missing
+            or implausible one (rule 2) makes the whole preview decelerate to a stop.
         dt : float
         steps : int, optional
             Number of points when ``candidates`` is None.
@@ -863,14 +1055,17 @@ class SafetyFilter:
         with self._lock:
             if self._last_command is None:
                 return np.empty((0, size))
-            position, velocity = self._last_command.copy(), self._last_velocity.copy()
+            start, start_velocity = self._last_command.copy(), self._last_velocity.copy()
             previous_target = None if self._last_target is None else self._last_target.copy()
         if candidates is None:
             rows = [None] * int(steps or 0)
         else:
             rows = list(np.asarray(candidates, dtype=float).reshape(-1, size))
         measured_vector = as_finite_vector(measured, size)
+        if measured_vector is not None and implausible_joints(measured_vector, self.limits):
+            measured_vector = None
         output = np.empty((len(rows), size))
+        position, velocity = start, start_velocity
         stopping = measured_vector is None
         for index, row in enumerate(rows):
             target = None
@@ -886,4 +1081,56 @@ class SafetyFilter:
             previous_target = target
             position, velocity, _ = rate_limited_step(position, velocity, target, self.limits, dt, moving)
             output[index] = position
-        return output
+        return self._checked_rollout(start, start_velocity, output, dt)
+
+    def _checked_rollout(self, start: np.ndarray, start_velocity: np.ndarray, points: np.ndarray,
+                         dt: float) -> np.ndarray:
+        """Rule 9 over a rollout at once; from the first violating point on, the controlled stop."""
+        bad_row, violations = first_violation(start, start_velocity, points, self.limits, dt)
+        if bad_row is None:
+            return points
+        self.counters.count(violations)
+        position = start if bad_row == 0 else points[bad_row - 1]
+        if bad_row == 0:
+            velocity = start_velocity
+        else:
+            velocity = (points[bad_row - 1] - (start if bad_row == 1 else points[bad_row - 2])) / dt
+        for index in range(bad_row, points.shape[0]):
+            command, _, _ = rate_limited_step(position, velocity, None, self.limits, dt)
+            if command_violations(position, velocity, command, self.limits, dt):
+                command = position.copy()  # the freeze: the last resort of rule 9
+            velocity = (command - position) / dt
+            position = command
+            points[index] = command
+        return points
+
+
+def first_violation(
+    start: np.ndarray, start_velocity: np.ndarray, points: np.ndarray, limits: SafetyLimits, dt: float
+) -> tuple[int | None, tuple[SafetyEvent, ...]]:
+    """Rule 9 over a sequence of commands following ``start`` (vectorised).
+
+    Returns
+    -------
+    row : int or None
+        Index of the first point of ``points`` (m, n) that violates a limit; None when all pass.
+    events : tuple of SafetyEvent
+        That point's violations (see :func:`command_violations`).
+    """
+    if points.shape[0] == 0:
+        return None, ()
+    slack = INVARIANT_ABSOLUTE_TOLERANCE
+    scale = 1.0 + INVARIANT_RELATIVE_TOLERANCE
+    steps = np.diff(np.vstack([start[None], points]), axis=0)
+    previous_steps = np.vstack([(start_velocity * dt)[None], steps[:-1]])
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(points)
+        bad |= (points < limits.lower - slack) | (points > limits.upper + slack)
+        bad |= np.abs(steps) > limits.max_velocity * dt * scale + slack
+        bad |= np.abs(steps - previous_steps) > limits.max_acceleration * dt * dt * scale + slack
+    rows = np.flatnonzero(bad.any(axis=1))
+    if rows.size == 0:
+        return None, ()
+    row = int(rows[0])
+    before = start if row == 0 else points[row - 1]
+    return row, command_violations(before, previous_steps[row] / dt, points[row], limits, dt)
