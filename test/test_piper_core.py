@@ -154,7 +154,9 @@ def test_estop_reaches_the_arm_at_once_and_needs_an_explicit_re_enable(rig):
     rig.supervisor.engage_estop()
     while not rig.emulator.estopped and time.monotonic() - sent < 1.0:
         rig.stopped.wait(0.001)
-    assert rig.emulator.estopped and time.monotonic() - sent < 0.05  # within one feedback period here
+    # The frame leaves in engage_estop's own call; the emulator takes it in on its next receive. 50 ms
+    # bounds that on this loaded machine (the real arm's feedback period is 5 ms).
+    assert rig.emulator.estopped and time.monotonic() - sent < 0.05
     commands = rig.supervisor.counters["commands"]
     rig.run_until(lambda: rig.supervisor.reading.arm_status == 0x01, 2.0, "the arm reporting its e-stop")
     assert rig.supervisor.counters["commands"] == commands  # nothing sent while stopped
