@@ -33,8 +33,9 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py package.xml
 test: setup
 	$(PY) -m pytest test
 
+# ROBOT=emulated-can: hardware in the loop (piper_driver on emulated Piper arms over CAN frames).
 dry-run: setup
-	$(PY) -m sim2real_vla_ros.tools.dry_run
+	$(PY) -m sim2real_vla_ros.tools.dry_run $(if $(ROBOT),--robot $(ROBOT))
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

@@ -33,7 +33,8 @@ setup(
     ],
     # The ROS 2 packages come from the ROS install (package.xml) or, in a venv, from
     # requirements.txt's PyPI wheels; only pure-Python needs are listed here.
-    install_requires=["setuptools", "numpy", "scipy", "PyYAML", "onnxruntime", "tokenizers", "mujoco"],
+    install_requires=["setuptools", "numpy", "scipy", "PyYAML", "onnxruntime", "tokenizers", "mujoco",
+                      "piper-sdk", "python-can"],
     extras_require={
         "gpu": ["onnxruntime-gpu", "tensorrt"],
         "export": ["torch==2.13.0", "onnx"],
@@ -53,6 +54,7 @@ setup(
             "actor = sim2real_vla_ros.nodes.actor:main",
             "validator = sim2real_vla_ros.nodes.validator:main",
             "vendor_bridge = sim2real_vla_ros.nodes.vendor_bridge:main",
+            "piper_driver = sim2real_vla_ros.nodes.piper_driver:main",
             "build_engine = sim2real_vla_ros.tools.build_engine:main",
             "dry_run = sim2real_vla_ros.tools.dry_run:main",
             "go_to_start = sim2real_vla_ros.tools.go_to_start:main",

@@ -8,6 +8,8 @@ interface:=mock          the same with mock_components/GenericSystem (no robot n
 interface:=vendor        robot_state_publisher and vendor_bridge: the AgileX driver takes /master/joint_*
                          and publishes /puppet/joint_* (the actors use output_mode vendor);
                          vendor_bridge merges /puppet/joint_* into /joint_states with the URDF names.
+interface:=piper         robot_state_publisher and piper_driver: both arms through the vendor SDK
+                         on can_interface_left / can_interface_right (output_mode trajectory or stream).
 output_mode:=stream      (ros2_control) spawns the forward_command_controllers active and the
                          joint_trajectory_controllers inactive.
 
@@ -32,14 +34,17 @@ VENDOR_CAMERA_TOPICS = {
     "cam_left_wrist": "/camera_l/color/image_raw",
     "cam_right_wrist": "/camera_r/color/image_raw",
 }
-XACRO_PLUGIN = {"ros2_control": "hardware", "mock": "mock", "vendor": "none"}
+XACRO_PLUGIN = {"ros2_control": "hardware", "mock": "mock", "vendor": "none", "piper": "none"}
 
 ARGUMENTS = (
-    ("interface", "ros2_control", "Arm interface: ros2_control (hardware plugin), mock (mock_components) or vendor (AgileX topics)"),
+    ("interface", "ros2_control", "Arm interface: ros2_control (hardware plugin), mock (mock_components), vendor "
+     "(AgileX ROS 1 topics) or piper (the piper_driver node on the vendor SDK; recommended on ROS 2)"),
     ("hardware_plugin", "socket_can_hardware_interface/SocketCanHardwareInterface",
      "ros2_control hardware plugin of the arms (interface:=ros2_control)"),
-    ("can_interface_left", "can_left", "CAN bus of the left arm (hardware plugin parameter can_interface)"),
-    ("can_interface_right", "can_right", "CAN bus of the right arm (hardware plugin parameter can_interface)"),
+    ("can_interface_left", "can_left", "CAN bus of the left arm (hardware plugin parameter can_interface; "
+     "piper_driver can_left)"),
+    ("can_interface_right", "can_right", "CAN bus of the right arm (hardware plugin parameter can_interface; "
+     "piper_driver can_right)"),
     ("controllers_file", "", "ros2_control controller parameters; empty: the package's config/controllers.yaml"),
     ("camera_width", "640", "Camera image width (px) in the robot description (camera intrinsics)"),
     ("camera_height", "480", "Camera image height (px) in the robot description"),
@@ -73,7 +78,9 @@ def _robot_actions(context: LaunchContext) -> list:
                               controllers_file=value["controllers_file"] or None,
                               use_sim_time=use_sim_time,
                               humble=os.environ.get("ROS_DISTRO") == "humble",
-                              output_mode=output_mode)
+                              output_mode=output_mode,
+                              piper_parameters={"can_left": value["can_interface_left"],
+                                                "can_right": value["can_interface_right"]})
     actions: list = [Node(**graph.launch_node_kwargs(spec)) for spec in specs]
 
     use_rviz = graph.parse_bool(value["use_rviz"], "use_rviz")

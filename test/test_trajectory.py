@@ -1,4 +1,8 @@
-"""joint_trajectory_controller semantics of core.trajectory.TrajectoryFollower (no ROS)."""
+"""joint_trajectory_controller semantics of sim.trajectory.TrajectoryFollower (no ROS).
+
+Most tests below pin master's splicing rule set (``replacement="splice"``, out-of-limit points
+rejected), the behaviour this class modelled first; the ``released_`` tests pin the default,
+JTC as released (replacement, future stamps, measured / desired anchor, no limit check)."""
 import math
 
 import numpy as np
@@ -17,7 +21,8 @@ UPPER = [2.0, 1.0]
 
 
 def follower(interpolation="linear", hold=(0.0, 0.0), hold_time=0.0):
-    f = TrajectoryFollower(NAMES, LOWER, UPPER, interpolation=interpolation)
+    f = TrajectoryFollower(NAMES, LOWER, UPPER, interpolation=interpolation, replacement="splice",
+                           reject_out_of_limits=True)
     if hold is not None:
         f.hold(hold, now_s=hold_time)
     return f
@@ -231,3 +236,93 @@ def test_constructor_validates_its_configuration():
         TrajectoryFollower(NAMES, [0.0], UPPER)
     with pytest.raises(ValueError, match="unique"):
         TrajectoryFollower(["a", "a"], LOWER, UPPER)
+    with pytest.raises(ValueError, match="replacement"):
+        TrajectoryFollower(NAMES, LOWER, UPPER, replacement="blend")
+    with pytest.raises(ValueError, match="anchor"):
+        TrajectoryFollower(NAMES, LOWER, UPPER, anchor="commanded")
+
+
+# ------------------------------------------------------- JTC as released (default)
+def released(anchor="measured", hold=(0.0, 0.0), hold_time=0.0, interpolation="linear"):
+    f = TrajectoryFollower(NAMES, LOWER, UPPER, interpolation=interpolation, anchor=anchor)
+    f.hold(hold, now_s=hold_time)
+    return f
+
+
+def test_released_new_trajectory_replaces_the_old_one_from_the_measured_state():
+    f = released()
+    assert f.replacement == "replace" and f.anchor == "measured" and not f.reject_out_of_limits
+    assert f.accept(NAMES, [pt([2.0, 0.0], 2.0)], stamp_s=0.0, now_s=0.0)
+    # At t=1 the desired state is 1.0 but the arm lags at 0.8: the new trajectory starts there.
+    result = f.accept(NAMES, [pt([0.0, 0.0], 1.0)], stamp_s=0.0, now_s=1.0, current_positions=[0.8, 0.0])
+    assert result.ok and result.start_time == 1.0
+    np.testing.assert_allclose(f.setpoint(1.0), [0.8, 0.0])  # a step back from the desired 1.0
+    np.testing.assert_allclose(f.setpoint(1.5), [0.4, 0.0])
+    assert f.knot_count == 2  # nothing of the old trajectory is kept
+
+
+def test_released_interpolate_from_desired_state_starts_from_the_desired_state():
+    f = released(anchor="desired")
+    assert f.accept(NAMES, [pt([2.0, 0.0], 2.0)], stamp_s=0.0, now_s=0.0)
+    assert f.accept(NAMES, [pt([0.0, 0.0], 1.0)], stamp_s=0.0, now_s=1.0, current_positions=[0.8, 0.0])
+    np.testing.assert_allclose(f.setpoint(1.0), [1.0, 0.0])  # continuous with the old command
+    np.testing.assert_allclose(f.setpoint(1.5), [0.5, 0.0])
+
+
+def test_released_future_stamp_starts_interpolating_at_once():
+    f = released(hold=(0.3, -0.2), hold_time=1.0)
+    result = f.accept(NAMES, [pt([1.0, 0.0], 1.0)], stamp_s=5.0, now_s=1.0, current_positions=[0.3, -0.2])
+    assert result.ok
+    # From (0.3, -0.2) at t=1 (now) to (1, 0) at t=6: already moving before the stamp.
+    np.testing.assert_allclose(f.setpoint(3.5), [0.65, -0.1])
+    np.testing.assert_allclose(f.setpoint(6.0), [1.0, 0.0])
+
+
+def test_released_past_points_are_jumped_onto_and_a_trajectory_ending_in_the_past_is_rejected():
+    f = released()
+    result = f.accept(NAMES, [pt([0.2, 0.0], 1.0), pt([0.4, 0.0], 3.0)], stamp_s=8.0, now_s=10.0,
+                      current_positions=[0.0, 0.0])
+    assert result.ok and result.skipped_points == 1
+    np.testing.assert_allclose(f.setpoint(10.0), [0.3, 0.0])  # mid-way at once, as JTC samples it
+    stale = f.accept(NAMES, [pt([1.0, 0.0], 1.0)], stamp_s=5.0, now_s=12.0)
+    assert not stale.ok and stale.code is RejectReason.ALL_POINTS_IN_PAST and "ends in the past" in stale.reason
+    np.testing.assert_allclose(f.setpoint(11.0), [0.4, 0.0])  # the current one continues
+
+
+def test_released_out_of_limit_points_are_accepted_and_samples_clipped():
+    f = released()
+    result = f.accept(NAMES, [pt([2.5, 0.0], 1.0)], stamp_s=0.0, now_s=0.0, current_positions=[0.0, 0.0])
+    assert result.ok and f.out_of_limit_points == 1
+    np.testing.assert_allclose(f.setpoint(1.0), [2.0, 0.0])
+    assert f.clipped_samples >= 1
+    strict = TrajectoryFollower(NAMES, LOWER, UPPER, reject_out_of_limits=True)
+    strict.hold([0.0, 0.0])
+    assert strict.accept(NAMES, [pt([2.5, 0.0], 1.0)], 0.0, 0.0).code is RejectReason.OUT_OF_LIMITS
+
+
+def test_released_step_at_time_zero_and_streaming_stays_short():
+    f = released()
+    assert f.accept(NAMES, [pt([0.7, 0.1], 0.0), pt([0.9, 0.1], 1.0)], stamp_s=0.0, now_s=2.0,
+                    current_positions=[0.0, 0.0])
+    np.testing.assert_allclose(f.setpoint(2.0), [0.7, 0.1])
+    for k in range(200):
+        assert f.accept(NAMES, [pt([0.01 * k, 0.0], 0.02)], stamp_s=0.0, now_s=3.0 + 0.02 * k)
+    assert f.knot_count == 2
+
+
+def test_the_simulators_default_anchor_is_what_controllers_yaml_sets_on_the_real_jtc():
+    import os
+
+    import yaml
+
+    from sim2real_vla_ros.core import robot
+    from sim2real_vla_ros.sim.controllers import TrajectoryArmController
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config", "controllers.yaml")
+    with open(path, encoding="utf-8") as stream:
+        config = yaml.safe_load(stream)
+    for arm in robot.ARMS:
+        params = config[f"{arm}_arm_controller"]["ros__parameters"]
+        assert params["interpolate_from_desired_state"] is True
+        follower = TrajectoryArmController(arm).follower
+        assert follower.anchor == "desired" and follower.replacement == "replace"

@@ -32,10 +32,11 @@ from sim2real_vla_ros.graph.specs import (
     ARM_CONTROLLERS, CAMERA_MASK_NODE, COMMAND_INTERFACES, CONTROLLER_MANAGER_NODE, EXTERNAL_PACKAGES,
     GAZEBO_ROBOT_ENTITY, GAZEBO_WORLD, GZ_BRIDGE_NODE, JOINT_STATE_BROADCASTER, OUTPUT_MODE_FOR_INTERFACE,
     OUTPUT_MODES_OF_INTERFACE, PACKAGE, PLANNER_NODE, POSITION_CONTROLLERS, ROBOT_INTERFACES,
-    ROBOT_STATE_PUBLISHER_NODE, RVIZ_NODE, SIM_NODE, VALIDATOR_NODE, VENDOR_BRIDGE_NODE, NodeSpec,
+    PIPER_DRIVER_NODE, ROBOT_STATE_PUBLISHER_NODE, RVIZ_NODE, SIM_NODE, VALIDATOR_NODE, VENDOR_BRIDGE_NODE, NodeSpec,
     absolute_namespace, actor_node_name, arm_controller_names, camera_remappings, command_interface_for,
     controller_spawner_nodes, default_params_file, gazebo_object_spawn_nodes, gz_bridge_node, gz_spawn_robot_node,
-    initial_trajectory_yaml, parse_arms, parse_bool, robot_nodes, robot_state_publisher_node, ros2_control_node,
+    initial_trajectory_yaml, parse_arms, parse_bool, piper_driver_node, robot_nodes, robot_state_publisher_node,
+    ros2_control_node,
     rviz_node, share_file, simulator_nodes, vendor_bridge_node, vla_nodes)
 
 __all__ = [
@@ -48,10 +49,11 @@ __all__ = [
     "ARM_CONTROLLERS", "CAMERA_MASK_NODE", "COMMAND_INTERFACES", "CONTROLLER_MANAGER_NODE", "EXTERNAL_PACKAGES",
     "GAZEBO_ROBOT_ENTITY", "GAZEBO_WORLD", "GZ_BRIDGE_NODE", "JOINT_STATE_BROADCASTER", "OUTPUT_MODE_FOR_INTERFACE",
     "OUTPUT_MODES_OF_INTERFACE", "PACKAGE", "PLANNER_NODE", "POSITION_CONTROLLERS", "ROBOT_INTERFACES",
-    "ROBOT_STATE_PUBLISHER_NODE", "RVIZ_NODE", "SIM_NODE", "VALIDATOR_NODE", "VENDOR_BRIDGE_NODE", "NodeSpec",
+    "PIPER_DRIVER_NODE", "ROBOT_STATE_PUBLISHER_NODE", "RVIZ_NODE", "SIM_NODE", "VALIDATOR_NODE", "VENDOR_BRIDGE_NODE",
+    "NodeSpec",
     "absolute_namespace", "actor_node_name", "arm_controller_names", "camera_remappings", "command_interface_for",
     "controller_spawner_nodes", "default_params_file", "gazebo_object_spawn_nodes", "gz_bridge_node",
-    "gz_spawn_robot_node", "initial_trajectory_yaml", "parse_arms", "parse_bool", "robot_nodes",
+    "gz_spawn_robot_node", "initial_trajectory_yaml", "parse_arms", "parse_bool", "piper_driver_node", "robot_nodes",
     "robot_state_publisher_node", "ros2_control_node", "rviz_node", "share_file", "simulator_nodes",
     "vendor_bridge_node", "vla_nodes",
 ]

@@ -32,7 +32,8 @@ class TopicEnds:
 def expected_connections(arms: Sequence[str] = ARMS, output_mode: str = "trajectory",
                          simulator: Optional[str] = SIM_NODE,
                          command_interface: Optional[str] = None,
-                         robot_state_publisher: bool = False, namespace: str = "") -> dict[str, TopicEnds]:
+                         robot_state_publisher: bool = False, namespace: str = "",
+                         robot_driver: Optional[str] = None) -> dict[str, TopicEnds]:
     """Fully qualified topic -> the nodes that must publish / subscribe it.
 
     Parameters
@@ -56,6 +57,10 @@ def expected_connections(arms: Sequence[str] = ARMS, output_mode: str = "traject
     namespace : str
         The namespace the graph runs in: relative names resolve under it
         (``/robot1/joint_states``); ``/clock``, ``/diagnostics``, ``/tf`` stay global.
+    robot_driver : str, optional
+        Node name of an arm driver in the graph (``piper_driver``: the hardware-in-the-loop dry
+        run): it takes the actors' command topics and publishes /joint_states, which the
+        simulator then follows (``follow_joint_states``) instead of taking commands.
 
     Notes
     -----
@@ -84,14 +89,21 @@ def expected_connections(arms: Sequence[str] = ARMS, output_mode: str = "traject
 
     actors = [actor_node_name(arm) for arm in arms]
     vla = [CAMERA_MASK_NODE, PLANNER_NODE, *actors, VALIDATOR_NODE]
+    if robot_driver is not None:
+        publish(robot_driver, vocab.JOINT_STATES, vocab.DIAGNOSTICS)
+        subscribe(robot_driver, vocab.ESTOP, *(arm_command_topic(arm, output_mode) for arm in arms))
     if simulator is not None:
-        publish(simulator, vocab.CLOCK, vocab.JOINT_STATES, vocab.SIM_TASK_STATUS,
+        publish(simulator, vocab.CLOCK, vocab.SIM_TASK_STATUS,
                 *(vocab.camera_image_topic(camera) for camera in CAMERAS),
                 *(vocab.camera_info_topic(camera) for camera in CAMERAS))
-        if command_interface == "vendor":
+        if robot_driver is not None:  # the arms follow the driver's /joint_states
+            subscribe(simulator, vocab.JOINT_STATES)
+        elif command_interface == "vendor":
+            publish(simulator, vocab.JOINT_STATES)
             subscribe(simulator, *(vocab.vendor_command_topic(arm) for arm in ARMS))
             publish(simulator, *(vocab.vendor_state_topic(arm) for arm in ARMS))
         else:
+            publish(simulator, vocab.JOINT_STATES)
             controller_mode = output_mode if output_mode in OUTPUT_MODES_OF_INTERFACE["ros2_control"] else "trajectory"
             subscribe(simulator, *(arm_command_topic(arm, controller_mode) for arm in ARMS))
     elif command_interface == "vendor":

@@ -31,7 +31,7 @@ OUTPUT_MODE_FOR_INTERFACE = {"ros2_control": "trajectory", "vendor": "vendor"}
 # (trajectory) or a forward_command_controller (stream) per arm; the vendor driver takes
 # /master/joint_<arm> only.
 OUTPUT_MODES_OF_INTERFACE = {"ros2_control": ("trajectory", "stream"), "vendor": ("vendor",)}
-ROBOT_INTERFACES = ("ros2_control", "mock", "vendor")
+ROBOT_INTERFACES = ("ros2_control", "mock", "vendor", "piper")
 
 # Node names.
 SIM_NODE = "sim_mujoco"
@@ -43,6 +43,7 @@ CONTROLLER_MANAGER_NODE = "controller_manager"
 GZ_BRIDGE_NODE = "gz_bridge"
 RVIZ_NODE = "rviz2"
 VENDOR_BRIDGE_NODE = "vendor_bridge"
+PIPER_DRIVER_NODE = "piper_driver"
 
 # ros2_control controllers of config/controllers.yaml, in spawn order.
 JOINT_STATE_BROADCASTER = "joint_state_broadcaster"
@@ -450,9 +451,23 @@ def vendor_bridge_node(*, use_sim_time: bool = False, max_age_s: Optional[float]
                     parameters=parameters, namespace=namespace)
 
 
+def piper_driver_node(*, can_left: str = "can_left", can_right: str = "can_right", use_sim_time: bool = False,
+                      namespace: str = "", **parameters: Any) -> NodeSpec:
+    """The ``piper_driver`` node: both Piper arms through the vendor SDK (ROS 2 only).
+
+    It takes the actors' trajectory / stream topics itself (joint_trajectory_controller and
+    forward_command_controller semantics) and publishes /joint_states; ``parameters`` are
+    further node parameters (e.g. ``emulate=True, bustype="virtual"`` for emulated arms).
+    """
+    values = {"can_left": can_left, "can_right": can_right, "use_sim_time": bool(use_sim_time), **parameters}
+    return NodeSpec(PIPER_DRIVER_NODE, PACKAGE, "piper_driver", module="sim2real_vla_ros.nodes.piper_driver",
+                    parameters=_without_none(values), namespace=namespace)
+
+
 def robot_nodes(urdf_text: str, *, interface: str = "ros2_control",
                 controllers_file: Optional[str] = None, use_sim_time: bool = False,
-                humble: bool = False, output_mode: Optional[str] = None) -> list[NodeSpec]:
+                humble: bool = False, output_mode: Optional[str] = None,
+                piper_parameters: Optional[Mapping[str, Any]] = None) -> list[NodeSpec]:
     """The real robot's processes (cameras are the user's own drivers).
 
     Parameters
@@ -460,11 +475,14 @@ def robot_nodes(urdf_text: str, *, interface: str = "ros2_control",
     urdf_text : str
         URDF from ``robot.urdf_xml(ros2_control_plugin=...)``: 'hardware' for
         ``interface='ros2_control'``, 'mock' for 'mock', 'none' for 'vendor'.
-    interface : {'ros2_control', 'mock', 'vendor'}
+    interface : {'ros2_control', 'mock', 'vendor', 'piper'}
         ros2_control with the user's hardware plugin or mock_components (controller_manager +
-        spawners), or the vendor topic interface (robot_state_publisher and the
+        spawners), the vendor topic interface (robot_state_publisher and the
         ``vendor_bridge`` relay: the vendor driver publishes /puppet/joint_* and takes
-        /master/joint_*, and the relay turns its state into /joint_states).
+        /master/joint_*, and the relay turns its state into /joint_states), or the
+        ``piper_driver`` node on the vendor SDK (URDF without ros2_control: 'none').
+    piper_parameters : mapping, optional
+        Parameters of the piper_driver node (interface 'piper'), e.g. its CAN ports.
     humble : bool
         Pass the URDF to ros2_control_node as a parameter (Humble) too.
     output_mode : str, optional
@@ -486,6 +504,8 @@ def robot_nodes(urdf_text: str, *, interface: str = "ros2_control",
     specs = [robot_state_publisher_node(urdf_text, use_sim_time)]
     if interface == "vendor":
         return specs + [vendor_bridge_node(use_sim_time=use_sim_time)]
+    if interface == "piper":  # the driver is both arms' controllers: no controller_manager
+        return specs + [piper_driver_node(use_sim_time=use_sim_time, **(piper_parameters or {}))]
     if "<ros2_control" not in urdf_text:
         raise ValueError(f"interface {interface!r} needs a URDF with <ros2_control> tags "
                          "(urdf_xml(ros2_control_plugin='hardware' or 'mock'))")

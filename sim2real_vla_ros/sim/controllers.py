@@ -50,15 +50,23 @@ class TrajectoryArmController:
     side : str
         'left' or 'right'.
     interpolation : str
-        'linear' or 'cubic' (see core.trajectory).
+        'linear' or 'cubic' (see sim.trajectory).
+    replacement : str
+        'replace' (JTC as released, default) or 'splice' (ros2_controllers master).
+    interpolate_from_desired_state : bool
+        A replacing trajectory starts from the desired state instead of the measured one
+        (JTC's ``interpolate_from_desired_state`` / Humble's ``open_loop_control``).
     """
 
-    def __init__(self, side: str, interpolation: str = "linear") -> None:
+    def __init__(self, side: str, interpolation: str = "linear", replacement: str = "replace",
+                 interpolate_from_desired_state: bool = True) -> None:
         limits = robot.arm_limits(side)
         self.side = side
         self.limits = limits
         self.joint_names = list(limits.names)
-        self.follower = TrajectoryFollower(self.joint_names, limits.lower, limits.upper, interpolation)
+        self.follower = TrajectoryFollower(self.joint_names, limits.lower, limits.upper, interpolation,
+                                           replacement=replacement,
+                                           anchor="desired" if interpolate_from_desired_state else "measured")
         self.forward_accepted_count = 0
         self.forward_clipped_count = 0
         self.forward_rejection_counts: Counter = Counter()
@@ -68,7 +76,7 @@ class TrajectoryArmController:
         self.follower.hold(positions, now_s)
 
     def accept(self, names, points, stamp_s: float, now_s: float, current_positions=None) -> Acceptance:
-        """Validate and splice a trajectory (never raises; see TrajectoryFollower.accept)."""
+        """Validate and take a trajectory (never raises; see TrajectoryFollower.accept)."""
         return self.follower.accept(names, points, stamp_s, now_s, current_positions)
 
     def forward_command(self, values: Sequence[float], now_s: float) -> ForwardAcceptance:

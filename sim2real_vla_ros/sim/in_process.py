@@ -292,7 +292,9 @@ class InProcessRunner:
                              camera_height=sim.camera_height, timestep=1.0 / sim.physics_rate_hz,
                              shadows=sim.shadows, jitter=sim.jitter, multisamples=sim.multisamples)
         if sim.command_interface == "ros2_control":
-            self.controllers = {arm: TrajectoryArmController(arm, sim.interpolation) for arm in robot.ARMS}
+            self.controllers = {arm: TrajectoryArmController(arm, sim.interpolation, sim.trajectory_replacement,
+                                                             sim.interpolate_from_desired_state)
+                                for arm in robot.ARMS}
         else:
             self.controllers = {arm: DirectArmController(arm) for arm in robot.ARMS}
         for arm, controller in self.controllers.items():

@@ -31,7 +31,7 @@ node can be pushed into a namespace).
 Subscribes
 ----------
 /left_arm_controller/joint_trajectory,    trajectory_msgs/JointTrajectory  (``command_interface:=ros2_control``)
-/right_arm_controller/joint_trajectory    joint_trajectory_controller semantics (core.trajectory);
+/right_arm_controller/joint_trajectory    joint_trajectory_controller semantics (sim.trajectory);
                                           a rejected message is logged with its reason and counted
 /left_arm_position_controller/commands,   std_msgs/Float64MultiArray  (``command_interface:=ros2_control``)
 /right_arm_position_controller/commands   forward_command_controller semantics: 7 positions
@@ -76,7 +76,7 @@ from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros.core import robot
 
 from sim2real_vla_ros.core.task import tasks
-from sim2real_vla_ros.sim.trajectory import TrajectoryPoint
+from sim2real_vla_ros.sim.trajectory import REPLACEMENTS, TrajectoryPoint
 from sim2real_vla_ros.core.control.vendor import urdf_to_vendor, vendor_to_arm
 from sim2real_vla_ros.nodes.common import (COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, Param, declare_parameters,
                                            json_message, numpy_to_image, run_node, seconds_to_stamp,
@@ -139,6 +139,13 @@ PARAMETERS = (
             "(/master/joint_<arm> commands, /puppet/joint_<arm> state)", COMMAND_INTERFACES),
     _choice("interpolation", "linear", "Trajectory interpolation between points: linear or cubic",
             ("linear", "cubic")),
+    _choice("trajectory_replacement", "replace", "What a new trajectory does to the current one: replace "
+            "(joint_trajectory_controller as released) or splice (ros2_controllers master only); see "
+            "sim.trajectory", REPLACEMENTS),
+    Param("interpolate_from_desired_state", True, "A new trajectory starts from the desired state (as "
+          "config/controllers.yaml sets the real controller) instead of the measured one"),
+    Param("follow_joint_states", False, "Hardware-in-the-loop: the arms follow /joint_states of a driver "
+          "(piper_driver with emulated arms) instead of taking commands; no /joint_states published"),
 )
 
 
@@ -187,7 +194,10 @@ def sim_settings(values: dict) -> SimpleNamespace:
         camera_rates={camera: values[f"{camera}.rate_hz"] or values["camera_rate_hz"] for camera in robot.CAMERAS},
         enable_cameras=values["enable_cameras"], shadows=values["shadows"],
         multisamples=values["render_multisamples"], jitter=values["jitter"],
-        command_interface=values["command_interface"], interpolation=values["interpolation"])
+        command_interface=values["command_interface"], interpolation=values["interpolation"],
+        trajectory_replacement=values["trajectory_replacement"],
+        interpolate_from_desired_state=values["interpolate_from_desired_state"],
+        follow_joint_states=values["follow_joint_states"])
     rates = {"clock_rate_hz": settings.clock_rate_hz, "joint_state_rate_hz": settings.joint_state_rate_hz,
              "status_rate_hz": settings.status_rate_hz}
     rates.update({f"{camera}.rate_hz": rate for camera, rate in settings.camera_rates.items()})
@@ -233,8 +243,12 @@ class SimNode(Node):
 
     # --------------------------------------------------------------- interfaces
     def _make_controllers(self) -> None:
-        if self.command_interface == "ros2_control":
-            self.controllers = {side: TrajectoryArmController(side, self.interpolation) for side in robot.ARMS}
+        if self.follow_joint_states:  # approach the driver's measured positions at the URDF velocity limits
+            self.controllers = {side: DirectArmController(side) for side in robot.ARMS}
+        elif self.command_interface == "ros2_control":
+            self.controllers = {side: TrajectoryArmController(side, self.interpolation, self.trajectory_replacement,
+                                                              self.interpolate_from_desired_state)
+                                for side in robot.ARMS}
         else:
             self.controllers = {side: DirectArmController(side) for side in robot.ARMS}
         self._hold_initial_pose()
@@ -253,7 +267,11 @@ class SimNode(Node):
                 self.image_pubs[camera] = self.create_publisher(Image, vocab.camera_image_topic(camera), SENSOR_QOS)
                 self.info_pubs[camera] = self.create_publisher(CameraInfo, vocab.camera_info_topic(camera), SENSOR_QOS)
         self.puppet_pubs = {}
+        if self.follow_joint_states:
+            self.create_subscription(JointState, vocab.JOINT_STATES, self._on_driver_joint_states, COMMAND_QOS)
         for side in robot.ARMS:
+            if self.follow_joint_states:
+                continue
             if self.command_interface == "ros2_control":
                 topic = self.resolve_topic_name(f"{side}_arm_controller/joint_trajectory")
                 self.create_subscription(JointTrajectory, topic,
@@ -342,6 +360,20 @@ class SimNode(Node):
                 self._reject(topic, str(exc))
                 return
         self._count(f"accepted:{topic}")
+
+    def _on_driver_joint_states(self, msg: JointState) -> None:
+        """follow_joint_states: each arm present in the message becomes that arm's target."""
+        positions = dict(zip(msg.name, msg.position))
+        with self._lock:
+            for side in robot.ARMS:
+                names = robot.arm_joint_names(side)
+                if all(name in positions for name in names):
+                    try:
+                        self.controllers[side].set_target([positions[n] for n in names], self.sim.sim_time)
+                    except ValueError as exc:
+                        self._reject(vocab.JOINT_STATES, str(exc))
+                        continue
+                    self._count(f"followed:{side}")
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         try:
@@ -441,6 +473,8 @@ class SimNode(Node):
         self._pending.append((self.status_pub, json_message(self._status_payload())))
 
     def _publish_joint_states(self, now: float) -> None:
+        if self.follow_joint_states:
+            return  # the driver publishes them
         stamp = seconds_to_stamp(now)
         msg = JointState()
         msg.header.stamp = stamp
@@ -483,7 +517,8 @@ class SimNode(Node):
         status["command_interface"] = self.command_interface
         with self._counter_lock:
             status["counters"] = dict(self.counters)
-        if self.command_interface == "ros2_control":
+        status["follow_joint_states"] = self.follow_joint_states
+        if self.command_interface == "ros2_control" and not self.follow_joint_states:
             status["rejections_by_reason"] = {
                 side: {code.value: n for code, n in controller.rejection_counts.items()}
                 for side, controller in self.controllers.items()}

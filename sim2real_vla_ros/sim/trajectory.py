@@ -1,38 +1,55 @@
 """joint_trajectory_controller semantics as a pure, ROS-free class.
 
-The simulator executes ``/<arm>_controller/joint_trajectory`` messages with this class so that
-the rest of the stack sees the same behaviour it will see from ros2_controllers'
-joint_trajectory_controller (JTC) on the real robot. Inputs are plain Python: joint names,
-:class:`TrajectoryPoint` items (or mappings with the same keys) and times in seconds.
+The simulator (and the piper_driver node) execute ``/<arm>_arm_controller/joint_trajectory``
+messages with this class, so that the rest of the stack sees the behaviour it will see from
+ros2_controllers' joint_trajectory_controller (JTC) on the real robot. Inputs are plain
+Python: joint names, :class:`TrajectoryPoint` items (or mappings with the same keys) and
+times in seconds.
 
-Semantics (JTC user documentation: "Trajectory Replacement", "interpolation_method",
-"Details about parsing the trajectory"):
+Which behaviour is modelled
+---------------------------
+``replacement="replace"`` (the default) models JTC **as released** for Humble, Jazzy and
+Kilted (topic interface; ``joint_trajectory_controller.cpp`` ``topic_callback`` /
+``update``, ``trajectory.cpp`` ``sample``):
 
-* ``stamp_s == 0`` means "start when received"; a positive stamp is the absolute start time.
-  ``time_from_start`` of each point is relative to that start.
-* A new trajectory replaces only the not-yet-executed part of the current one: the current
-  trajectory keeps running until the new start time ``t_s = max(start, now)``, where it is
-  spliced. From ``t_s`` the follower moves from the desired state at ``t_s`` (an anchor knot
-  carrying the old trajectory's position and velocity, so the splice is continuous) to the
-  first new point.
-* Points whose absolute time is already past when the message arrives are skipped; if every
-  point is in the past the message is rejected and the current trajectory continues (the
-  ROS 1 JTC rule; ROS 2 JTC would jump onto the trajectory mid-way, which we avoid because a
-  jump is never what a late policy chunk wants). A point exactly at ``t_s`` (for example
-  ``stamp 0`` and ``time_from_start 0``) replaces the anchor: a deliberate step, as in JTC.
-* After the last point its position is held.
-* Joint names may come in any order but must be exactly the controller's joints (no unknown,
-  missing or duplicate names: JTC's default ``allow_partial_joints_goal: false``). NaN/Inf,
-  negative or non-increasing ``time_from_start``, positions outside the joint limits and an
-  empty point list are rejected with a reason; rejection never raises.
-* Interpolation ``linear`` (positions only; given velocities are ignored) or ``cubic``
-  (Hermite). For cubic, a point's velocities are used when given; otherwise they are estimated
-  with a monotone (Fritsch-Carlson) rule: the three-point slope, set to zero at local extrema
-  and limited to three times the neighbouring secant slopes, so the curve never overshoots
-  the waypoints (waypoints are inside the limits, hence so is the curve). The last point's
-  velocity is zero when not given, because the follower holds it afterwards. Only
-  user-supplied velocities can make a cubic overshoot; the sampled setpoint is then clipped
-  to the limits and the clip is counted in :attr:`TrajectoryFollower.clipped_samples`.
+* A new trajectory **replaces the old one outright** (nothing of the old one is kept).
+* ``stamp_s == 0`` means "start now"; a positive stamp is the absolute start time and
+  ``time_from_start`` is relative to it. A trajectory with a non-zero stamp whose last point
+  is already in the past is rejected ("ends in the past"); the current one continues.
+* The new trajectory starts from a *point before the trajectory* taken when it is accepted:
+  the **measured** state (``anchor="measured"``: JTC's default) or the **desired** state of
+  the trajectory being replaced (``anchor="desired"``: ``interpolate_from_desired_state``
+  (Jazzy, Kilted) / ``open_loop_control`` (Humble) set to true). The measured anchor carries
+  zero velocity here (callers pass positions only); the desired one carries the desired
+  velocity.
+* A **future stamp starts interpolating at once**: from the anchor at "now" to the first point
+  at ``stamp + time_from_start`` (JTC does not wait for the stamp). A first point at or before
+  now (e.g. stamp 0 and ``time_from_start`` 0) is a step; points already past are not skipped:
+  the sample lands mid-trajectory, as JTC's does.
+* **Out-of-limit points are not rejected** (JTC has no position-limit check on trajectories);
+  the sampled setpoint is clipped to the limits here, as the simulated (and the driver's)
+  hardware does, and every clipped sample is counted in :attr:`TrajectoryFollower.clipped_samples`.
+  ``reject_out_of_limits=True`` rejects them instead.
+
+``replacement="splice"`` models the trajectory splicing that exists only on ros2_controllers'
+master (not in a release): the current trajectory keeps running until the new start time
+``t_s = max(start, now)`` where the new one is spliced in from the desired state at ``t_s``
+(position and velocity, so the splice is continuous); points already past are skipped and a
+trajectory whose points are all past is rejected.
+
+Common to both: after the last point its position is held. Joint names may come in any order
+but must be exactly the controller's joints (``allow_partial_joints_goal: false``). NaN/Inf,
+negative or non-increasing ``time_from_start``, an empty point list and a bad stamp are
+rejected with a reason; rejection never raises. Interpolation ``linear`` (positions only;
+given velocities are ignored; this is what JTC's ``splines`` does for points without
+velocities) or ``cubic`` (Hermite; JTC uses it only when the points carry velocities). For
+cubic, a point's velocities are used when given; otherwise they are estimated with a monotone
+(Fritsch-Carlson) rule: the three-point slope, set to zero at local extrema and limited to
+three times the neighbouring secant slopes, so the curve never overshoots the waypoints. The
+last point's velocity is zero when not given.
+
+Not modelled: tolerances and goal aborts, ``cmd_timeout``, the action interface, partial
+goals, angle wrap-around, quintic splines, the JTC's own update-rate sampling.
 """
 from __future__ import annotations
 
@@ -45,6 +62,10 @@ from typing import Iterable, Mapping, Optional, Sequence, Union
 import numpy as np
 
 INTERPOLATION_METHODS = ("linear", "cubic")
+REPLACEMENTS = ("replace", "splice")
+"""``replace``: JTC as released (Humble/Jazzy/Kilted); ``splice``: ros2_controllers master."""
+ANCHORS = ("measured", "desired")
+"""Where a replacing trajectory starts: JTC's default, or interpolate_from_desired_state."""
 
 
 class RejectReason(str, Enum):
@@ -140,6 +161,12 @@ class TrajectoryFollower:
     limit_tolerance : float
         Slack allowed on the position limits, so values that went through a float round trip
         (e.g. the 0.035 m finger limit) are not rejected.
+    replacement : {'replace', 'splice'}
+        What a new trajectory does to the current one (see the module docstring).
+    anchor : {'measured', 'desired'}
+        ``replace`` only: the state a new trajectory starts from.
+    reject_out_of_limits : bool
+        Reject waypoints outside the limits (JTC accepts them; default False).
 
     Notes
     -----
@@ -155,6 +182,9 @@ class TrajectoryFollower:
         upper: Sequence[float],
         interpolation: str = "linear",
         limit_tolerance: float = 1e-6,
+        replacement: str = "replace",
+        anchor: str = "measured",
+        reject_out_of_limits: bool = False,
     ) -> None:
         self.joint_names = list(joint_names)
         if len(set(self.joint_names)) != len(self.joint_names) or not self.joint_names:
@@ -169,6 +199,14 @@ class TrajectoryFollower:
         if interpolation not in INTERPOLATION_METHODS:
             raise ValueError(f"interpolation must be one of {INTERPOLATION_METHODS}, got {interpolation!r}")
         self.interpolation = interpolation
+        if replacement not in REPLACEMENTS:
+            raise ValueError(f"replacement must be one of {REPLACEMENTS}, got {replacement!r}")
+        if anchor not in ANCHORS:
+            raise ValueError(f"anchor must be one of {ANCHORS}, got {anchor!r}")
+        self.replacement = replacement
+        self.anchor = anchor
+        self.reject_out_of_limits = bool(reject_out_of_limits)
+        self.out_of_limit_points = 0
         self.limit_tolerance = float(limit_tolerance)
         self._index = {name: i for i, name in enumerate(self.joint_names)}
         self._times = np.zeros(0)
@@ -281,8 +319,8 @@ class TrajectoryFollower:
         now_s : float
             Current (sim) time in seconds.
         current_positions : sequence of float, optional
-            Measured positions (controller order), used as the start state only when the
-            follower has no desired state yet.
+            Measured positions (controller order): the start state of a replacing trajectory
+            with ``anchor="measured"``, and of any first trajectory.
 
         Returns
         -------
@@ -317,6 +355,8 @@ class TrajectoryFollower:
 
         start = now_s if stamp_s == 0.0 else stamp_s
         abs_times = start + times
+        if self.replacement == "replace":
+            return self._replace(now_s, stamp_s, abs_times, pos, vel, current_positions)
         keep = abs_times >= now_s
         skipped = int(np.count_nonzero(~keep))
         if not np.any(keep):
@@ -331,6 +371,46 @@ class TrajectoryFollower:
         self._splice(now_s, splice, anchor, abs_times[keep], pos[keep], [vel[i] for i in np.flatnonzero(keep)])
         self._active = True
         return Acceptance(ok=True, start_time=splice, skipped_points=skipped)
+
+    def _replace(self, now_s, stamp_s, abs_times, pos, vel, current_positions) -> Acceptance:
+        """JTC as released: the new trajectory replaces the old one, from a point before it."""
+        if stamp_s != 0.0 and abs_times[-1] < now_s:
+            return _reject(RejectReason.ALL_POINTS_IN_PAST,
+                           f"trajectory ends in the past (last point at {abs_times[-1]:.3f} s, now {now_s:.3f} s)")
+        anchor = self._replace_anchor(now_s, current_positions)
+        if isinstance(anchor, Acceptance):
+            return anchor
+        anchor_q, anchor_v = anchor
+        if abs_times[0] > now_s:
+            times = np.concatenate([[now_s], abs_times])
+            positions = [anchor_q] + list(pos)
+            velocities = [anchor_v] + self._estimate_velocities(now_s, anchor_q, anchor_v, abs_times, pos, vel)
+        else:  # first point at or before now: a step onto the trajectory (mid-way if points are past)
+            times = np.asarray(abs_times, dtype=float)
+            positions = list(pos)
+            velocities = self._estimate_velocities(abs_times[0], pos[0], np.zeros(self.num_joints), abs_times,
+                                                   pos, vel)
+        self._times = np.asarray(times, dtype=float)
+        self._pos = np.asarray(positions, dtype=float).reshape(len(times), self.num_joints)
+        self._vel = np.asarray(velocities, dtype=float).reshape(len(times), self.num_joints)
+        self._active = True
+        skipped = int(np.count_nonzero(abs_times < now_s))
+        return Acceptance(ok=True, start_time=float(now_s), skipped_points=skipped)
+
+    def _replace_anchor(self, now_s, current_positions):
+        measured = None
+        if current_positions is not None:
+            q = np.asarray(current_positions, dtype=float).reshape(-1)
+            if q.shape == (self.num_joints,) and np.all(np.isfinite(q)):
+                measured = q
+        if self.anchor == "desired" and self.has_state:
+            return self._sample_raw(now_s)
+        if measured is not None:
+            return measured, np.zeros(self.num_joints)
+        if self.has_state:  # no measurement given: the desired state is the best estimate
+            return self._sample_raw(now_s)
+        return _reject(RejectReason.NO_CURRENT_STATE,
+                       f"no desired state yet and no valid current_positions ({self.num_joints} finite values)")
 
     def _map_names(self, names: list) -> Union[list, Acceptance]:
         seen = set()
@@ -384,6 +464,9 @@ class TrajectoryFollower:
             )
         tol = self.limit_tolerance
         outside = (pos < self.lower - tol) | (pos > self.upper + tol)
+        if np.any(outside) and not self.reject_out_of_limits:
+            self.out_of_limit_points += int(np.count_nonzero(np.any(outside, axis=1)))
+            return times, pos, vel  # kept as sent (JTC); samples are clipped and counted
         if np.any(outside):
             k, j = (int(x) for x in np.argwhere(outside)[0])
             return _reject(

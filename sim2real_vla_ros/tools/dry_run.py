@@ -63,6 +63,8 @@ STACK_DUMP_WAIT_S = 1.0  # for a node that did not stop to write its threads' st
 SUBSCRIBER_GRACE_S = 10.0
 STALL_TIMEOUT_S = 30.0
 POLL_S = 0.1
+ROBOTS = ("sim", "emulated-can")
+"""--robot: who executes the commands (the simulator, or piper_driver on emulated CAN arms)."""
 
 
 class DryRunError(RuntimeError):
@@ -94,6 +96,7 @@ class Options:
     # Per-node parameter overrides ({node name: {parameter: value}}), applied after config/vla.yaml:
     # how a run passes test hooks (e.g. the validator's scripted_probabilities) explicitly.
     node_parameters: Dict[str, Dict[str, object]] = field(default_factory=dict)
+    robot: str = "sim"
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
@@ -123,6 +126,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
                         help="actor output; the simulator takes the matching command interface "
                              "(default: %(default)s)")
     parser.add_argument("--arms", default="left,right", help="arms that get an actor (default: %(default)s)")
+    parser.add_argument("--robot", choices=ROBOTS, default="sim",
+                        help="sim: the simulator executes the commands; emulated-can: hardware in the loop, the "
+                             "piper_driver node drives emulated Piper arms over the SDK's CAN frames and the "
+                             "simulator follows their joints (default: %(default)s)")
     parser.add_argument("--connect-timeout-s", type=float, default=120.0,
                         help="wall seconds for the graph to connect (default: %(default)s)")
     parser.add_argument("--namespace", default="",
@@ -138,7 +145,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
                       params_file=args.params_file,
                       domain_id=args.domain_id, output_mode=args.output_mode, arms=graph.parse_arms(args.arms),
                       connect_timeout_s=args.connect_timeout_s, namespace=args.namespace,
-                      node_parameters=parse_node_parameters(args.param))
+                      node_parameters=parse_node_parameters(args.param), robot=args.robot)
     validate(options)
     return options
 
@@ -190,9 +197,16 @@ def validate(options: Options) -> None:
     graph.absolute_namespace(options.namespace)  # ValueError for an invalid --namespace
     nodes = {graph.SIM_NODE, graph.CAMERA_MASK_NODE, graph.PLANNER_NODE, graph.VALIDATOR_NODE,
              *(graph.actor_node_name(arm) for arm in options.arms)}
+    if options.robot == "emulated-can":
+        nodes.add(graph.PIPER_DRIVER_NODE)
     unknown = sorted(set(options.node_parameters) - nodes)
     if unknown:
         raise ValueError(f"--param names nodes {unknown} that this run does not start (it starts {sorted(nodes)})")
+    if options.robot not in ROBOTS:
+        raise ValueError(f"--robot must be one of {ROBOTS}, got {options.robot!r}")
+    if options.robot == "emulated-can" and options.output_mode == "vendor":
+        raise ValueError("--robot emulated-can takes --output-mode trajectory or stream (piper_driver has no "
+                         "vendor topics)")
 
 
 # ----------------------------------------------------------------------------- processes
@@ -288,11 +302,17 @@ def choose_domain_id(requested: Optional[int]) -> int:
 
 
 def graph_specs(options: Options) -> List[graph.NodeSpec]:
-    """The simulator and the VLA nodes of this run (the graph package's single definition)."""
+    """The simulator and the VLA nodes of this run (the graph package's single definition); with
+    ``--robot emulated-can`` also piper_driver with emulated arms, which the simulator follows."""
     interface = graph.command_interface_for(options.output_mode)
+    extra = dict(options.extra_sim_parameters)
+    if options.robot == "emulated-can":
+        extra["follow_joint_states"] = True
     specs = graph.simulator_nodes("mujoco", task=options.task, seed=options.seed,
                                   real_time_factor=float(options.real_time_factor), command_interface=interface,
-                                  extra_parameters=options.extra_sim_parameters or None, namespace=options.namespace)
+                                  extra_parameters=extra or None, namespace=options.namespace)
+    if options.robot == "emulated-can":
+        specs.append(emulated_piper_driver(options))
     specs += graph.vla_nodes(bundle_path=options.bundle, params_file=options.params_file or None, arms=options.arms,
                              output_mode=options.output_mode, namespace=options.namespace)
     specs = [dataclasses.replace(spec, parameters={**spec.parameters, **options.node_parameters[spec.name]})
@@ -301,6 +321,22 @@ def graph_specs(options: Options) -> List[graph.NodeSpec]:
     if not_here:
         raise DryRunError(f"graph nodes that cannot run here: {not_here}")
     return specs
+
+
+def emulated_piper_driver(options: Options) -> graph.NodeSpec:
+    """piper_driver with an emulated arm per port (python-can virtual bus, inside its process),
+    starting at the task's initial joints. Feedback thresholds are loose: a loaded 2-core machine
+    runs the emulators below their nominal rate (the node's defaults are the real arm's); measured
+    here, the joint feedback fell to 2 Hz while the other nodes loaded their models, so the arms
+    are enabled by the runner (``~/enable``, as an operator would) once the graph is up."""
+    from sim2real_vla_ros.core.task import tasks
+
+    task = tasks.get_task(options.task)
+    return graph.piper_driver_node(
+        can_left="dry_run_left", can_right="dry_run_right", use_sim_time=True, emulate=True, bustype="virtual",
+        judge_can=False, rate_hz=100.0, emulator_rate_hz=100.0, speed_rate=100, feedback_timeout_s=1.0,
+        min_feedback_rate_hz=5.0, diagnostics_rate_hz=5.0, enable_on_start=False, namespace=options.namespace,
+        **{f"emulator_initial_{arm}": [float(v) for v in task.init_joints(arm)] for arm in graph.ARMS})
 
 
 def missing_graph_ends(node, connections: Dict[str, graph.TopicEnds], services: Dict[str, str]) -> dict:
@@ -408,6 +444,7 @@ class DryRun:
         data.settings = {"ros_domain_id": self.domain_id,
                          "bundle": self.options.bundle or "(installed models/reference)",
                          "params_file": self.options.params_file or graph.default_params_file(),
+                         "robot": self.options.robot,
                          "real_time_factor_setting": self.options.real_time_factor,
                          "duration_limit_sim_s": self.options.duration_s, "max_steps": self.options.max_steps,
                          "output_mode": self.options.output_mode, "folder": self.folder,
@@ -444,8 +481,9 @@ class DryRun:
 
     # -------------------------------------------------------------- phases
     def _wait_connected(self, node) -> dict:
+        driver = graph.PIPER_DRIVER_NODE if self.options.robot == "emulated-can" else None
         connections = graph.expected_connections(arms=self.options.arms, output_mode=self.options.output_mode,
-                                                 namespace=self.options.namespace)
+                                                 namespace=self.options.namespace, robot_driver=driver)
         services = graph.expected_services(namespace=self.options.namespace)
         state = {"missing": None, "publishers_ok_at": None}
 
@@ -488,6 +526,8 @@ class DryRun:
         self._wait(lambda: all(self.data.masked.get(c) for c in CAMERAS) and self.data.sim_status
                    and sim_now() > 0, self.options.start_timeout_s,
                    "masked images of every camera, the task status and /clock")
+        if self.options.robot == "emulated-can":
+            self._enable_driver(node)
         publisher = node.create_publisher(String, vocab.INSTRUCTION, LATCHED_QOS)
         episode = self.data.episode
         episode.start_sim_s, episode.start_wall_s = sim_now(), time.monotonic()
@@ -525,6 +565,52 @@ class DryRun:
         episode.end_sim_s, episode.end_wall_s = sim_now(), time.monotonic()
         self.log(f"episode ended: {episode.end_reason} after {episode.end_sim_s - episode.start_sim_s:.1f} s sim / "
                  f"{episode.end_wall_s - episode.start_wall_s:.1f} s wall")
+
+    def _driver_states(self) -> Dict[str, dict]:
+        """piper_driver's newest diagnostics per arm (hardware_id piper_<arm>)."""
+        latest: Dict[str, dict] = {}
+        for record in list(self.data.diagnostics):
+            if record.node.startswith("piper_") and record.node[len("piper_"):] in graph.ARMS:
+                latest[record.node[len("piper_"):]] = dict(record.values)
+        return latest
+
+    def _enable_driver(self, node) -> None:
+        """Call piper_driver's ~/enable until both arms run (a refusal names its reason)."""
+        from std_srvs.srv import Trigger
+
+        client = node.create_client(Trigger, vocab.absolute(f"{graph.PIPER_DRIVER_NODE}/enable", self.options.namespace))
+        state = {"future": None, "message": "no reply yet"}
+
+        def enabled() -> bool:
+            states = self._driver_states()
+            if all(states.get(arm, {}).get("state") == "running" for arm in graph.ARMS):
+                return True
+            future = state["future"]
+            if future is not None and future.done() and future.result() is not None:
+                state["message"] = future.result().message
+                if future.result().success and not any(entry.get("state") == "hold" for entry in states.values()):
+                    return False  # accepted: wait for the diagnostics to show both arms running
+            if (future is None or future.done()) and client.service_is_ready():
+                state["future"] = client.call_async(Trigger.Request())  # first call, or again after a refusal
+            return False
+
+        try:
+            self._wait(enabled, self.options.start_timeout_s, "piper_driver's arms enabled (~/enable)")
+        except DryRunError as exc:
+            raise DryRunError(f"{exc}; last answer: {state['message']}") from None
+        finally:
+            node.destroy_client(client)
+        self.log("piper_driver: both emulated arms enabled")
+
+    def _driver_summary(self) -> Dict[str, dict]:
+        """What reached the emulated arms, per arm, from piper_driver's last diagnostics."""
+        summary = {}
+        for arm, values in self._driver_states().items():
+            summary[arm] = {key: values.get(key) for key in (
+                "state", "hold_reasons", "emulator.out_of_limit_commands", "emulator.joint_commands",
+                "count.commands", "feedback_rate_hz")}
+            summary[arm]["holds"] = sum(int(v) for k, v in values.items() if k.startswith("count.hold."))
+        return summary
 
     # -------------------------------------------------------------- main
     def run(self) -> dict:
@@ -593,6 +679,8 @@ class DryRun:
         if data.seed is None and data.sim_status:
             data.seed = data.sim_status[-1][1].get("seed")
         data.settings["failure"] = self.failure
+        if self.options.robot == "emulated-can":
+            data.settings["robot_driver"] = self._driver_summary()
         data.settings["clean_shutdown"] = all(not child.killed and child.proc.returncode == 0
                                               for child in self.children)
         if not data.episode.end_reason:

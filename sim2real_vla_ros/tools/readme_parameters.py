@@ -31,6 +31,7 @@ NODES: Tuple[Tuple[str, Tuple[str, ...], str], ...] = (
     ("actor", ("actor_left", "actor_right"), "sim2real_vla_ros.nodes.actor"),
     ("validator", ("validator",), "sim2real_vla_ros.nodes.validator"),
     ("vendor_bridge", ("vendor_bridge",), "sim2real_vla_ros.nodes.vendor_bridge"),
+    ("piper_driver", ("piper_driver",), "sim2real_vla_ros.nodes.piper_driver"),
 )
 
 

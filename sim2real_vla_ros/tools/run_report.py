@@ -638,6 +638,15 @@ def checks_section(data: RunData, control: Optional[dict], affordances: Optional
         "commands_within_acceleration_limit": every(lambda entry: _rates_computed(entry)
                                                     and entry["rates"]["within_acceleration_limit"]),
     }
+    driver = data.settings.get("robot_driver")
+    if driver is not None:  # hardware-in-the-loop dry run: what reached the emulated arms' CAN frames
+        driven = [driver.get(arm, {}) for arm in (data.task_arms or driver)]
+        checks["robot_driver_frames_within_limits"] = bool(driver) and all(
+            str(entry.get("emulator.out_of_limit_commands")) == "0" for entry in driver.values())
+        checks["robot_driver_commanded_the_arms"] = bool(driven) and all(
+            int(entry.get("emulator.joint_commands") or 0) > 0 for entry in driven)
+        checks["robot_driver_never_held"] = bool(driver) and all(entry.get("holds", 1) == 0
+                                                                 for entry in driver.values())
     not_computed = [f"{name}: {message}" for name, message in errors.items()]
     not_computed += [f"actor_{arm}: no joint limits for its arm" for arm in data.actor_arms
                      if arm in control and "limits" not in control[arm]]
@@ -647,14 +656,16 @@ def checks_section(data: RunData, control: Optional[dict], affordances: Optional
         not_computed.append("no actor arms to check")
     checks["checks_computed"] = not not_computed
     checks["normal_path_ok"] = all(checks.values())
-    checks["failed"] = _failure_reasons(checks, control, died, not_computed)
+    checks["failed"] = _failure_reasons(checks, control, died, not_computed, driver)
     return checks
 
 
 def _failure_reasons(checks: Mapping[str, bool], control: Mapping[str, dict], died: Sequence[NodeRun],
-                     not_computed: Sequence[str]) -> Dict[str, str]:
+                     not_computed: Sequence[str], driver_summary: Optional[Mapping[str, dict]] = None
+                     ) -> Dict[str, str]:
     """Why each failed check failed, in words (numbers included)."""
     reasons: Dict[str, str] = {}
+    driver_summary = driver_summary or {}
     for name, ok in checks.items():
         if ok or name == "normal_path_ok":
             continue
@@ -690,6 +701,11 @@ def _failure_reasons(checks: Mapping[str, bool], control: Mapping[str, dict], di
                                  f"{worst['ratio']:.2f}x on {worst['joint']} at {worst['stamp_s']:.3f} s "
                                  f"(tolerance {RATE_TOLERANCE:g})")
             reasons[name] = "; ".join(parts) or "no actor commands to check"
+        elif name.startswith("robot_driver_"):
+            reasons[name] = "piper_driver per arm: " + "; ".join(
+                f"{arm}: state {entry.get('state')}, holds {entry.get('holds')} ({entry.get('hold_reasons')}), "
+                f"JointCtrl frames {entry.get('emulator.joint_commands')}, out of limits "
+                f"{entry.get('emulator.out_of_limit_commands')}" for arm, entry in driver_summary.items())
         else:
             reasons[name] = "not shown"
     return reasons
@@ -723,7 +739,8 @@ def verdict(report: Mapping[str, Any]) -> dict:
             reasons.append(f"checks missing from the report: {missing}")
         infrastructure = bool(run.get("failure") or report.get("errors") or missing) or \
             any(checks.get(name) is False for name in INFRASTRUCTURE_CHECKS)
-        safety = any(checks.get(name) is False for name in SAFETY_CHECKS)
+        # A frame outside the limits at the (emulated) arm is as unsafe as an actor command outside them.
+        safety = any(checks.get(name) is False for name in (*SAFETY_CHECKS, "robot_driver_frames_within_limits"))
         for name in (*INFRASTRUCTURE_CHECKS, *SAFETY_CHECKS):
             if checks.get(name) is False:
                 reasons.append(f"{name}: {failed.get(name, 'failed')}")
