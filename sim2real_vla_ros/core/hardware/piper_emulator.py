@@ -34,7 +34,6 @@ Behaviour modelled (everything else is listed in :data:`NOT_MODELLED`):
 """
 from __future__ import annotations
 
-import math
 import random
 import threading
 import time
