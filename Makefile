@@ -38,9 +38,10 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py package.xml
 # The interface package (msg/srv/action) is an ordinary ament_cmake package, configured against
 # the ROS 2 wheels in the venv and installed into the venv prefix: its Python module lands in
 # site-packages, its libraries in .venv/lib, its share/ and ament index entry in .venv/share, so
-# rclpy uses the types with no sourcing. Rebuilt when its sources or the requirements change.
+# rclpy uses the types with no sourcing. Rebuilt when its sources or the ROS wheels it builds
+# against change (requirements*.txt), not on every edit of setup.py (order-only on the venv).
 # Python3_EXECUTABLE: else CMake may pick a Python without the venv's NumPy or of another ABI.
-$(IFACE_STAMP): $(STAMP) requirements-interfaces.txt $(IFACE_SOURCES)
+$(IFACE_STAMP): requirements.txt requirements-interfaces.txt $(IFACE_SOURCES) | $(STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-interfaces.txt
 	CMAKE_PREFIX_PATH=$(abspath $(VENV)) cmake -S $(IFACE) -B $(IFACE_BUILD) -DCMAKE_BUILD_TYPE=Release \
 		-DCMAKE_INSTALL_PREFIX=$(abspath $(VENV)) -DPython3_EXECUTABLE=$(abspath $(PY)) -DBUILD_TESTING=OFF \
