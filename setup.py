@@ -52,6 +52,8 @@ setup(
             "camera_mask = sim2real_vla_ros.nodes.camera_mask:main",
             "planner = sim2real_vla_ros.nodes.planner:main",
             "actor = sim2real_vla_ros.nodes.actor:main",
+            "actor_control = sim2real_vla_ros.nodes.actor_control:main",
+            "actor_inference = sim2real_vla_ros.nodes.actor_inference:main",
             "validator = sim2real_vla_ros.nodes.validator:main",
             "vendor_bridge = sim2real_vla_ros.nodes.vendor_bridge:main",
             "piper_driver = sim2real_vla_ros.nodes.piper_driver:main",

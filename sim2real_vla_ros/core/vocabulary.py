@@ -105,6 +105,18 @@ def actor_chunk_topic(arm: str) -> str:
     return f"vla/actor_{_arm(arm)}/chunk"
 
 
+def actor_request_topic(arm: str) -> str:
+    """Split actor: the control node's chunk request to the inference node (std_msgs/Header:
+    stamp = the newest observation wanted, frame_id = ``<arm>/<target index>/<request id>``)."""
+    return f"vla/actor_{_arm(arm)}/request"
+
+
+def actor_inferred_chunk_topic(arm: str) -> str:
+    """Split actor: each chunk the inference node decoded (trajectory_msgs/JointTrajectory,
+    header.stamp = its observation time, frame_id as the request's; no points = a failed inference)."""
+    return f"vla/actor_{_arm(arm)}/inferred_chunk"
+
+
 def actor_command_topic(arm: str) -> str:
     """The command an arm's actor actually sent each tick (after the safety filter)."""
     return f"vla/actor_{_arm(arm)}/command"

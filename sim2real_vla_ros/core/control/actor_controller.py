@@ -373,6 +373,12 @@ class ActorController:
         with self._lock:
             return self._inputs.target
 
+    def newest_observation_s(self) -> Optional[float]:
+        """The stamp a snapshot taken now would carry (the older of the two image stamps); None without both."""
+        with self._lock:
+            images = (self._inputs.stamps["cam_high"], self._inputs.stamps["wrist"])
+        return None if None in images else min(images)
+
     @property
     def inference_in_flight(self) -> bool:
         return self._in_flight
