@@ -10,6 +10,14 @@ including launch file may instead push a namespace (``PushROSNamespace``). confi
 sections are keyed ``/**/<node>`` so that they apply in any namespace.
 
     ros2 launch sim2real_vla_ros vla.launch.py bundle_path:=/path/to/bundle use_sim_time:=false
+
+Two hosts (README: "Two hosts"): ``split_inference:=true`` runs each actor as ``actor_<arm>``
+(actor_control: control loop + safety filter) and ``actor_<arm>_inference`` (the model);
+``host:=robot`` starts only the robot host's share of the graph, ``host:=gpu`` the GPU host's
+(``graph.host_of``), the same launch file on both machines:
+
+    robot host:  ros2 launch sim2real_vla_ros vla.launch.py split_inference:=true host:=robot use_sim_time:=false
+    GPU host:    ros2 launch sim2real_vla_ros vla.launch.py split_inference:=true host:=gpu use_sim_time:=false
 """
 import os
 
@@ -32,6 +40,12 @@ ARGUMENTS = (
     ("use_rviz", "false", "Start rviz2 with config/sim2real_vla.rviz"),
     ("namespace", "", "Namespace of the VLA nodes, e.g. robot1 (relative topics and services move under it; "
                       "/clock and /diagnostics stay global); empty: the root or a pushed namespace"),
+    ("split_inference", "false", "Run each actor as a control node (robot host) and an inference node (GPU host) "
+                                 "exchanging requests and stamped chunks over DDS; false: the single-process actor"),
+    ("host", "all", "Which share of the graph this launch starts: all | robot (control, safety, camera_mask by "
+                    "default) | gpu (planner, validator, actors' inference); robot/gpu need split_inference:=true"),
+    ("mask_host", "robot", "With split_inference: where camera_mask runs, robot (masked images at model size cross "
+                           "the link) or gpu (raw frames cross it)"),
     *((f"{camera}_topic", "",
        f"Absolute image topic of the {camera} camera driver (its camera_info is read next to it); "
        f"empty: {camera}/image_raw in the nodes' namespace")
@@ -42,6 +56,12 @@ ARGUMENTS = (
 def _vla_actions(context: LaunchContext) -> list:
     """Resolve the arguments and turn the graph's VLA specs into Node actions."""
     value = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
+    split = graph.parse_bool(value["split_inference"], "split_inference")
+    host = value["host"]
+    if host not in ("all", *graph.HOSTS):
+        raise ValueError(f"host must be one of {('all', *graph.HOSTS)}, got {host!r}")
+    if host != "all" and not split:
+        raise ValueError(f"host:={host} places the halves of split actors: add split_inference:=true")
     specs = graph.vla_nodes(
         bundle_path=value["bundle_path"],
         params_file=value["params_file"] or None,
@@ -51,7 +71,10 @@ def _vla_actions(context: LaunchContext) -> list:
         camera_topics={camera: value[f"{camera}_topic"] for camera in graph.CAMERAS if value[f"{camera}_topic"]},
         instruction=value["instruction"] or None,
         namespace=value["namespace"],
+        split_inference=split,
     )
+    if host != "all":
+        specs = [spec for spec in specs if graph.host_of(spec, value["mask_host"]) == host]
     return [Node(**graph.launch_node_kwargs(spec)) for spec in specs]
 
 

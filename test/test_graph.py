@@ -53,6 +53,7 @@ def all_specs() -> list[graph.NodeSpec]:
         *graph.simulator_nodes("mujoco"),
         *graph.simulator_nodes("gazebo"),
         *graph.vla_nodes(),
+        *graph.vla_nodes(split_inference=True),
         *graph.robot_nodes(hardware_urdf, interface="ros2_control"),
         *graph.robot_nodes(robot.urdf_xml(ros2_control_plugin="none"), interface="vendor"),
         *graph.controller_spawner_nodes(),

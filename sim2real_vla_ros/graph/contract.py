@@ -18,7 +18,7 @@ from sim2real_vla_ros.core.vocabulary import ARMS, CAMERAS, OUTPUT_MODES, WRIST_
 from sim2real_vla_ros.graph.parameter_files import flatten, load_node_section
 from sim2real_vla_ros.graph.specs import (CAMERA_MASK_NODE, COMMAND_INTERFACES, OUTPUT_MODES_OF_INTERFACE, PLANNER_NODE,
                                           ROBOT_STATE_PUBLISHER_NODE, SIM_NODE, VALIDATOR_NODE, VENDOR_BRIDGE_NODE,
-                                          NodeSpec, check_choice, actor_node_name, command_interface_for, parse_arms)
+                                          NodeSpec, check_choice, actor_inference_node_name, actor_node_name, command_interface_for, parse_arms)
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ def expected_connections(arms: Sequence[str] = ARMS, output_mode: str = "traject
                          simulator: Optional[str] = SIM_NODE,
                          command_interface: Optional[str] = None,
                          robot_state_publisher: bool = False, namespace: str = "",
-                         robot_driver: Optional[str] = None) -> dict[str, TopicEnds]:
+                         robot_driver: Optional[str] = None, split_inference: bool = False) -> dict[str, TopicEnds]:
     """Fully qualified topic -> the nodes that must publish / subscribe it.
 
     Parameters
@@ -61,6 +61,9 @@ def expected_connections(arms: Sequence[str] = ARMS, output_mode: str = "traject
         Node name of an arm driver in the graph (``piper_driver``: the hardware-in-the-loop dry
         run): it takes the actors' command topics and publishes /joint_states, which the
         simulator then follows (``follow_joint_states``) instead of taking commands.
+    split_inference : bool
+        Each actor as its control half (``actor_<arm>``, same topics as the actor, plus the
+        request out and the inferred chunk in) and its inference half (``actor_<arm>_inference``).
 
     Notes
     -----
@@ -131,6 +134,13 @@ def expected_connections(arms: Sequence[str] = ARMS, output_mode: str = "traject
                   vocab.affordance_topic(arm), vocab.PLAN_STATE, vocab.ESTOP)
         publish(actor, arm_command_topic(arm, output_mode), vocab.actor_chunk_topic(arm),
                 vocab.actor_command_topic(arm))
+        if split_inference:
+            inference = actor_inference_node_name(arm)
+            publish(actor, vocab.actor_request_topic(arm))
+            subscribe(actor, vocab.actor_inferred_chunk_topic(arm))
+            subscribe(inference, vocab.masked_topic(vocab.TOP_CAMERA), vocab.masked_topic(WRIST_CAMERA[arm]),
+                      vocab.JOINT_STATES, vocab.affordance_topic(arm), vocab.PLAN_STATE, vocab.actor_request_topic(arm))
+            publish(inference, vocab.actor_inferred_chunk_topic(arm), vocab.DIAGNOSTICS)
 
     # The validator takes its targets from plan_state (keypoints and index in one message), not
     # from the affordance polygons, so phase, index and keypoints can never disagree.

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros.core.vocabulary import ARMS, CAMERAS, OUTPUT_MODES, absolute
-from sim2real_vla_ros.graph.parameter_files import PARAMETER_NAME, flatten, sections_missing_the_node
+from sim2real_vla_ros.graph.parameter_files import PARAMETER_NAME, flatten, load_node_section, sections_missing_the_node
 
 PACKAGE = "sim2real_vla_ros"
 # How the simulator (or the real robot without ros2_control) takes arm commands.
@@ -273,7 +273,8 @@ def simulator_nodes(sim: str = "mujoco", *, task: Optional[str] = None, seed: Op
 def vla_nodes(bundle_path: str = "", params_file: Optional[str] = None,
               arms: Sequence[str] = ARMS, output_mode: Optional[str] = None,
               use_sim_time: bool = True, camera_topics: Optional[Mapping[str, str]] = None,
-              instruction: Optional[str] = None, namespace: str = "") -> list[NodeSpec]:
+              instruction: Optional[str] = None, namespace: str = "",
+              split_inference: bool = False) -> list[NodeSpec]:
     """camera_mask, planner, one actor per arm, validator.
 
     Parameters
@@ -302,6 +303,10 @@ def vla_nodes(bundle_path: str = "", params_file: Optional[str] = None,
     namespace : str
         The nodes' namespace ('' = root): every relative topic and service moves under it
         (``/robot1/vla/estop``); ``/clock`` and ``/diagnostics`` stay global.
+    split_inference : bool
+        Each actor as two processes (:func:`split_actor_nodes`): ``actor_<arm>`` runs
+        ``actor_control`` (control loop, safety; robot host) and ``actor_<arm>_inference`` runs
+        ``actor_inference`` (the model; GPU host). :func:`host_of` says where each node goes.
     """
     arms = parse_arms(arms)
     if output_mode is not None:
@@ -315,16 +320,72 @@ def vla_nodes(bundle_path: str = "", params_file: Optional[str] = None,
                         parameters={**shared, **_without_none(overrides)}, parameter_files=files,
                         remappings=remaps, namespace=namespace)
 
+    actors = [node(actor_node_name(arm), "actor", arm=arm, output_mode=output_mode) for arm in arms]
+    if split_inference:
+        actors = [half for actor in actors for half in split_actor_nodes(actor)]
     specs = [
         node(CAMERA_MASK_NODE, "camera_mask"),
         node(PLANNER_NODE, "planner", instruction=instruction),
-        *(node(actor_node_name(arm), "actor", arm=arm, output_mode=output_mode) for arm in arms),
+        *actors,
         node(VALIDATOR_NODE, "validator"),
     ]
     if absolute_namespace(namespace):
         for spec in specs:
             _check_sections_apply(spec)
     return specs
+
+
+def actor_inference_node_name(arm: str) -> str:
+    """``actor_left_inference`` / ``actor_right_inference`` (the split actor's model half)."""
+    return f"{actor_node_name(arm)}_inference"
+
+
+def split_actor_nodes(actor: NodeSpec) -> list[NodeSpec]:
+    """An actor spec as its two halves: (control, inference).
+
+    The control half keeps the actor's name, parameter file and overrides (its section of
+    config/vla.yaml applies unchanged; it declares every actor parameter but the model-only
+    ones). The inference half gets the model's parameters copied from that section and the
+    overrides (rcl keys file sections by node name, so it could not read the actor's own).
+    """
+    from sim2real_vla_ros.core.control.split_actor import INFERENCE_PARAMETER_NAMES, MODEL_ONLY_PARAMETER_NAMES
+
+    values: dict[str, Any] = {}
+    for path in actor.parameter_files:
+        values.update(load_node_section(path, actor.full_name))
+    values.update(flatten(actor.parameters))
+    control = NodeSpec(actor.name, PACKAGE, "actor_control", module="sim2real_vla_ros.nodes.actor_control",
+                       parameters={k: v for k, v in actor.parameters.items() if k not in MODEL_ONLY_PARAMETER_NAMES},
+                       parameter_files=actor.parameter_files, remappings=actor.remappings,
+                       namespace=actor.namespace)
+    inference = NodeSpec(f"{actor.name}_inference", PACKAGE, "actor_inference",
+                         module="sim2real_vla_ros.nodes.actor_inference",
+                         parameters={k: v for k, v in values.items() if k in INFERENCE_PARAMETER_NAMES},
+                         remappings=actor.remappings, namespace=actor.namespace)
+    return [control, inference]
+
+
+HOSTS = ("robot", "gpu")
+"""The two-host layout: the robot host (arms, cameras, control and safety) and the GPU host (models)."""
+MASK_HOSTS = HOSTS
+
+
+def host_of(spec: NodeSpec, mask_host: str = "robot") -> str:
+    """Where a node of a split graph runs: 'robot' or 'gpu'.
+
+    GPU host: the planner, the validator and the actors' inference halves (the models that
+    need a GPU). Robot host: everything that touches the arms or must keep running when the
+    link is cut (the simulator or drivers, the actors' control halves with the safety filter,
+    robot_state_publisher, controllers). camera_mask goes where ``mask_host`` says: on the
+    robot host only masked images at model size cross the link (README: two hosts); on the
+    GPU host the raw frames do.
+    """
+    check_choice("mask_host", mask_host, MASK_HOSTS)
+    if spec.name == CAMERA_MASK_NODE:
+        return mask_host
+    if spec.name in (PLANNER_NODE, VALIDATOR_NODE) or spec.executable == "actor_inference":
+        return "gpu"
+    return "robot"
 
 
 def _check_sections_apply(spec: NodeSpec) -> None:

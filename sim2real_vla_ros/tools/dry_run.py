@@ -97,6 +97,9 @@ class Options:
     # how a run passes test hooks (e.g. the validator's scripted_probabilities) explicitly.
     node_parameters: Dict[str, Dict[str, object]] = field(default_factory=dict)
     robot: str = "sim"
+    # Each actor as a control node (robot side) and an inference node (the model) exchanging
+    # requests and stamped chunks over DDS (graph.split_actor_nodes).
+    split_inference: bool = False
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
@@ -130,6 +133,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
                         help="sim: the simulator executes the commands; emulated-can: hardware in the loop, the "
                              "piper_driver node drives emulated Piper arms over the SDK's CAN frames and the "
                              "simulator follows their joints (default: %(default)s)")
+    parser.add_argument("--split-inference", action="store_true",
+                        help="run each actor split: actor_<arm> (actor_control: control loop and safety filter) and "
+                             "actor_<arm>_inference (the model), exchanging requests and stamped chunks over DDS, as "
+                             "on a robot host + GPU host (README: two hosts)")
     parser.add_argument("--connect-timeout-s", type=float, default=120.0,
                         help="wall seconds for the graph to connect (default: %(default)s)")
     parser.add_argument("--namespace", default="",
@@ -145,7 +152,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
                       params_file=args.params_file,
                       domain_id=args.domain_id, output_mode=args.output_mode, arms=graph.parse_arms(args.arms),
                       connect_timeout_s=args.connect_timeout_s, namespace=args.namespace,
-                      node_parameters=parse_node_parameters(args.param), robot=args.robot)
+                      node_parameters=parse_node_parameters(args.param), robot=args.robot,
+                      split_inference=args.split_inference)
     validate(options)
     return options
 
@@ -197,6 +205,8 @@ def validate(options: Options) -> None:
     graph.absolute_namespace(options.namespace)  # ValueError for an invalid --namespace
     nodes = {graph.SIM_NODE, graph.CAMERA_MASK_NODE, graph.PLANNER_NODE, graph.VALIDATOR_NODE,
              *(graph.actor_node_name(arm) for arm in options.arms)}
+    if options.split_inference:
+        nodes.update(graph.actor_inference_node_name(arm) for arm in options.arms)
     if options.robot == "emulated-can":
         nodes.add(graph.PIPER_DRIVER_NODE)
     unknown = sorted(set(options.node_parameters) - nodes)
@@ -314,7 +324,8 @@ def graph_specs(options: Options) -> List[graph.NodeSpec]:
     if options.robot == "emulated-can":
         specs.append(emulated_piper_driver(options))
     specs += graph.vla_nodes(bundle_path=options.bundle, params_file=options.params_file or None, arms=options.arms,
-                             output_mode=options.output_mode, namespace=options.namespace)
+                             output_mode=options.output_mode, namespace=options.namespace,
+                             split_inference=options.split_inference)
     specs = [dataclasses.replace(spec, parameters={**spec.parameters, **options.node_parameters[spec.name]})
              if spec.name in options.node_parameters else spec for spec in specs]
     not_here = [spec.name for spec in specs if not spec.runs_here]
@@ -448,6 +459,7 @@ class DryRun:
                          "real_time_factor_setting": self.options.real_time_factor,
                          "duration_limit_sim_s": self.options.duration_s, "max_steps": self.options.max_steps,
                          "output_mode": self.options.output_mode, "folder": self.folder,
+                         "split_inference": self.options.split_inference,
                          "namespace": graph.absolute_namespace(self.options.namespace) or "/"}
 
     def _start_processes(self, specs: List[graph.NodeSpec]) -> None:
@@ -483,7 +495,8 @@ class DryRun:
     def _wait_connected(self, node) -> dict:
         driver = graph.PIPER_DRIVER_NODE if self.options.robot == "emulated-can" else None
         connections = graph.expected_connections(arms=self.options.arms, output_mode=self.options.output_mode,
-                                                 namespace=self.options.namespace, robot_driver=driver)
+                                                 namespace=self.options.namespace, robot_driver=driver,
+                                                 split_inference=self.options.split_inference)
         services = graph.expected_services(namespace=self.options.namespace)
         state = {"missing": None, "publishers_ok_at": None}
 

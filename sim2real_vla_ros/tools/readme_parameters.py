@@ -29,6 +29,8 @@ NODES: Tuple[Tuple[str, Tuple[str, ...], str], ...] = (
     ("camera_mask", ("camera_mask",), "sim2real_vla_ros.nodes.camera_mask"),
     ("planner", ("planner",), "sim2real_vla_ros.nodes.planner"),
     ("actor", ("actor_left", "actor_right"), "sim2real_vla_ros.nodes.actor"),
+    ("actor_control", ("actor_left", "actor_right"), "sim2real_vla_ros.nodes.actor_control"),
+    ("actor_inference", ("actor_left_inference", "actor_right_inference"), "sim2real_vla_ros.nodes.actor_inference"),
     ("validator", ("validator",), "sim2real_vla_ros.nodes.validator"),
     ("vendor_bridge", ("vendor_bridge",), "sim2real_vla_ros.nodes.vendor_bridge"),
     ("piper_driver", ("piper_driver",), "sim2real_vla_ros.nodes.piper_driver"),
