@@ -49,8 +49,9 @@ class NodeProcess:
 
     def __init__(self, module: str, name: str, params: Optional[Dict[str, Any]] = None,
                  params_file: Optional[str] = None, remaps: Sequence[Tuple[str, str]] = (),
-                 env: Optional[Dict[str, str]] = None):
-        cmd = [sys.executable, "-m", module, "--ros-args", "-r", f"__node:={name}"]
+                 env: Optional[Dict[str, str]] = None, prefix: Sequence[str] = ()):
+        # ``prefix``: e.g. ``ip netns exec <ns>`` (another "host", test_two_hosts.py); it execs the node.
+        cmd = [*prefix, sys.executable, "-m", module, "--ros-args", "-r", f"__node:={name}"]
         if params_file:
             cmd += ["--params-file", params_file]
         for key, value in (params or {}).items():
