@@ -133,3 +133,20 @@ def test_namespace_option_puts_every_node_in_it():
         f"/robot1/{spec.name}" for spec in graph.simulator_nodes("mujoco") + graph.vla_nodes()}
     with pytest.raises(ValueError, match="namespace"):
         runner.parse_args(["--namespace", "robot-1"])
+
+
+def test_split_inference_and_two_hosts_options_start_both_halves_of_each_actor():
+    from sim2real_vla_ros.tools import dry_run as runner
+
+    for flags in (["--split-inference"], ["--two-hosts"]):
+        options = runner.parse_args([*flags, "--duration-s", "1"])
+        assert options.split_inference and options.two_hosts == ("--two-hosts" in flags)
+        specs = {spec.name: spec for spec in runner.graph_specs(options)}
+        for arm in graph.ARMS:
+            assert specs[f"actor_{arm}"].executable == "actor_control"
+            assert specs[f"actor_{arm}_inference"].executable == "actor_inference"
+    # Test hooks of the model go to the inference half by its name.
+    options = runner.parse_args(["--split-inference", "--param", "actor_left_inference.inference_delay_s:=0.2"])
+    specs = {spec.name: spec for spec in runner.graph_specs(options)}
+    assert specs["actor_left_inference"].parameters["inference_delay_s"] == 0.2
+    assert not runner.parse_args(["--duration-s", "1"]).split_inference  # the single-process actor stays the default

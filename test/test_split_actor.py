@@ -57,6 +57,8 @@ def test_a_request_times_out_once_and_its_late_answer_is_refused():
     assert not link.timed_out(1.4)
     assert link.timed_out(1.6) and not link.timed_out(1.7)
     assert link.on_chunk(frame, 1.0, np.zeros((STEPS, 7)), CHUNK_DT, 1.8).reason == "unrequested_chunk"
+    link.request(0, 1, 50.0, 50.0)
+    assert link.timed_out(2.0), "a clock that went back (simulator restart) must not leave a request in flight forever"
 
 
 def test_bad_settings_are_refused():

@@ -100,6 +100,10 @@ class Options:
     # Each actor as a control node (robot side) and an inference node (the model) exchanging
     # requests and stamped chunks over DDS (graph.split_actor_nodes).
     split_inference: bool = False
+    # Two hosts on this machine (root): the robot side in one network namespace, the GPU side
+    # (host_of == 'gpu') in another, DDS between them over a veth pair (tools.two_hosts).
+    two_hosts: bool = False
+    two_hosts_tag: str = ""  # set inside the robot namespace: the namespaces' tag (internal)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
@@ -137,6 +141,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
                         help="run each actor split: actor_<arm> (actor_control: control loop and safety filter) and "
                              "actor_<arm>_inference (the model), exchanging requests and stamped chunks over DDS, as "
                              "on a robot host + GPU host (README: two hosts)")
+    parser.add_argument("--two-hosts", action="store_true",
+                        help="with --split-inference implied: run the robot side (simulator, camera_mask, actors' "
+                             "control) and the GPU side (planner, validator, actors' inference) in two network "
+                             "namespaces joined by a veth pair, DDS over UDP between them (needs root)")
+    parser.add_argument("--inside-two-hosts", default="", help=argparse.SUPPRESS)
     parser.add_argument("--connect-timeout-s", type=float, default=120.0,
                         help="wall seconds for the graph to connect (default: %(default)s)")
     parser.add_argument("--namespace", default="",
@@ -153,7 +162,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
                       domain_id=args.domain_id, output_mode=args.output_mode, arms=graph.parse_arms(args.arms),
                       connect_timeout_s=args.connect_timeout_s, namespace=args.namespace,
                       node_parameters=parse_node_parameters(args.param), robot=args.robot,
-                      split_inference=args.split_inference)
+                      split_inference=args.split_inference or args.two_hosts or bool(args.inside_two_hosts),
+                      two_hosts=args.two_hosts or bool(args.inside_two_hosts), two_hosts_tag=args.inside_two_hosts)
     validate(options)
     return options
 
@@ -292,10 +302,12 @@ def stop_all(children: Sequence[ChildProcess], timeout_s: float = STOP_TIMEOUT_S
         child.close()
 
 
-def child_environment(domain_id: int) -> Dict[str, str]:
+def child_environment(domain_id: int, two_hosts: bool = False) -> Dict[str, str]:
     env = dict(os.environ)
     env.update({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain_id),
                 "PYTHONUNBUFFERED": "1"})
+    if two_hosts:  # inside our own namespaces only (tools.two_hosts): discovery over the veth
+        env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SUBNET"
     env.setdefault("MUJOCO_GL", "egl")
     return env
 
@@ -460,12 +472,20 @@ class DryRun:
                          "duration_limit_sim_s": self.options.duration_s, "max_steps": self.options.max_steps,
                          "output_mode": self.options.output_mode, "folder": self.folder,
                          "split_inference": self.options.split_inference,
+                         "two_hosts": self.options.two_hosts,
                          "namespace": graph.absolute_namespace(self.options.namespace) or "/"}
 
     def _start_processes(self, specs: List[graph.NodeSpec]) -> None:
-        env = child_environment(self.domain_id)
+        env = child_environment(self.domain_id, two_hosts=bool(self.options.two_hosts_tag))
+        gpu_prefix: List[str] = []
+        if self.options.two_hosts_tag:
+            from sim2real_vla_ros.tools.two_hosts import TwoHosts
+
+            gpu_prefix = TwoHosts(self.options.two_hosts_tag, create=False).prefix("gpu")
         for spec in specs:
             command = graph.to_command(spec, sys.executable, overrides_dir=os.path.join(self.folder, "params"))
+            if gpu_prefix and graph.host_of(spec) == "gpu":
+                command = [*gpu_prefix, *command]
             log_path = os.path.join(self.folder, "logs", f"{spec.name}.log")
             self.children.append(ChildProcess(spec, command, env, log_path))
         self.log(f"started {len(self.children)} processes (ROS_DOMAIN_ID={self.domain_id}): "
@@ -638,6 +658,8 @@ class DryRun:
         wall_start = time.monotonic()
         # This process joins the run's domain too (the recorder); set before rclpy.init reads it.
         os.environ.update({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(self.domain_id)})
+        if self.options.two_hosts_tag:  # the recorder is on the robot host: it must see the GPU side too
+            os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SUBNET"
         specs = graph_specs(self.options)
         self._fill_static(specs)
         planner = next(spec for spec in specs if spec.name == graph.PLANNER_NODE)
@@ -709,12 +731,41 @@ def exit_code(report: dict) -> int:
     return run_report.verdict(report)["exit_code"]
 
 
+def run_on_two_hosts(options: Options, argv: List[str]) -> int:
+    """``--two-hosts``: make the two namespaces, run this dry run again inside the robot one (its
+    GPU-side children are started in the other), and remove the namespaces whatever happens."""
+    from sim2real_vla_ros.tools.two_hosts import TwoHosts, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        print(f"dry run: --two-hosts: {reason}", file=sys.stderr)
+        return 1
+    domain_id = choose_domain_id(options.domain_id)
+    out = os.path.abspath(options.out or os.path.join(
+        "runs", _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")))
+    argv = [arg for arg in argv if arg != "--two-hosts"]
+    if options.out is None:
+        argv += ["--out", out]
+    with TwoHosts(f"d{os.getpid() % 100000}") as hosts:
+        print(f"[dry_run] two hosts: robot namespace {hosts.namespaces['robot']} ({hosts.veth['robot']}), "
+              f"GPU namespace {hosts.namespaces['gpu']} ({hosts.veth['gpu']}), DDS over UDP on the veth", flush=True)
+        # The domain travels in the environment (ROS_DOMAIN_ID), which the inner run reads.
+        command = [*hosts.prefix("robot"), sys.executable, "-m", "sim2real_vla_ros.tools.dry_run", *argv,
+                   "--inside-two-hosts", hosts.tag]
+        try:
+            return subprocess.run(command, env=hosts.environment(domain_id)).returncode
+        except KeyboardInterrupt:
+            return 1
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         options = parse_args(argv)
     except (ValueError, KeyError) as exc:
         print(f"dry run: bad argument: {exc}", file=sys.stderr)
         return 1
+    if options.two_hosts and not options.two_hosts_tag:
+        return run_on_two_hosts(options, list(sys.argv[1:] if argv is None else argv))
     dry_run = DryRun(options)
     report = dry_run.run()
     for line in run_report.summary_lines(report):

@@ -1,10 +1,12 @@
 """Two "hosts" on one machine: two Linux network namespaces joined by a veth pair (root only).
 
 A process started with :meth:`TwoHosts.prefix` of a host sees only that namespace's loopback and
-its end of the veth, so DDS between the two hosts crosses the veth as it would cross a cable;
-with ``FASTDDS_BUILTIN_TRANSPORTS=UDPv4`` (:meth:`TwoHosts.environment`) it cannot take Fast
-DDS's shared-memory shortcut (``/dev/shm`` is not namespaced) and every sample goes over UDP,
-large ones as IP fragments. :meth:`TwoHosts.set_link` takes the robot's end down and up (a
+its end of the veth, so DDS between the two hosts crosses the veth as it would cross a cable.
+Each host also gets its own ``/dev/shm`` and ``/etc/machine-id`` (bind mounts in the mount
+namespace ``ip netns exec`` makes): Fast DDS recognises "the same host" by the machine id and
+then talks through shared memory, which a veth cannot cut. So, as on two real machines,
+processes on one host use shared memory among themselves and UDP (large samples as IP
+fragments) to the other host; children a prefixed process starts inherit its host. :meth:`TwoHosts.set_link` takes the robot's end down and up (a
 pulled cable). Recipe measured in ../shared/facts/multi_host_dds.md.
 
 Cleanup is unconditional: :meth:`close` (also on ``with`` exit, and after a failed set-up)
@@ -66,6 +68,7 @@ class TwoHosts:
             raise ValueError(f"tag {tag!r} too long for interface names")
         self._owner = create
         self._made: List[str] = []
+        self._mounted: List[str] = []
         if create:
             reason = unavailable_reason()
             if reason:
@@ -82,7 +85,22 @@ class TwoHosts:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @property
+    def folder(self) -> str:
+        """Per-host private files: ``<folder>/<host>/shm`` (its /dev/shm), ``<folder>/<host>/machine-id``."""
+        return f"/tmp/s2r{self.tag}-hosts"
+
     def _create(self) -> None:
+        for host in HOSTS:
+            shm = os.path.join(self.folder, host, "shm")
+            os.makedirs(shm, mode=0o1777, exist_ok=True)
+            # A tmpfs, like a real /dev/shm (Fast DDS maps its segments there; on disk they would
+            # be written back).
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m,mode=1777", f"s2r{self.tag}{host}shm", shm],
+                           check=True, capture_output=True, timeout=20)
+            self._mounted.append(shm)
+            with open(os.path.join(self.folder, host, "machine-id"), "w", encoding="ascii") as stream:
+                stream.write(os.urandom(16).hex() + "\n")
         for host in HOSTS:
             _ip("netns", "add", self.namespaces[host])
             self._made.append(self.namespaces[host])
@@ -100,17 +118,16 @@ class TwoHosts:
         _ip("-n", self.namespaces[host], "route", "replace", "224.0.0.0/4", "dev", self.veth[host])
 
     def prefix(self, host: str) -> List[str]:
-        """The command prefix that runs a program on ``host``."""
-        return ["ip", "netns", "exec", self.namespaces[host]]
+        """The command prefix that runs a program on ``host`` (its network, /dev/shm and machine id)."""
+        script = 'mount --bind "$0/shm" /dev/shm && mount --bind "$0/machine-id" /etc/machine-id && exec "$@"'
+        return ["ip", "netns", "exec", self.namespaces[host], "sh", "-c", script, os.path.join(self.folder, host)]
 
     @staticmethod
     def environment(domain_id: int, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-        """Environment for ROS processes on either host: discovery beyond localhost, UDP only."""
+        """Environment for ROS processes on either host: discovery beyond localhost."""
         env = dict(os.environ)
         env.update({"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET", "ROS_DOMAIN_ID": str(domain_id),
-                    # /dev/shm is shared between namespaces: without this Fast DDS would use shared
-                    # memory between the "hosts" and a cut veth would cut nothing.
-                    "FASTDDS_BUILTIN_TRANSPORTS": "UDPv4", "PYTHONUNBUFFERED": "1"})
+                    "PYTHONUNBUFFERED": "1"})
         env.update(extra or {})
         return env
 
@@ -139,9 +156,14 @@ class TwoHosts:
                     pass
             _ip("netns", "del", namespace, check=False)
             self._made.remove(namespace)
+        for mount in list(self._mounted):  # after the processes that used it are gone
+            subprocess.run(["umount", "-l", mount], check=False, capture_output=True, timeout=20)
+            self._mounted.remove(mount)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     @staticmethod
     def leftovers(tag: str) -> List[str]:
-        """Namespaces of ``tag`` that still exist (for tests that check the cleanup)."""
+        """Namespaces (and the host folder) of ``tag`` that still exist (for tests that check the cleanup)."""
         listing = _ip("netns", "list", check=False).stdout
-        return [line.split()[0] for line in listing.splitlines() if line.startswith(f"s2r{tag}")]
+        found = [line.split()[0] for line in listing.splitlines() if line.startswith(f"s2r{tag}")]
+        return found + ([f"/tmp/s2r{tag}-hosts"] if os.path.exists(f"/tmp/s2r{tag}-hosts") else [])

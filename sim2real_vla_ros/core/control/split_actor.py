@@ -147,8 +147,12 @@ class RemoteInference:
         return format_request_id(self.arm, target_index, self._next_id)
 
     def timed_out(self, now_s: float) -> bool:
-        """True (once) when the request in flight has waited longer than ``request_timeout_s``."""
-        if self.pending is None or now_s - self.pending.sent_s <= self.request_timeout_s:
+        """True (once) when the request in flight has waited longer than ``request_timeout_s``, or
+        the clock went back since it was sent (a restarted simulator: it would never time out)."""
+        if self.pending is None:
+            return False
+        elapsed = now_s - self.pending.sent_s
+        if -FUTURE_TOLERANCE_S <= elapsed <= self.request_timeout_s:
             return False
         self.pending = None
         return True
