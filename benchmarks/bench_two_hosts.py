@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.join(REPO, "test"))  # the test harness's FakeWorld
 
 RESULTS_FILE = os.path.join(HERE, "results", "bench_two_hosts.json")
 DELAYS_S = (0.0, 0.1, 0.2, 0.3)
+THRESHOLD_ROW_S = 0.8  # part "threshold": 300 ms with request_threshold_s raised to this
 IMAGE_SIZES = ((128, 96), (224, 224), (320, 240), (640, 480))
 IMAGE_RATE_HZ = 30.0
 IMAGE_TOPIC = "/bench/image"
@@ -82,11 +83,14 @@ def image_sink(seconds: float) -> None:
 # ----------------------------------------------------------------------------- robot side
 
 
-def _diagnostics(probe, node_name: str) -> dict:
+def _diagnostics(probe, node_name: str, split: bool) -> dict:
+    """Newest diagnostics of ``node_name`` from the split control node (``split``) or the actor node:
+    both are called actor_left, and the previous round's last message may arrive late."""
     for array in reversed(probe.received("/diagnostics")):
         for status in array.status:
-            if status.hardware_id == node_name:
-                return {kv.key: kv.value for kv in status.values}
+            values = {kv.key: kv.value for kv in status.values}
+            if status.hardware_id == node_name and ("split_inference" in values) == split:
+                return values
     return {}
 
 
@@ -97,7 +101,7 @@ def _number(values: dict, key: str):
         return None
 
 
-def control_round(probe, hosts, mode: str, delay_s: float, seconds: float) -> dict:
+def control_round(probe, hosts, mode: str, delay_s: float, seconds: float, threshold_s: float = 0.5) -> dict:
     """One configuration of part 1; returns its measurements."""
     from actor_world import BUNDLE, RATE_HZ, TOP_H, TOP_W, VLA_YAML, instruction
     from ros_harness import NodeProcess, wait_for
@@ -108,20 +112,22 @@ def control_round(probe, hosts, mode: str, delay_s: float, seconds: float) -> di
     processes = []
     if mode == "local":
         processes.append(NodeProcess("sim2real_vla_ros.nodes.actor", "actor_left", params_file=VLA_YAML,
-                                     params={**shared, "control_rate_hz": RATE_HZ, "inference_delay_s": delay_s},
-                                     env=SPLIT_ENV))
+                                     params={**shared, "control_rate_hz": RATE_HZ, "inference_delay_s": delay_s,
+                                             "request_threshold_s": threshold_s}, env=SPLIT_ENV))
     else:
         processes.append(NodeProcess("sim2real_vla_ros.nodes.actor_inference", "actor_left_inference",
                                      params={**shared, "inference_delay_s": delay_s}, env=SPLIT_ENV,
                                      prefix=hosts.prefix("gpu")))
         processes.append(NodeProcess("sim2real_vla_ros.nodes.actor_control", "actor_left", params_file=VLA_YAML,
-                                     params={**shared, "control_rate_hz": RATE_HZ}, env=SPLIT_ENV))
+                                     params={**shared, "control_rate_hz": RATE_HZ, "request_threshold_s": threshold_s},
+                                     env=SPLIT_ENV))
     topic = "/vla/actor_left/command"
     try:
         wait_for(lambda: len(probe.received("/vla/actor_left/chunk")) >= 2, 120.0, "two chunks", processes=processes)
-        wait_for(lambda: _diagnostics(probe, "actor_left").get("execution.ticks") not in (None, "none"), 30.0,
+        split = mode == "remote"
+        wait_for(lambda: _diagnostics(probe, "actor_left", split).get("execution.ticks") not in (None, "none"), 30.0,
                  "diagnostics", processes=processes)
-        before = _diagnostics(probe, "actor_left")
+        before = _diagnostics(probe, "actor_left", split)
         probe.clear(topic)
         start = time.monotonic()
         wait_for(lambda: time.monotonic() - start >= seconds, seconds + 30.0, "the measurement window",
@@ -130,14 +136,14 @@ def control_round(probe, hosts, mode: str, delay_s: float, seconds: float) -> di
         after_time = time.monotonic()
         wait_for(lambda: probe.arrival["/diagnostics"] and probe.arrival["/diagnostics"][-1] > after_time + 0.6,
                  10.0, "fresh diagnostics", processes=processes)
-        after = _diagnostics(probe, "actor_left")
+        after = _diagnostics(probe, "actor_left", split)
     finally:
         for process in processes:
             process.stop()
     gaps = np.diff(stamps) * 1e3 if stamps.size > 1 else np.array([np.nan])
     stall = lambda values: _number(values, "execution.ticks_without_fresh_setpoint") or 0.0  # noqa: E731
     return {
-        "mode": mode, "delay_ms": delay_s * 1e3,
+        "mode": mode, "delay_ms": delay_s * 1e3, "request_threshold_s": threshold_s,
         "command_rate_hz": float((stamps.size - 1) / (stamps[-1] - stamps[0])) if stamps.size > 1 else None,
         "gap_p99_ms": float(np.percentile(gaps, 99)), "gap_max_ms": float(np.max(gaps)),
         "stalled_ticks": stall(after) - stall(before),
@@ -230,6 +236,13 @@ def robot_side(args) -> int:
                 row = control_round(probe, hosts, mode, delay, args.seconds)
                 print(json.dumps(row), flush=True)
                 report["control"].append(row)
+        if "threshold" in args.parts:
+            # The shipped request_threshold_s (0.5 s) leaves 0.3 s after the 0.2 s crossfade: a 300 ms
+            # delay plus a remote p99 exceeds it; one more request earlier covers the tail.
+            for mode in ("local", "remote"):
+                row = control_round(probe, hosts, mode, 0.3, args.seconds, threshold_s=THRESHOLD_ROW_S)
+                print(json.dumps(row), flush=True)
+                report["control"].append(row)
         if "images" in args.parts:
             report["images"] = image_rounds(probe, hosts, args.image_seconds)
         with open(args.out, "w", encoding="utf-8") as stream:  # before the teardown, which has crashed once
@@ -249,7 +262,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="measurement window per configuration (s)")
     parser.add_argument("--image-seconds", type=float, default=8.0, help="publishing time per image size (s)")
-    parser.add_argument("--parts", default="control,images", help="control, images or both (default: %(default)s)")
+    parser.add_argument("--parts", default="control,threshold,images",
+                        help="any of control, threshold, images (default: %(default)s)")
     parser.add_argument("--role", choices=("main", "robot", "image-sink"), default="main", help=argparse.SUPPRESS)
     parser.add_argument("--tag", default="", help=argparse.SUPPRESS)
     parser.add_argument("--out", default="", help=argparse.SUPPRESS)
@@ -288,13 +302,19 @@ def main() -> int:
     if os.path.exists(RESULTS_FILE):  # a partial run (--parts) keeps the other part's last results
         with open(RESULTS_FILE, encoding="utf-8") as stream:
             previous = json.load(stream)
-        for part in ("control", "images"):
-            if part not in args.parts and previous.get(part):
-                report[part] = previous[part]
-    print(f"{'mode':7} {'delay':>6} {'rate Hz':>8} {'gap p99':>8} {'stalls':>7} {'obs->splice p50/p99 ms':>24} "
+        # Keep the last run's rows of the parts not run now.
+        shipped = [row for row in previous.get("control", []) if row.get("request_threshold_s", 0.5) == 0.5]
+        raised = [row for row in previous.get("control", []) if row.get("request_threshold_s", 0.5) != 0.5]
+        report["control"] = ([] if "control" in args.parts else shipped) + report["control"] + \
+            ([] if "threshold" in args.parts else raised)
+        if "images" not in args.parts and previous.get("images"):
+            report["images"] = previous["images"]
+            args.image_seconds = previous.get("image_seconds", args.image_seconds)
+    print(f"{'mode':11} {'delay':>6} {'rate Hz':>8} {'gap p99':>8} {'stalls':>7} {'obs->splice p50/p99 ms':>24} "
           f"{'request->chunk p50 ms':>22}")
     for row in report["control"]:
-        print(f"{row['mode']:7} {row['delay_ms']:6.0f} {row['command_rate_hz'] or 0:8.2f} {row['gap_p99_ms']:8.1f} "
+        mode = row["mode"] + ("" if row.get("request_threshold_s", 0.5) == 0.5 else f"@{row['request_threshold_s']:g}")
+        print(f"{mode:11} {row['delay_ms']:6.0f} {row['command_rate_hz'] or 0:8.2f} {row['gap_p99_ms']:8.1f} "
               f"{row['stalled_ticks']:7.0f} {row['observation_to_splice_p50_ms'] or 0:11.0f} / "
               f"{row['observation_to_splice_p99_ms'] or 0:<10.0f} {row['request_to_chunk_p50_ms'] or 0:22.0f}")
     print(f"{'image':>9} {'bytes':>8} {'Mbit/s@30Hz':>11} {'delivered':>9} {'latency p50/p99 ms':>19} "

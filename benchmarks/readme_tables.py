@@ -115,8 +115,38 @@ def actor_node_section(data):
         "|---|---|---|---|---|---|", *rows])
 
 
+def two_hosts_section(data):
+    def ms(value):
+        return "–" if value is None else f"{value:.0f}"
+
+    def mode(row):
+        threshold = row.get("request_threshold_s", 0.5)
+        return row["mode"] + ("" if threshold == 0.5 else f", request_threshold_s {threshold:g}")
+
+    control = [f"| {mode(r)} | {r['delay_ms']:.0f} | {r['command_rate_hz']:.1f} | {r['gap_p99_ms']:.0f} | "
+               f"{r['stalled_ticks']:.0f} / {r['executed_ticks']:.0f} | {ms(r['observation_to_splice_p50_ms'])} / "
+               f"{ms(r['observation_to_splice_p99_ms'])} | {ms(r['request_to_chunk_p50_ms'])} / "
+               f"{ms(r['request_to_chunk_p99_ms'])} |" for r in data["control"]]
+    images = [f"| {size} | {r['bytes']:,} | {r['mbit_s']:.1f} | {r['delivered']:.3f} | "
+              f"{r['latency_p50_ms'] or 0:.1f} / {r['latency_p99_ms'] or 0:.1f} | {r['udp_receive_buffer_errors']} |"
+              for size, r in data["images"].items()]
+    load = data["machine"].get("load_average", [None])[0]
+    return "\n".join([
+        f"**Split actor across two hosts** (`bench_two_hosts.py`: two network namespaces joined by a veth, DDS over "
+        f"UDP between them; actor_left at 50 Hz on the robot side, inference local or remote, an artificial delay "
+        f"added to each inference; {data['seconds']:.0f} s per row; {_machine(data)}, load average "
+        f"{load if load is None else round(load, 1)}):", "",
+        "| inference (request_threshold_s 0.5 unless said) | added delay (ms) | command rate (Hz) | gap p99 (ms) | stalled / executed ticks | "
+        "observation→splice p50 / p99 (ms) | request→chunk p50 / p99 (ms) |",
+        "|---|---|---|---|---|---|---|", *control, "",
+        f"Images across the link (rgb8, best effort, 30 Hz, {data['image_seconds']:.0f} s per size):", "",
+        "| size | bytes | Mbit/s | delivered | latency p50 / p99 (ms) | UDP receive-buffer drops (GPU host) |",
+        "|---|---|---|---|---|---|", *images])
+
+
 SECTIONS = (("bench_sim", sim_section), ("bench_fast", fast_section), ("bench_models", models_section),
-            ("bench_async_actor", async_section), ("bench_actor_node", actor_node_section))
+            ("bench_async_actor", async_section), ("bench_actor_node", actor_node_section),
+            ("bench_two_hosts", two_hosts_section))
 
 
 def render() -> str:

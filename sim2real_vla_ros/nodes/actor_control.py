@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import Optional
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray

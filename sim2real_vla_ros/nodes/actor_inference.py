@@ -32,7 +32,6 @@ section of config/vla.yaml, plus ``observation_wait_s``).
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
 import threading
 from typing import Optional
