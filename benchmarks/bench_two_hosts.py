@@ -107,6 +107,8 @@ def control_round(probe, hosts, mode: str, delay_s: float, seconds: float, thres
     from ros_harness import NodeProcess, wait_for
     from sim2real_vla_ros.nodes import common
 
+    probe.clear("/vla/actor_left/chunk")
+    probe.clear("/diagnostics")  # the previous round's node had the same name
     shared = {"arm": "left", "bundle_path": BUNDLE, "instruction": instruction(), "top_image_width": TOP_W,
               "top_image_height": TOP_H, "diagnostics_rate_hz": 2.0, "use_sim_time": True}
     processes = []
@@ -231,8 +233,6 @@ def robot_side(args) -> int:
     try:
         for delay in (DELAYS_S if "control" in args.parts else ()):
             for mode in ("local", "remote"):
-                probe.clear("/vla/actor_left/chunk")
-                probe.clear("/diagnostics")
                 row = control_round(probe, hosts, mode, delay, args.seconds)
                 print(json.dumps(row), flush=True)
                 report["control"].append(row)

@@ -161,6 +161,16 @@ class TwoHosts:
             self._mounted.remove(mount)
         shutil.rmtree(self.folder, ignore_errors=True)
 
+    @classmethod
+    def remove(cls, tag: str) -> None:
+        """Remove whatever a run with ``tag`` left (its owner was killed before its own cleanup)."""
+        hosts = cls(tag, create=False)
+        hosts._owner = True
+        hosts._made = [name for name in hosts.namespaces.values() if name in cls.leftovers(tag)]
+        hosts._mounted = [os.path.join(hosts.folder, host, "shm") for host in HOSTS
+                          if os.path.ismount(os.path.join(hosts.folder, host, "shm"))]
+        hosts.close()
+
     @staticmethod
     def leftovers(tag: str) -> List[str]:
         """Namespaces (and the host folder) of ``tag`` that still exist (for tests that check the cleanup)."""
