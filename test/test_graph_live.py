@@ -7,7 +7,6 @@ QoS, every service is offered by its node, every parameter of config/vla.yaml (a
 override) is declared by its node with that value, the planner and actor rates hold in sim
 time, and an e-stop holds the actors' commands within one control tick.
 """
-import json
 import math
 import os
 import sys
@@ -21,12 +20,15 @@ from rclpy.parameter import parameter_value_to_python
 from rclpy.qos import QoSCompatibility, qos_check_compatible
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
-from std_srvs.srv import SetBool, Trigger
+from std_srvs.srv import SetBool
+from sim2real_vla_interfaces.msg import PlanState
+from sim2real_vla_interfaces.srv import StartTask
 
 from ros_harness import Probe, ros_env, wait_for
 from sim2real_vla_ros import graph
 from sim2real_vla_ros.core.task import tasks
 from sim2real_vla_ros.nodes import common
+from sim2real_vla_ros.nodes.task_messages import plan_state_from_msg
 from sim2real_vla_ros.tools import dry_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -67,7 +69,7 @@ class LiveGraph:
 
     def plan_phase(self):
         states = self.probe.received("/vla/plan_state")
-        return json.loads(states[-1].data).get("phase") if states else None
+        return plan_state_from_msg(states[-1])["phase"] if states else None
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +91,7 @@ def live(tmp_path_factory):
         for arm in options.arms:
             probe.subscribe(JointState, f"/vla/actor_{arm}/command", common.COMMAND_QOS)
         probe.subscribe(DiagnosticArray, "/diagnostics", common.COMMAND_QOS)
-        probe.subscribe(String, "/vla/plan_state", common.LATCHED_QOS)
+        probe.subscribe(PlanState, "/vla/plan_state", common.LATCHED_QOS)
         probe.subscribe(Bool, "/vla/estop", common.LATCHED_QOS)
         graph_ = LiveGraph(specs, children, probe, options)
         connections = expected_connections(options)
@@ -130,6 +132,10 @@ def test_every_expected_publisher_and_subscriber_is_connected_with_compatible_qo
                 found.append(f"{topic}: no publisher from {node}")
             for node in sorted(ends.subscribers - subscriber_names):
                 found.append(f"{topic}: {node} does not subscribe")
+            for info in publishers + subscriptions:  # every end of the graph uses the contract's type
+                if info.node_name in ends.publishers | ends.subscribers and info.topic_type != ends.type_name:
+                    found.append(f"{topic}: {info.node_name} uses {info.topic_type}, the contract says "
+                                 f"{ends.type_name}")
             if topic in graph.EXTERNAL_INPUTS:
                 continue
             graph_publishers = [info for info in publishers if info.node_name in ends.publishers]
@@ -232,7 +238,7 @@ def test_estop_holds_the_actor_commands_within_one_control_tick(live):
 
     # The earlier tests may have let the planner finish the task (the arms then hold still):
     # restart it so a chunk is executing when the e-stop arrives.
-    restart = live.probe.call(Trigger, "/vla/start", Trigger.Request(), timeout=20.0)
+    restart = live.probe.call(StartTask, "/vla/start", StartTask.Request(), timeout=20.0)
     assert restart.success, restart.message
     wait_for(moving, 60.0, f"actor_{moving_arm}'s commands to move (a chunk executing)")
 

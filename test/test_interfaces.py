@@ -58,7 +58,7 @@ def test_enum_constants_match_the_core_vocabularies():
     from sim2real_vla_ros.core.control.safety import SafetyEventKind
     from sim2real_vla_ros.core.task import validator_gate
     from sim2real_vla_ros.core.task.affordance_chain import ChainPhase
-    from sim2real_vla_ros.core.task.payloads import EVENT_WIRE_NAMES
+    from sim2real_vla_ros.core.task.records import EVENT_WIRE_NAMES
     from sim2real_vla_ros.core.vocabulary import ARMS
 
     for msg_type in (Affordance, ArmValidation, ActorStatus, ArmProgress):

@@ -1,5 +1,4 @@
 """planner node as a real process: start/stop/e-stop services, affordances, markers, overlay, gate events."""
-import json
 import os
 import shutil
 
@@ -15,12 +14,15 @@ from sensor_msgs.msg import Image
 from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
+from sim2real_vla_interfaces.msg import PlanState, ValidatorEvent
+from sim2real_vla_interfaces.srv import StartTask
 from visualization_msgs.msg import Marker, MarkerArray
 
 from model_factory import INSTRUCTIONS, make_constant_model, write_bundle
 from ros_harness import REPO, NodeProcess, Probe, wait_for
 from sim2real_vla_ros import graph
 from sim2real_vla_ros.nodes import common
+from sim2real_vla_ros.nodes.task_messages import plan_state_from_msg
 
 pytestmark = pytest.mark.integration
 MODULE = "sim2real_vla_ros.nodes.planner"
@@ -76,7 +78,7 @@ def probe():
     probe = Probe("planner_probe", use_sim_time=False)
     for arm in ("left", "right"):
         probe.subscribe(PolygonStamped, f"/vla/affordance/{arm}", common.LATCHED_QOS)
-    probe.subscribe(String, "/vla/plan_state", common.LATCHED_QOS)
+    probe.subscribe(PlanState, "/vla/plan_state", common.LATCHED_QOS)
     probe.subscribe(MarkerArray, "/vla/affordance_markers", common.COMMAND_QOS)
     probe.subscribe(Image, "/vla/affordance_overlay", common.SENSOR_QOS)
     probe.subscribe(DiagnosticArray, "/diagnostics", common.COMMAND_QOS)
@@ -97,7 +99,7 @@ def node(bundle_dir, probe):
 
 def plan_state(probe):
     messages = probe.received("/vla/plan_state")
-    return json.loads(messages[-1].data) if messages else None
+    return plan_state_from_msg(messages[-1]) if messages else None
 
 
 def polygon(probe, arm):
@@ -110,8 +112,8 @@ def call(probe, srv, name, request, node):
     return probe.call(srv, name, request, timeout=20.0, processes=[node])
 
 
-def start(probe, node):
-    response = call(probe, Trigger, "/vla/start", Trigger.Request(), node)
+def start(probe, node, instruction=""):
+    response = call(probe, StartTask, "/vla/start", StartTask.Request(instruction=instruction), node)
     assert response.success, response.message
     return response
 
@@ -145,23 +147,24 @@ def test_start_publishes_affordances_markers_overlay_and_latched_state(node, pro
     # Latched: a subscriber that joins now still gets the state.
     late = Probe("planner_late_joiner", use_sim_time=False)
     try:
-        late.subscribe(String, "/vla/plan_state", common.LATCHED_QOS)
+        late.subscribe(PlanState, "/vla/plan_state", common.LATCHED_QOS)
         late_state = wait_for(lambda: late.received("/vla/plan_state"), 10.0, "latched plan_state")
-        assert json.loads(late_state[-1].data)["phase"] == "running"
+        assert late_state[-1].phase == PlanState.PHASE_RUNNING
     finally:
         late.shutdown()
 
 
 def test_validator_events_advance_replan_and_abort(node, probe):
-    events = probe.node.create_publisher(String, "/vla/validator/event", common.COMMAND_QOS)
+    events = probe.node.create_publisher(ValidatorEvent, "/vla/validator/event", common.COMMAND_QOS)
     wait_for(lambda: events.get_subscription_count() > 0, 10.0, "planner subscribed to validator events")
     start(probe, node)
     first = wait_state(probe, node, lambda s: s["affordance"] is not None and s["index"] == 0, "affordance 0")
 
     def send(event, index):
-        events.publish(common.json_message({"schema": "vla_validator_event/1", "event": event, "index": index,
-                                            "retries": 0, "reason": "test", "stamp": 0.0}))
-    events.publish(String(data="{not json"))  # malformed: counted, ignored
+        code = {"open": ValidatorEvent.EVENT_OPEN, "replan": ValidatorEvent.EVENT_REPLAN,
+                "abort": ValidatorEvent.EVENT_ABORT}[event]
+        events.publish(ValidatorEvent(event=code, index=index, retries=0, reason="test"))
+    events.publish(ValidatorEvent(event=42, index=0, reason="no such event"))  # malformed: counted, ignored
     send("open", 0)
     state = wait_state(probe, node, lambda s: s["index"] == 1 and s["affordance"] is not None, "affordance 1")
     assert state["achieved_count"] == 1 and state["affordance"]["seq"] > first["affordance"]["seq"]
@@ -199,7 +202,7 @@ def test_unknown_instruction_is_refused_and_node_keeps_running(node, probe):
         type=ParameterType.PARAMETER_STRING, string_value="juggle three eggs"))])
     result = call(probe, SetParameters, "/planner/set_parameters", request, node)
     assert result.results[0].successful
-    response = call(probe, Trigger, "/vla/start", Trigger.Request(), node)
+    response = call(probe, StartTask, "/vla/start", StartTask.Request(), node)
     assert not response.success
     assert "juggle three eggs" in response.message and INSTRUCTIONS[0] in response.message
     state = wait_state(probe, node, lambda s: "juggle" in s["last_error"], "the refusal in plan_state")
@@ -211,6 +214,22 @@ def test_unknown_instruction_is_refused_and_node_keeps_running(node, probe):
                "started from /vla/instruction")
     assert call(probe, Trigger, "/vla/stop", Trigger.Request(), node).success
     wait_state(probe, node, lambda s: s["phase"] == "idle" and s["affordance"] is None, "stopped")
+
+
+def test_start_takes_the_instruction_from_the_request_and_checks_task_name_and_length(node, probe):
+    response = start(probe, node, INSTRUCTIONS[1])
+    assert INSTRUCTIONS[1] in response.message
+    wait_state(probe, node, lambda s: s["phase"] == "running" and s["instruction"] == INSTRUCTIONS[1],
+               "started with the request's instruction")
+    mismatch = call(probe, StartTask, "/vla/start", StartTask.Request(instruction=INSTRUCTIONS[0],
+                                                                       task_name="no_such_task"), node)
+    assert not mismatch.success and "no_such_task" in mismatch.message
+    too_long = call(probe, StartTask, "/vla/start", StartTask.Request(instruction="x" * 600), node)
+    assert not too_long.success and "600 characters" in too_long.message
+    # An empty instruction = the last one started (Trigger's semantics).
+    again = start(probe, node)
+    assert INSTRUCTIONS[1] in again.message
+    assert call(probe, Trigger, "/vla/stop", Trigger.Request(), node).success
 
 
 def test_estop_is_latched_holds_and_blocks_start(node, probe):
@@ -226,7 +245,7 @@ def test_estop_is_latched_holds_and_blocks_start(node, probe):
         late.shutdown()
     wait_state(probe, node, lambda s: s["estop"] and s["phase"] == "idle", "held by the e-stop")
     wait_for(lambda: polygon(probe, "left").polygon.points == [], 10.0, "empty polygons", processes=[node])
-    refused = call(probe, Trigger, "/vla/start", Trigger.Request(), node)
+    refused = call(probe, StartTask, "/vla/start", StartTask.Request(), node)
     assert not refused.success and "e-stop" in refused.message
     assert call(probe, SetBool, "/vla/set_estop", SetBool.Request(data=False), node).success
     wait_state(probe, node, lambda s: not s["estop"], "e-stop released")

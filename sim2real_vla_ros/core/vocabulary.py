@@ -110,6 +110,11 @@ def actor_command_topic(arm: str) -> str:
     return f"vla/actor_{_arm(arm)}/command"
 
 
+def actor_status_topic(arm: str) -> str:
+    """An arm's actor after each control tick (sim2real_vla_interfaces/ActorStatus)."""
+    return f"vla/actor_{_arm(arm)}/status"
+
+
 def trajectory_controller(arm: str) -> str:
     """The arm's joint_trajectory_controller (config/controllers.yaml)."""
     return f"{_arm(arm)}_arm_controller"

@@ -23,10 +23,51 @@ from sim2real_vla_ros.graph.specs import (CAMERA_MASK_NODE, COMMAND_INTERFACES, 
 
 @dataclass(frozen=True)
 class TopicEnds:
-    """Who must publish and who must subscribe a topic (node names; empty = outside the graph)."""
+    """Who must publish and who must subscribe a topic (node names; empty = outside the graph),
+    and the topic's message type (``package/msg/Type``)."""
 
     publishers: frozenset[str]
     subscribers: frozenset[str]
+    type_name: str = ""
+
+
+_TASK = "sim2real_vla_interfaces/msg/"
+_COMMAND_TYPES = {"trajectory": "trajectory_msgs/msg/JointTrajectory", "stream": "std_msgs/msg/Float64MultiArray",
+                  "vendor": "sensor_msgs/msg/JointState"}
+
+
+def topic_types() -> dict[str, str]:
+    """Relative (vocabulary) topic name -> its message type, for every topic a graph may have.
+
+    The task-level topics carry ``sim2real_vla_interfaces`` types; only the user's
+    ``vla/instruction``, ``robot_description`` and the simulator's privileged
+    ``sim/task_status`` (per-task criteria, JSON) are ``std_msgs/String``.
+    """
+    types = {
+        vocab.CLOCK: "rosgraph_msgs/msg/Clock", vocab.DIAGNOSTICS: "diagnostic_msgs/msg/DiagnosticArray",
+        vocab.JOINT_STATES: "sensor_msgs/msg/JointState", vocab.ROBOT_DESCRIPTION: "std_msgs/msg/String",
+        vocab.TF: "tf2_msgs/msg/TFMessage", vocab.TF_STATIC: "tf2_msgs/msg/TFMessage",
+        vocab.ESTOP: "std_msgs/msg/Bool", vocab.INSTRUCTION: "std_msgs/msg/String",
+        vocab.PLAN_STATE: _TASK + "PlanState", vocab.TASK_STATE: _TASK + "TaskState",
+        vocab.VALIDATOR_EVENT: _TASK + "ValidatorEvent",
+        vocab.AFFORDANCE_MARKERS: "visualization_msgs/msg/MarkerArray",
+        vocab.AFFORDANCE_OVERLAY: "sensor_msgs/msg/Image", vocab.SIM_TASK_STATUS: "std_msgs/msg/String",
+    }
+    for camera in CAMERAS:
+        types[vocab.camera_image_topic(camera)] = "sensor_msgs/msg/Image"
+        types[vocab.camera_info_topic(camera)] = "sensor_msgs/msg/CameraInfo"
+        types[vocab.mask_topic(camera)] = "sensor_msgs/msg/Image"
+        types[vocab.masked_topic(camera)] = "sensor_msgs/msg/Image"
+    for arm in ARMS:
+        types[vocab.affordance_topic(arm)] = "geometry_msgs/msg/PolygonStamped"
+        types[vocab.actor_chunk_topic(arm)] = "trajectory_msgs/msg/JointTrajectory"
+        types[vocab.actor_command_topic(arm)] = "sensor_msgs/msg/JointState"
+        types[vocab.actor_status_topic(arm)] = _TASK + "ActorStatus"
+        types[vocab.vendor_command_topic(arm)] = "sensor_msgs/msg/JointState"
+        types[vocab.vendor_state_topic(arm)] = "sensor_msgs/msg/JointState"
+        for mode, type_name in _COMMAND_TYPES.items():
+            types[arm_command_topic(arm, mode)] = type_name
+    return types
 
 
 def expected_connections(arms: Sequence[str] = ARMS, output_mode: str = "trajectory",
@@ -130,7 +171,7 @@ def expected_connections(arms: Sequence[str] = ARMS, output_mode: str = "traject
         subscribe(actor, vocab.masked_topic(vocab.TOP_CAMERA), vocab.masked_topic(WRIST_CAMERA[arm]), vocab.JOINT_STATES,
                   vocab.affordance_topic(arm), vocab.PLAN_STATE, vocab.ESTOP)
         publish(actor, arm_command_topic(arm, output_mode), vocab.actor_chunk_topic(arm),
-                vocab.actor_command_topic(arm))
+                vocab.actor_command_topic(arm), vocab.actor_status_topic(arm))
 
     # The validator takes its targets from plan_state (keypoints and index in one message), not
     # from the affordance polygons, so phase, index and keypoints can never disagree.
@@ -140,7 +181,8 @@ def expected_connections(arms: Sequence[str] = ARMS, output_mode: str = "traject
 
     for node in vla:
         publish(node, vocab.DIAGNOSTICS)
-    return {absolute(topic, namespace): TopicEnds(frozenset(pubs[topic]), frozenset(subs[topic]))
+    types = topic_types()
+    return {absolute(topic, namespace): TopicEnds(frozenset(pubs[topic]), frozenset(subs[topic]), types[topic])
             for topic in sorted(pubs)}
 
 

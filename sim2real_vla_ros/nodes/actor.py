@@ -14,13 +14,14 @@ Topic (relative names; core.vocabulary)   Type                            Direct
 vla/masked/cam_high, vla/masked/<wrist>   sensor_msgs/Image               in (sensor QoS)
 joint_states                              sensor_msgs/JointState          in (URDF or vendor names)
 vla/affordance/<arm>                      geometry_msgs/PolygonStamped    in (latched; empty = idle)
-vla/plan_state                            std_msgs/String (JSON)          in (latched)
+vla/plan_state                            sim2real_vla_interfaces/PlanState (latched, in)
 vla/estop                                 std_msgs/Bool                   in (latched)
 <arm>_arm_controller/joint_trajectory     trajectory_msgs/JointTrajectory out (output_mode trajectory)
 <arm>_arm_position_controller/commands    std_msgs/Float64MultiArray      out (output_mode stream)
 master/joint_<arm>                        sensor_msgs/JointState          out (output_mode vendor)
 vla/actor_<arm>/chunk                     trajectory_msgs/JointTrajectory out (each accepted chunk)
 vla/actor_<arm>/command                   sensor_msgs/JointState          out (each command sent)
+vla/actor_<arm>/status                    sim2real_vla_interfaces/ActorStatus (<= 10 Hz, out)
 /diagnostics                              diagnostic_msgs/DiagnosticArray out
 ========================================  ==============================  =======================
 
@@ -47,14 +48,15 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PolygonStamped
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool, Float64MultiArray, String
+from std_msgs.msg import Bool, Float64MultiArray
+from sim2real_vla_interfaces.msg import ActorStatus, PlanState
 from trajectory_msgs.msg import JointTrajectory
 
 from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros.core.control.actor_controller import ActorConfig, ActorController, FaultCounter, observation_of
 from sim2real_vla_ros.core.control.collision_guard import CollisionGuard
 from sim2real_vla_ros.core.control.actor_io import (FAULT_INJECTIONS, UndecodableTokensDecoder, actor_plan_inputs,
-                                                    arm_state_from_joint_state, inject_nan)
+                                                    actor_status_fields, arm_state_from_joint_state, inject_nan)
 from sim2real_vla_ros.core.control.chunk_executor import BLEND_MODES, INTERPOLATIONS
 from sim2real_vla_ros.core.control.safety import (DEFAULT_MAX_ACCELERATION, DEFAULT_MAX_DEVIATION,
                                                   DEFAULT_MAX_TRACKING_ERROR, DEFAULT_RAMP_VELOCITY, SafetyLimits)
@@ -66,8 +68,12 @@ from sim2real_vla_ros.core.robot import ARM_DOF, arm_joint_names, arm_limits
 from sim2real_vla_ros.core.vocabulary import ARMS, DEFAULT_INPUT_AGES, INPUT_NAMES, OUTPUT_MODES, WRIST_CAMERA
 from sim2real_vla_ros.nodes import common
 from sim2real_vla_ros.nodes.common import Param
+from sim2real_vla_ros.nodes.task_messages import plan_state_from_msg
 from sim2real_vla_ros.nodes.node_support import (BUNDLE_PARAMETERS, DIAGNOSTICS_RATE, BackgroundWorker, FaultLog,
                                                 LevelTracker, load_node_bundle)
+
+
+STATUS_RATE_HZ = 10.0  # vla/actor_<arm>/status: at most this often (control clock)
 
 
 def _per_joint_ok(values) -> bool:
@@ -207,7 +213,7 @@ class ActorNode(Node):
                                  guard(self._on_joint_state, "joint_state_callback_error"), common.SENSOR_QOS)
         self.create_subscription(PolygonStamped, vocab.affordance_topic(self.arm),
                                  guard(self._on_affordance, "affordance_callback_error"), common.LATCHED_QOS)
-        self.create_subscription(String, vocab.PLAN_STATE, guard(self._on_plan_state, "plan_state_callback_error"),
+        self.create_subscription(PlanState, vocab.PLAN_STATE, guard(self._on_plan_state, "plan_state_callback_error"),
                                  common.LATCHED_QOS)
         self.create_subscription(Bool, vocab.ESTOP, guard(self._on_estop, "estop_callback_error"),
                                  common.LATCHED_QOS)
@@ -217,6 +223,11 @@ class ActorNode(Node):
                                                  common.COMMAND_QOS)
         self.chunk_pub = self.create_publisher(JointTrajectory, vocab.actor_chunk_topic(self.arm), common.COMMAND_QOS)
         self.sent_pub = self.create_publisher(JointState, vocab.actor_command_topic(self.arm), common.COMMAND_QOS)
+        self.status_pub = self.create_publisher(ActorStatus, vocab.actor_status_topic(self.arm), common.COMMAND_QOS)
+        # Every tick's status would double the actor's publishing at 50 Hz on a shared CPU; a
+        # tenth of a second is fine enough for a supervisor or ExecuteTask feedback.
+        self._status_every = max(1, round(self.control_rate_hz / STATUS_RATE_HZ))
+        self._status_ticks = 0
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, vocab.DIAGNOSTICS, common.COMMAND_QOS)
         self.create_timer(1.0 / self.control_rate_hz, guard(self._control_tick, "control_tick_error"))
         common.on_set_parameters(self, PARAMETERS, self._apply_live_parameters)
@@ -275,10 +286,10 @@ class ActorNode(Node):
         self.controller.on_affordance(pixels, points[0].z if points else None,
                                       common.stamp_to_seconds(msg.header.stamp))
 
-    def _on_plan_state(self, msg: String) -> None:
+    def _on_plan_state(self, msg: PlanState) -> None:
         try:
-            payload = common.parse_json_message(msg, required=("schema",))
-            instruction, image_size, problem = actor_plan_inputs(payload, self.bundle.instruction_embedding)
+            instruction, image_size, problem = actor_plan_inputs(plan_state_from_msg(msg),
+                                                                 self.bundle.instruction_embedding)
         except ValueError as exc:
             self.faults.fault("malformed_plan_state", str(exc))
             return
@@ -308,6 +319,9 @@ class ActorNode(Node):
                 self._estop_first_hold_s = common.monotonic() - self._estop_received_mono
         if output.request_inference:
             self._inference_worker.wake()
+        self._status_ticks += 1
+        if self._status_ticks % self._status_every == 0:
+            self._publish_status(output, tick_time)
         self.tick_compute.add((common.monotonic() - started) * 1e3)
 
     # ------------------------------------------------------------------ inference (worker thread)
@@ -363,6 +377,13 @@ class ActorNode(Node):
             sent.velocity = [float(v) for v in output.decision.velocity]
         sent.header.stamp = stamp
         self.sent_pub.publish(sent)
+
+    def _publish_status(self, output, tick_time) -> None:
+        fields = actor_status_fields(self.controller, output, tick_time.nanoseconds * 1e-9,
+                                     self.pipeline.outcome_counts().get("ok", 0))
+        status = ActorStatus(arm=ARMS.index(self.arm), **fields)
+        status.header.stamp = tick_time.to_msg()
+        self.status_pub.publish(status)
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:

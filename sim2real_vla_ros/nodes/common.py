@@ -151,8 +151,10 @@ def now_seconds(node: Node) -> float:
 
 
 # --- JSON payloads in std_msgs/String ----------------------------------------------
+# Only outside the VLA graph's task topics (those are sim2real_vla_interfaces types): the
+# simulator's privileged /sim/task_status and the piper driver's emulator fault injection.
 def json_message(payload: Mapping[str, Any]) -> String:
-    """Wrap a JSON-serialisable payload in std_msgs/String (we cannot build .msg packages here)."""
+    """Wrap a JSON-serialisable payload in std_msgs/String."""
     return String(data=json.dumps(payload, sort_keys=True, default=_json_default))
 
 

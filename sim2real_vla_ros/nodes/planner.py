@@ -7,7 +7,7 @@ Subscriptions
 -------------
 /vla/masked/cam_high : sensor_msgs/Image rgb8
     Newest masked top image (from camera_mask); the planner model's observation.
-/vla/validator/event : std_msgs/String JSON
+/vla/validator/event : sim2real_vla_interfaces/ValidatorEvent
     ``open`` advances the chain, ``replan`` re-plans the same step, ``abort`` aborts and holds.
 /vla/instruction : std_msgs/String (latched)
     Setting it (re)starts the task with that instruction.
@@ -22,7 +22,9 @@ Publications
 /vla/affordance/left, /vla/affordance/right : geometry_msgs/PolygonStamped (latched)
     Keypoints in native cam_high pixels, z = affordance index, stamp = the observation the
     prediction came from, frame cam_high_optical_frame; empty polygon = arm idle / hold.
-/vla/plan_state : std_msgs/String JSON (latched), schema ``vla_plan_state/1`` (core.payloads)
+/vla/plan_state : sim2real_vla_interfaces/PlanState (latched)
+    Phase, index, retries, instruction, task, per-arm ``Affordance`` (keypoints in native
+    cam_high pixels, or the model's while the native size is unknown), e-stop, reason.
 /vla/affordance_markers : visualization_msgs/MarkerArray
     Keypoints on their camera rays at ``marker_depth_m`` in cam_high_optical_frame.
 /vla/affordance_overlay : sensor_msgs/Image rgb8, keypoints drawn on the newest cam_high image.
@@ -32,9 +34,9 @@ Publications
 
 Services
 --------
-/vla/start : std_srvs/Trigger
-    Start (or restart) with the last instruction (topic) or the ``instruction`` parameter;
-    fails with the reason (unknown instruction, e-stop engaged) and the node keeps running.
+/vla/start : sim2real_vla_interfaces/StartTask
+    Start (or restart) with the request's instruction; an empty one = the last instruction
+    (topic) or the ``instruction`` parameter (what std_srvs/Trigger did); fails with the reason (unknown instruction, e-stop engaged) and the node keeps running.
 /vla/stop : std_srvs/Trigger
     Stop the task and hold (phase idle, empty affordances).
 /vla/set_estop : std_srvs/SetBool
@@ -53,6 +55,8 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Bool, ColorRGBA, String
 from std_srvs.srv import SetBool, Trigger
+from sim2real_vla_interfaces.msg import PlanState, ValidatorEvent
+from sim2real_vla_interfaces.srv import StartTask
 from visualization_msgs.msg import Marker, MarkerArray
 
 from sim2real_vla_ros.core import vocabulary as vocab
@@ -61,14 +65,16 @@ from sim2real_vla_ros.core.task.planner_logic import PlannerConfig, PlannerCore
 from sim2real_vla_ros.core.perception.camera_pairing import RateMeter
 from sim2real_vla_ros.core.policy.observation import pixels_to_optical_points
 from sim2real_vla_ros.core.perception.overlay import ARM_COLORS, draw_affordances
-from sim2real_vla_ros.core.task.payloads import EVENT_WIRE_NAMES, parse_validator_event
+from sim2real_vla_ros.core.task.records import EVENT_WIRE_NAMES, parse_validator_event
 from sim2real_vla_ros.nodes import common
+from sim2real_vla_ros.nodes.task_messages import plan_state_to_msg, validator_event_from_msg
 from sim2real_vla_ros.nodes.common import Param
 from sim2real_vla_ros.nodes.node_support import (BUNDLE_PARAMETERS, DIAGNOSTICS_RATE, BackgroundWorker, FaultLog,
                                                  LevelTracker, load_node_bundle)
 from sim2real_vla_ros.core.vocabulary import ARMS
 
 FRAME_ID = "cam_high_optical_frame"
+MAX_INSTRUCTION_LENGTH = 512  # StartTask / ExecuteTask: string<=512 instruction
 OVERLAY_SOURCES = ("masked", "raw")
 
 PARAMETERS = (
@@ -186,19 +192,19 @@ class PlannerNode(Node):
                                      common.SENSOR_QOS)
         self.create_subscription(CameraInfo, vocab.camera_info_topic(vocab.TOP_CAMERA), guard(self._on_camera_info, "callback_error"),
                                  common.SENSOR_QOS)
-        self.create_subscription(String, vocab.VALIDATOR_EVENT, guard(self._on_validator_event, "callback_error"),
+        self.create_subscription(ValidatorEvent, vocab.VALIDATOR_EVENT, guard(self._on_validator_event, "callback_error"),
                                  common.COMMAND_QOS)
         self.create_subscription(String, vocab.INSTRUCTION, guard(self._on_instruction, "callback_error"),
                                  common.LATCHED_QOS)
         self.create_subscription(Bool, vocab.ESTOP, guard(self._on_estop, "callback_error"), common.LATCHED_QOS)
         self.affordance_pubs = {arm: self.create_publisher(PolygonStamped, vocab.affordance_topic(arm), common.LATCHED_QOS)
                                 for arm in ARMS}
-        self.state_pub = self.create_publisher(String, vocab.PLAN_STATE, common.LATCHED_QOS)
+        self.state_pub = self.create_publisher(PlanState, vocab.PLAN_STATE, common.LATCHED_QOS)
         self.marker_pub = self.create_publisher(MarkerArray, vocab.AFFORDANCE_MARKERS, common.COMMAND_QOS)
         self.overlay_pub = self.create_publisher(Image, vocab.AFFORDANCE_OVERLAY, common.SENSOR_QOS)
         self.estop_pub = self.create_publisher(Bool, vocab.ESTOP, common.LATCHED_QOS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, vocab.DIAGNOSTICS, common.COMMAND_QOS)
-        self.create_service(Trigger, vocab.START_SERVICE, self._handle_start)
+        self.create_service(StartTask, vocab.START_SERVICE, self._handle_start)
         self.create_service(Trigger, vocab.STOP_SERVICE, self._handle_stop)
         self.create_service(SetBool, vocab.SET_ESTOP_SERVICE, self._handle_set_estop)
         self.create_timer(1.0 / self.rate_hz, self._tick_worker.wake)
@@ -239,9 +245,9 @@ class PlannerNode(Node):
         if ok:
             self.get_logger().info(f"/vla/instruction: {message}")
 
-    def _on_validator_event(self, msg: String) -> None:
+    def _on_validator_event(self, msg: ValidatorEvent) -> None:
         try:
-            event, index, reason = parse_validator_event(common.parse_json_message(msg))
+            event, index, reason = parse_validator_event(validator_event_from_msg(msg))
         except ValueError as exc:
             self.faults.fault("malformed_validator_event", str(exc))
             return
@@ -266,7 +272,8 @@ class PlannerNode(Node):
     # ------------------------------------------------------------------ services
     def _handle_start(self, request, response):
         try:
-            response.success, response.message = self._start(None, vocab.START_SERVICE)
+            response.success, response.message = self._start(request.instruction or None, vocab.START_SERVICE,
+                                                              request.task_name)
             if response.success:
                 self.get_logger().info(f"/vla/start: {response.message}")
         except Exception as exc:  # never let a service callback raise
@@ -274,11 +281,15 @@ class PlannerNode(Node):
             response.success, response.message = False, f"start failed: {type(exc).__name__}: {exc}"
         return response
 
-    def _handle_stop(self, request, response):
+    def _stop_task(self, source: str) -> None:
+        """Stop the task and hold (phase idle, empty affordances)."""
         now = common.now_seconds(self)
         with self._lock:
-            self.core.stop(vocab.STOP_SERVICE, now)
+            self.core.stop(source, now)
             self._publish_state_locked(now)
+
+    def _handle_stop(self, request, response):
+        self._stop_task(vocab.STOP_SERVICE)
         response.success, response.message = True, "stopped: arms hold (empty affordances)"
         return response
 
@@ -291,15 +302,33 @@ class PlannerNode(Node):
                             else "e-stop released: call /vla/start to resume")
         return response
 
-    def _start(self, instruction: Optional[str], source: str) -> tuple:
-        """Start or restart the chain; returns (success, message)."""
+    def _start(self, instruction: Optional[str], source: str, task_name: str = "") -> tuple:
+        """Start or restart the chain; returns (success, message).
+
+        ``instruction`` None = the last one; ``task_name`` (optional) must be the tasks.yaml task
+        of the instruction.
+        """
         with self._lock:
             text = (self._instruction if instruction is None else instruction).strip()
+        if len(text) > MAX_INSTRUCTION_LENGTH:
+            # rclpy does not check string bounds on receipt (README, Interfaces): check it here.
+            return self._refused(f"instruction is {len(text)} characters long (at most {MAX_INSTRUCTION_LENGTH})")
+        if task_name and _task_name(text) != task_name:
+            return self._refused(f"task_name {task_name!r} does not match the instruction {text!r} "
+                                 f"(its task: {_task_name(text)!r})")
         now = common.now_seconds(self)
         with self._lock:
             ok, message = self.core.start(text, now, source)
             if ok:
                 self._instruction = text
+            self._publish_state_locked(now)
+        return ok, message
+
+    def _refused(self, message: str) -> tuple:
+        """A start refused before it reached the core (counted, shown in plan_state)."""
+        now = common.now_seconds(self)
+        with self._lock:
+            ok, message = self.core.refuse(message)
             self._publish_state_locked(now)
         return ok, message
 
@@ -331,7 +360,7 @@ class PlannerNode(Node):
         """Publish plan_state and the affordances when they changed (caller holds the lock)."""
         publication = self.core.publication(now, self._native_size)
         if publication.plan_state is not None:
-            self.state_pub.publish(common.json_message(publication.plan_state))
+            self.state_pub.publish(plan_state_to_msg(publication.plan_state, self._native_size or self.model_size))
         for arm, target in (publication.affordances or {}).items():
             msg = PolygonStamped()
             msg.header.frame_id = FRAME_ID

@@ -5,7 +5,7 @@
 embedding, e-stop, refusals) and the newest masked cam_high image; it decides at each tick
 whether a prediction is due (:meth:`prepare`), runs the planner model (:meth:`predict`),
 applies the answer (:meth:`on_outputs`) and the validator's events (:meth:`on_gate_event`),
-and says what the latched topics must carry now (:meth:`publication`: the plan_state payload
+and says what the latched topics must carry now (:meth:`publication`: the plan-state record
 and the per-arm affordances, each only when it changed). Two drivers run it:
 
 * the planner node (``nodes/planner.py``): messages in, publications out as messages, the
@@ -26,7 +26,7 @@ from sim2real_vla_ros.core.policy.bundle import UnknownInstructionError
 from sim2real_vla_ros.core.policy.observation import masked_model_input
 from sim2real_vla_ros.core.task.affordance_chain import (AffordanceChain, ChainPhase, PredictionOutcome,
                                                          PredictionRequest, denormalise_keypoints)
-from sim2real_vla_ros.core.task.payloads import EVENT_WIRE_NAMES, plan_state_payload
+from sim2real_vla_ros.core.task.records import EVENT_WIRE_NAMES, plan_state_record
 from sim2real_vla_ros.core.vocabulary import ARMS
 
 
@@ -66,7 +66,7 @@ class AffordanceTarget:
 class PlannerPublication:
     """What the latched topics must carry now; None = unchanged since the last publication."""
 
-    plan_state: Optional[dict]
+    plan_state: Optional[dict]  # records.plan_state_record
     affordances: Optional[Dict[str, AffordanceTarget]]
 
 
@@ -139,6 +139,10 @@ class PlannerCore:
         self.task = self.task_name(text)
         self.last_error = ""
         return True, f"{'restarted' if restarted else 'started'}: {text!r} (task {self.task or 'not in tasks.yaml'})"
+
+    def refuse(self, message: str) -> Tuple[bool, str]:
+        """Refuse a start the driver checked itself (counted, shown as ``last_error``)."""
+        return self._refuse(message)
 
     def _refuse(self, message: str) -> Tuple[bool, str]:
         self.faults.fault("start_refused", message)
@@ -219,13 +223,12 @@ class PlannerCore:
         is offered again at the next call.
         """
         state = self.chain.state
-        payload = plan_state_payload(state, self.seq, now_s, task=self.task, estop=self.estop,
-                                     last_error=self.last_error)
-        payload["image_size"] = list(native_size) if native_size else None
-        comparable = {k: v for k, v in payload.items() if k != "stamp"}
+        record = plan_state_record(state, self.seq, now_s, task=self.task, estop=self.estop,
+                                   last_error=self.last_error, image_size=native_size)
+        comparable = {k: v for k, v in record.items() if k != "stamp"}
         plan_state = None
         if comparable != self._published_state:
-            plan_state, self._published_state = payload, comparable
+            plan_state, self._published_state = record, comparable
         affordances = None
         identity = self.seq if state.current is not None else None
         if identity != self._published_affordance:
