@@ -164,6 +164,11 @@ def test_every_expected_service_is_offered_by_its_node(live):
         if service not in offered:
             missing.append(f"{service} (expected from {node_name})")
     assert not missing, f"services not offered: {missing}"
+    from rclpy.action import get_action_server_names_and_types_by_node
+
+    for action, node_name in graph.expected_actions().items():
+        served = dict(get_action_server_names_and_types_by_node(live.probe.node, node_name, "/"))
+        assert served.get(action) == ["sim2real_vla_interfaces/action/ExecuteTask"], (action, served)
 
 
 def test_every_configured_parameter_is_declared_with_its_value(live):

@@ -63,6 +63,9 @@ STOP_SERVICE = "vla/stop"
 SET_ESTOP_SERVICE = "vla/set_estop"
 SIM_RESET_SERVICE = "sim/reset"
 
+# --------------------------------------------------------------------------- actions
+EXECUTE_TASK_ACTION = "vla/execute_task"
+
 
 def _arm(arm: str) -> str:
     if arm not in ARMS:

@@ -162,6 +162,8 @@ def expected_connections(arms: Sequence[str] = ARMS, output_mode: str = "traject
     # holds on /vla/estop.
     subscribe(PLANNER_NODE, vocab.masked_topic(vocab.TOP_CAMERA), vocab.VALIDATOR_EVENT, vocab.INSTRUCTION,
               vocab.camera_info_topic(vocab.TOP_CAMERA), vocab.ESTOP)
+    # ExecuteTask feedback: the validator's view and the actors' progress.
+    subscribe(PLANNER_NODE, vocab.TASK_STATE, *(vocab.actor_status_topic(arm) for arm in arms))
     publish(PLANNER_NODE, *(vocab.affordance_topic(arm) for arm in ARMS), vocab.PLAN_STATE,
             vocab.AFFORDANCE_MARKERS, vocab.AFFORDANCE_OVERLAY, vocab.ESTOP)
 
@@ -192,6 +194,11 @@ def expected_services(simulator: Optional[str] = SIM_NODE, namespace: str = "") 
     if simulator is not None:
         services[vocab.SIM_RESET_SERVICE] = simulator
     return {absolute(name, namespace): node for name, node in services.items()}
+
+
+def expected_actions(namespace: str = "") -> dict[str, str]:
+    """Fully qualified action name -> the node that must serve it."""
+    return {absolute(vocab.EXECUTE_TASK_ACTION, namespace): PLANNER_NODE}
 
 
 def external_inputs(namespace: str = "") -> tuple[str, ...]:

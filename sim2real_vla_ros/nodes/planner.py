@@ -41,6 +41,13 @@ Services
     Stop the task and hold (phase idle, empty affordances).
 /vla/set_estop : std_srvs/SetBool
     true engages the e-stop (task stopped, arms hold), false releases it (start again to resume).
+
+Actions
+-------
+/vla/execute_task : sim2real_vla_interfaces/ExecuteTask (nodes/task_action.py)
+    Run one task to its end: feedback at the planner rate (phase, index, per-arm progress from
+    /vla/task_state and /vla/actor_<arm>/status, which it subscribes), result from the chain's
+    phase, the goal's timeout or max_steps; cancel = stop and hold.
 """
 from __future__ import annotations
 
@@ -67,6 +74,7 @@ from sim2real_vla_ros.core.policy.observation import pixels_to_optical_points
 from sim2real_vla_ros.core.perception.overlay import ARM_COLORS, draw_affordances
 from sim2real_vla_ros.core.task.records import EVENT_WIRE_NAMES, parse_validator_event
 from sim2real_vla_ros.nodes import common
+from sim2real_vla_ros.nodes.task_action import ExecuteTaskServer
 from sim2real_vla_ros.nodes.task_messages import plan_state_to_msg, validator_event_from_msg
 from sim2real_vla_ros.nodes.common import Param
 from sim2real_vla_ros.nodes.node_support import (BUNDLE_PARAMETERS, DIAGNOSTICS_RATE, BackgroundWorker, FaultLog,
@@ -175,6 +183,7 @@ class PlannerNode(Node):
 
     def destroy_node(self) -> None:
         self._tick_worker.stop()
+        self._execute_task.destroy()
         super().destroy_node()
 
     def _create_interfaces(self) -> None:
@@ -207,6 +216,7 @@ class PlannerNode(Node):
         self.create_service(StartTask, vocab.START_SERVICE, self._handle_start)
         self.create_service(Trigger, vocab.STOP_SERVICE, self._handle_stop)
         self.create_service(SetBool, vocab.SET_ESTOP_SERVICE, self._handle_set_estop)
+        self._execute_task = ExecuteTaskServer(self, self._start, self._stop_task, self._chain_state, self.rate_hz)
         self.create_timer(1.0 / self.rate_hz, self._tick_worker.wake)
         self.create_timer(1.0 / self.overlay_rate_hz, guard(self._publish_visuals, "visuals_error"))
         self.create_timer(1.0 / self.diagnostics_rate_hz, guard(self._publish_diagnostics, "diagnostics_error"))
@@ -287,6 +297,10 @@ class PlannerNode(Node):
         with self._lock:
             self.core.stop(source, now)
             self._publish_state_locked(now)
+
+    def _chain_state(self):
+        with self._lock:
+            return self.chain.state
 
     def _handle_stop(self, request, response):
         self._stop_task(vocab.STOP_SERVICE)
