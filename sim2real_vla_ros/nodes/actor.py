@@ -15,7 +15,8 @@ vla/masked/cam_high, vla/masked/<wrist>   sensor_msgs/Image               in (se
 joint_states                              sensor_msgs/JointState          in (URDF or vendor names)
 vla/affordance/<arm>                      geometry_msgs/PolygonStamped    in (latched; empty = idle)
 vla/plan_state                            std_msgs/String (JSON)          in (latched)
-vla/estop                                 std_msgs/Bool                   in (latched)
+vla/estop                                 std_msgs/Bool                   in + out (latched; mirror)
+vla/planner/heartbeat                     std_msgs/Header                 in (hold when it stops)
 <arm>_arm_controller/joint_trajectory     trajectory_msgs/JointTrajectory out (output_mode trajectory)
 <arm>_arm_position_controller/commands    std_msgs/Float64MultiArray      out (output_mode stream)
 master/joint_<arm>                        sensor_msgs/JointState          out (output_mode vendor)
@@ -23,6 +24,15 @@ vla/actor_<arm>/chunk                     trajectory_msgs/JointTrajectory out (e
 vla/actor_<arm>/command                   sensor_msgs/JointState          out (each command sent)
 /diagnostics                              diagnostic_msgs/DiagnosticArray out
 ========================================  ==============================  =======================
+
+Service ``~/set_estop`` (std_srvs/SetBool, ``/actor_<arm>/set_estop``): engages / releases this
+actor's latch and publishes the value on ``vla/estop`` (latched), so every other node latches
+it too. The e-stop is a latch in *every* actor (core/control/motion_permit.py), fed by any
+publisher of ``vla/estop`` and by this service; an actor that latched an engage from the topic
+republishes it on its own latched publisher, so the engaged state outlives the process that
+engaged it (a restarted planner or actor receives it). A release never moves the arm: it
+moves only for a task run that started after the release and after this process came up,
+while the planner's heartbeat is fresh (``planner_timeout_s``).
 
 Trajectory mode: header.stamp = 0 ("start now": never future-stamped, ros2_controllers #2607),
 the filtered command at ``time_from_start = dt``, safe future setpoints, then a stop at rest:
@@ -47,11 +57,13 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PolygonStamped
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool, Float64MultiArray, String
+from std_msgs.msg import Bool, Float64MultiArray, Header, String
+from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
 
 from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros.core.control.actor_controller import ActorConfig, ActorController, FaultCounter, observation_of
+from sim2real_vla_ros.core.control.motion_permit import MotionPermit
 from sim2real_vla_ros.core.control.collision_guard import CollisionGuard
 from sim2real_vla_ros.core.control.actor_io import (FAULT_INJECTIONS, UndecodableTokensDecoder, actor_plan_inputs,
                                                     arm_state_from_joint_state, inject_nan)
@@ -113,6 +125,9 @@ PARAMETERS = (
     Param("max_tracking_error", list(DEFAULT_MAX_TRACKING_ERROR), "Last command - measured state beyond this (plus "
           "velocity x joint-state age) holds: the arm is blocked or not following (rad / m)", _per_joint_ok,
           f"{ARM_DOF} positive values"),
+    Param("planner_timeout_s", 1.5, "Hold both arms when no planner heartbeat (vla/planner/heartbeat, 4 Hz) "
+          "arrived for this long (s): 6 heartbeat periods, 3 ticks of the 2 Hz planner", lambda v: 0.0 < v <= 60.0,
+          "in (0, 60]"),
     Param("collision_guard", True, "Check every command against self, arm-arm, table and body collisions (both "
           "arms' joints must be in joint_states; without the other arm's reading the arm holds)"),
     Param("top_image_width", 0, "cam_high native width (px) of the affordance pixels; 0 = the planner's image_size "
@@ -156,10 +171,16 @@ class ActorNode(Node):
         self.faults = FaultLog(self)
         self.other_arm = next(arm for arm in ARMS if arm != self.arm)
         guard = CollisionGuard(self.arm, horizon_s=config.dt) if values["collision_guard"] else None
+        counter = FaultCounter(self.faults.fault)
+        # Comes up held: moves only for a run started after its first tick (a restarted actor
+        # never resumes the run it was part of), with a fresh planner heartbeat.
+        self.permit = MotionPermit(values["planner_timeout_s"], faults=counter)
         self.controller = ActorController(config, safety_limits(values), 1.0 / self.bundle.manifest.action.control_rate_hz,
-                                          self.bundle.manifest.keypoints_per_arm, FaultCounter(self.faults.fault),
+                                          self.bundle.manifest.keypoints_per_arm, counter,
                                           urdf_limits=arm_limits(self.arm), guard=guard,
-                                          other_limits=safety_limits({**values, "arm": self.other_arm}))
+                                          other_limits=safety_limits({**values, "arm": self.other_arm}),
+                                          permit=self.permit)
+        self._published_estop: Optional[bool] = None  # what this actor's latched vla/estop sample says
         for warning in config.warnings():
             self.get_logger().warning(warning)
         self._stop = threading.Event()  # set at shutdown: interrupts the artificial delay, stops publishing
@@ -211,6 +232,10 @@ class ActorNode(Node):
                                  common.LATCHED_QOS)
         self.create_subscription(Bool, vocab.ESTOP, guard(self._on_estop, "estop_callback_error"),
                                  common.LATCHED_QOS)
+        self.create_subscription(Header, vocab.PLANNER_HEARTBEAT, guard(self._on_heartbeat, "heartbeat_callback_error"),
+                                 common.HEARTBEAT_QOS)
+        self.estop_pub = self.create_publisher(Bool, vocab.ESTOP, common.LATCHED_QOS)
+        self.create_service(SetBool, f"~/{vocab.ACTOR_SET_ESTOP_SERVICE}", self._handle_set_estop)
         command_type = {"trajectory": JointTrajectory, "stream": Float64MultiArray, "vendor": JointState}
         self.command_pub = self.create_publisher(command_type[self.output_mode],
                                                  vocab.arm_command_topic(self.arm, self.output_mode),
@@ -285,15 +310,46 @@ class ActorNode(Node):
         if problem:
             self.faults.fault("unknown_instruction", problem)
         self.controller.on_plan(instruction, image_size)
+        started = payload.get("run_started")
+        self.permit.on_plan(payload.get("phase") == "running",
+                            started if isinstance(started, (int, float)) and not isinstance(started, bool) else None)
+
+    def _on_heartbeat(self, msg: Header) -> None:
+        self.permit.on_heartbeat(msg.frame_id[:64], common.now_seconds(self))
 
     def _on_estop(self, msg: Bool) -> None:
         engaged = bool(msg.data)
+        if self._apply_estop(engaged, vocab.ESTOP):
+            # Mirror: an engage is republished on this actor's own latched publisher (it outlives
+            # the process that engaged it); a release only where this actor's sample said engaged,
+            # so that a late joiner does not see a stale engage from it. Only changes are
+            # republished, so mirrors never echo each other forever.
+            if engaged or self._published_estop:
+                self._publish_estop(engaged)
+
+    def _handle_set_estop(self, request, response):
+        engaged = bool(request.data)
+        self._apply_estop(engaged, f"~/{vocab.ACTOR_SET_ESTOP_SERVICE}")
+        self._publish_estop(engaged)
+        response.success = True
+        response.message = ("e-stop engaged: every arm holds" if engaged else
+                            "e-stop released: the arms move again only for a task started after this (/vla/start)")
+        return response
+
+    def _publish_estop(self, engaged: bool) -> None:
+        self._published_estop = engaged
+        self.estop_pub.publish(Bool(data=engaged))
+
+    def _apply_estop(self, engaged: bool, source: str) -> bool:
         if engaged and not self.controller.estop:
             self._estop_received_mono = common.monotonic()
             self._estop_received_s = common.now_seconds(self)
             self._estop_first_hold_s = None
-        if self.controller.set_estop(engaged):
-            self.get_logger().warning(f"e-stop {'ENGAGED: holding' if engaged else 'released'}")
+        changed = self.controller.set_estop(engaged, common.now_seconds(self))
+        if changed:
+            self.get_logger().warning(f"e-stop {'ENGAGED: holding' if engaged else 'released (no motion until a new start)'}"
+                                      f" ({source})")
+        return changed
 
     # ------------------------------------------------------------------ control tick
     def _control_tick(self) -> None:
@@ -382,6 +438,10 @@ class ActorNode(Node):
         level = 2 if controller.estop else self._levels.level(errors, warnings)
         message = "e-stop engaged: holding" if controller.estop else \
             ["ok", "holding on stale or missing inputs", "inference failures or dropped chunks"][level]
+        if controller.hold_reason == "planner_lost":
+            level, message = 2, "planner lost (no heartbeat): holding"
+        elif controller.hold_reason in ("awaiting_start", "no_planner_heartbeat") and level == 0:
+            message = f"holding: {controller.hold_reason}"
         status = common.diagnostic_status(f"{self.get_name()}: actor", self.get_name(), level, message, values)
         self.diagnostics_pub.publish(common.diagnostic_array(self, [status]))
 

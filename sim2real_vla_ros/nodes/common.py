@@ -42,6 +42,11 @@ LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          history=HistoryPolicy.KEEP_LAST,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
+#: Liveness heartbeats: reliable, newest only, never replayed to a late joiner (an old beat
+#: must not make a dead publisher look alive).
+HEARTBEAT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                           history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE)
+
 # --- images ------------------------------------------------------------------------
 _CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
 

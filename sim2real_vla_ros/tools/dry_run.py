@@ -484,7 +484,7 @@ class DryRun:
         driver = graph.PIPER_DRIVER_NODE if self.options.robot == "emulated-can" else None
         connections = graph.expected_connections(arms=self.options.arms, output_mode=self.options.output_mode,
                                                  namespace=self.options.namespace, robot_driver=driver)
-        services = graph.expected_services(namespace=self.options.namespace)
+        services = graph.expected_services(namespace=self.options.namespace, arms=self.options.arms)
         state = {"missing": None, "publishers_ok_at": None}
 
         def connected() -> bool:
