@@ -246,7 +246,7 @@ def test_missing_model_file_fails_at_startup(bundle_dir, tmp_path):
 def test_bad_parameter_fails_at_startup(bundle_dir):
     process = NodeProcess(MODULE, "planner_bad_param", params={"bundle_path": bundle_dir, "planner_rate_hz": -2.0})
     assert process.wait_exit(timeout=30.0) == 1, process.output
-    assert "[FATAL] ValueError: parameter 'planner_rate_hz' = -2.0" in process.output
+    assert "[FATAL] command line -p: node /planner_bad_param: parameter 'planner_rate_hz' = -2.0" in process.output
 
 
 def planner_diagnostics(probe):
@@ -284,3 +284,61 @@ def test_declares_every_parameter_of_its_vla_yaml_section(node, probe):
     expected = set(graph.expected_parameters(spec))
     response = call(probe, ListParameters, "/planner/list_parameters", ListParameters.Request(), node)
     assert expected <= set(response.result.names), expected - set(response.result.names)
+
+
+def test_heartbeat_names_the_planner_process(node, probe):
+    from std_msgs.msg import Header
+
+    probe.subscribe(Header, "/vla/planner/heartbeat", common.HEARTBEAT_QOS)
+    beats = wait_for(lambda: len(probe.received("/vla/planner/heartbeat")) >= 3 and probe.received(
+        "/vla/planner/heartbeat"), 20.0, "three planner heartbeats", processes=[node])
+    assert len({beat.frame_id for beat in beats}) == 1 and beats[0].frame_id
+
+
+def test_a_huge_instruction_is_refused_and_never_echoed_whole(node, probe):
+    huge = "x" * 1_000_000
+    publisher = probe.node.create_publisher(String, "/vla/instruction", common.LATCHED_QOS)
+    publisher.publish(String(data=huge))
+    state = wait_state(probe, node, lambda s: "1000000 characters refused" in s["last_error"], "the refusal")
+    assert len(json.dumps(state)) < 8000, "plan_state carries the huge string"
+    assert max(len(line) for line in node.output.splitlines()) < 4000, "the log carries the huge string"
+    response = call(probe, Trigger, "/vla/start", Trigger.Request(), node)  # the parameter's instruction
+    assert response.success and len(response.message) < 2000
+    probe.node.destroy_publisher(publisher)
+
+
+def test_a_restarted_planner_comes_up_idle_and_keeps_an_engaged_estop(bundle_dir, node, probe):
+    """Runs last: it replaces the module's planner. The e-stop engaged before the restart (held by
+    an actor's latched mirror, here the probe's publisher) and the latched instruction reach
+    the new planner: it comes up engaged and idle; the release alone starts nothing."""
+    node.stop()
+    instruction = probe.node.create_publisher(String, "/vla/instruction", common.LATCHED_QOS)
+    instruction.publish(String(data=INSTRUCTIONS[0]))
+    mirror = probe.node.create_publisher(Bool, "/vla/estop", common.LATCHED_QOS)
+    mirror.publish(Bool(data=True))
+    count_before = len(probe.received("/vla/plan_state"))
+    restarted = NodeProcess(MODULE, "planner", params_file=VLA_YAML, params={
+        "bundle_path": bundle_dir, "use_sim_time": True, "planner_rate_hz": 5.0,
+        "image_width": NATIVE_W, "image_height": NATIVE_H})
+    try:
+        def new_state():
+            states = [json.loads(m.data) for m in probe.received("/vla/plan_state")[count_before:]]
+            return states[-1] if states and states[-1]["estop"] else None
+
+        state = wait_for(new_state, 60.0, "the restarted planner's plan_state with the e-stop engaged",
+                         processes=[restarted])
+        assert state["phase"] == "idle"
+        refused = call(probe, Trigger, "/vla/start", Trigger.Request(), restarted)
+        assert not refused.success and "e-stop" in refused.message
+        assert call(probe, SetBool, "/vla/set_estop", SetBool.Request(data=False), restarted).success
+        wait_state(probe, restarted, lambda s: not s["estop"], "released")
+        assert plan_state(probe)["phase"] == "idle", "a release alone started the task"
+        # The latched instruction was kept for /vla/start, not started.
+        assert "instruction_not_started" in restarted.output
+        started = call(probe, Trigger, "/vla/start", Trigger.Request(), restarted)
+        assert started.success and INSTRUCTIONS[0] in started.message
+        wait_state(probe, restarted, lambda s: s["phase"] == "running" and s["run_started"] is not None, "running")
+    finally:
+        probe.node.destroy_publisher(instruction)
+        probe.node.destroy_publisher(mirror)
+        assert restarted.stop() in (0, -2), restarted.output

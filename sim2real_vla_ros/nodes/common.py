@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import faulthandler
 import json
+import math
 import signal
 import time
 from dataclasses import dataclass, field
@@ -244,6 +245,8 @@ class Param:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"parameter '{self.name}' = {given!r}: must be a number")
             value = float(value)
+            if not math.isfinite(value):  # inf passes a check like `v >= 0`: no parameter takes NaN or inf
+                raise ValueError(f"parameter '{self.name}' = {given!r}: must be a finite number")
         if self.check is not None and not self.check(value):
             raise ValueError(f"parameter '{self.name}' = {given!r}: must be {self.requirement or 'valid'}")
         return value
@@ -421,8 +424,18 @@ def run_node(node_factory: Callable[[], Node], executor_factory=None) -> int:
     interrupted = _InterruptFlag()
     signal.signal(signal.SIGINT, interrupted.set)
     signal.signal(signal.SIGTERM, interrupted.set)
+    problems = startup_config_problems(node_factory)
+    if problems:  # before rclpy.init: a misspelled name or a bad value never reaches a node
+        for problem in problems:
+            print(f"[FATAL] {problem}", flush=True)
+        return 1
     try:
-        with rclpy.init(signal_handler_options=rclpy.signals.SignalHandlerOptions.NO) as initialised:
+        init = rclpy.init(signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    except Exception as exc:  # rcl refused the command line or a --params-file: one line, not a traceback
+        print(f"[FATAL] rclpy.init refused the command line or a --params-file: {_one_line(exc)}", flush=True)
+        return 1
+    try:
+        with init as initialised:
             context = initialised.context
             try:
                 node = node_factory()
@@ -442,6 +455,31 @@ def run_node(node_factory: Callable[[], Node], executor_factory=None) -> int:
     except ExternalShutdownException:
         pass
     return 0
+
+
+def startup_config_problems(node_factory, argv: Optional[Sequence[str]] = None) -> list:
+    """One line per problem of the parameters this process was started with (``--params-file``
+    and ``-p`` after ``--ros-args``) against the node module's ``PARAMETERS``: unknown names,
+    wrong types, out-of-range values, NaN, unreadable files (graph.config_check)."""
+    import sys
+
+    from sim2real_vla_ros.graph.config_check import check_command_line
+
+    module = sys.modules.get(getattr(node_factory, "__module__", ""), None)
+    params = getattr(module, "PARAMETERS", None)
+    if params is None:
+        return []
+    spec = getattr(module, "__spec__", None)  # python -m: __module__ is __main__, the spec has the name
+    default_name = (spec.name if spec is not None else node_factory.__module__).rsplit(".", 1)[-1]
+    try:
+        return check_command_line(sys.argv if argv is None else argv, params, default_name)
+    except Exception as exc:  # the check itself must never be the crash it is there to prevent
+        return [f"parameter check failed: {type(exc).__name__}: {_one_line(exc)}"]
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " | ".join(lines)[:500] or type(exc).__name__
 
 
 class _InterruptFlag:

@@ -102,7 +102,7 @@ class Options:
 def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
     from sim2real_vla_ros.core.task import tasks
 
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="dry_run", description="MuJoCo simulator + the full VLA graph for one episode; writes report.json, "
                                     "overlay.mp4 and run.mcap into a run folder.")
     parser.add_argument("--task", default=tasks.default_task_name(), help="task in config/tasks.yaml "
@@ -148,6 +148,39 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
                       node_parameters=parse_node_parameters(args.param), robot=args.robot)
     validate(options)
     return options
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse exits 2 on a bad argument, which this tool documents as "completed without the
+    normal path": raise instead, so that main() exits 1 (a bad argument) with one line."""
+
+    def error(self, message: str):
+        raise ValueError(message)
+
+
+def config_problems(specs: Sequence[graph.NodeSpec], options: Options) -> List[str]:
+    """One line per problem of the nodes' parameter files and overrides (unknown or misspelled
+    names, wrong types, out-of-range values, NaN, YAML errors: graph.config_check), and a params
+    file whose actor output_mode the run would override with --output-mode."""
+    from sim2real_vla_ros.graph.config_check import check_spec, read_file_values
+
+    problems: List[str] = []
+    seen = set()
+    for spec in specs:
+        for problem in check_spec(spec):
+            if problem not in seen:  # a YAML error of a shared file: once
+                seen.add(problem)
+                problems.append(problem)
+        # The installed config/vla.yaml's output_mode is the default that --output-mode replaces
+        # (as the launch argument does); a file the user gave must not be overridden silently.
+        if options.params_file and spec.name in {graph.actor_node_name(arm) for arm in options.arms}:
+            for path in spec.parameter_files:
+                value, where = read_file_values(path, spec.full_name)[0].get("output_mode", (None, ""))
+                if value is not None and value != options.output_mode:
+                    problems.append(f"{where}: node {spec.full_name}: output_mode '{value}' would be overridden by "
+                                    f"--output-mode {options.output_mode} (the simulator's command interface follows "
+                                    f"--output-mode): pass --output-mode {value} or remove it from the file")
+    return problems
 
 
 def parse_node_parameters(items: Sequence[str]) -> Dict[str, Dict[str, object]]:
@@ -625,8 +658,21 @@ class DryRun:
         wall_start = time.monotonic()
         # This process joins the run's domain too (the recorder); set before rclpy.init reads it.
         os.environ.update({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(self.domain_id)})
-        specs = graph_specs(self.options)
-        self._fill_static(specs)
+        try:
+            specs = graph_specs(self.options)
+            # Every parameter file and override is checked before any process starts.
+            problems = config_problems(specs, self.options)
+            if problems:
+                for problem in problems:
+                    print(f"[FATAL] {problem}", file=sys.stderr, flush=True)
+                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+                raise DryRunError(f"configuration: {problems[0]}{more}")
+            self._fill_static(specs)
+        except (DryRunError, ValueError) as exc:
+            self.failure = str(exc)
+            self.log(f"FAILED: {self.failure}")
+            self.data.episode.total_wall_s = time.monotonic() - wall_start
+            return self._finish()
         planner = next(spec for spec in specs if spec.name == graph.PLANNER_NODE)
         overlay_fps = float(graph.expected_parameters(planner).get("overlay_rate_hz", 5.0))
         context = rclpy.Context()
@@ -704,6 +750,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     dry_run = DryRun(options)
     report = dry_run.run()
+    if dry_run.failure.startswith("configuration:"):
+        # The [FATAL] lines said it; the empty run's checks would only repeat it as noise.
+        print(f"dry run: configuration error, no node started (exit 1); {dry_run.folder}/report.json", file=sys.stderr)
+        return 1
     for line in run_report.summary_lines(report):
         print(line)
     verdict = run_report.verdict(report)
