@@ -252,8 +252,10 @@ class PlannerNode(Node):
                 scale = np.diag([self._native_size[0] / msg.width, self._native_size[1] / msg.height, 1.0])
                 self._intrinsics = scale @ intrinsics
 
-    def _on_instruction(self, msg: String, info=None) -> None:
-        written_ns = (info or {}).get("source_timestamp", 0) if isinstance(info, dict) else 0
+    def _on_instruction(self, msg: String, info) -> None:
+        # ``info`` (rclpy MessageInfo) must stay a required argument: rclpy passes it only to a
+        # callback that cannot be called with the message alone.
+        written_ns = info.get("source_timestamp", 0) if isinstance(info, dict) else 0
         if written_ns and written_ns < self._started_wall_ns:
             # The latched sample of an instruction sent before this process started: a restarted
             # planner must not resume a task by itself (a start is needed after any release).
