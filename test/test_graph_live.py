@@ -10,6 +10,7 @@ time, and an e-stop holds the actors' commands within one control tick.
 import json
 import math
 import os
+import signal
 import sys
 
 import numpy as np
@@ -271,3 +272,70 @@ def test_estop_holds_the_actor_commands_within_one_control_tick(live):
                   f"(tick {tick * 1e3:.0f} ms)")
     finally:
         live.probe.call(SetBool, "/vla/set_estop", SetBool.Request(data=False), timeout=20.0)
+
+
+def test_killing_the_planner_holds_both_arms_within_the_heartbeat_timeout(live):
+    """Runs last (it kills the planner): SIGKILL mid-episode, no goodbye. Every actor must hold
+    within planner_timeout_s (+ the heartbeat period: the last beat may be that old + one tick +
+    the controlled stop's deceleration), and count it in /diagnostics."""
+    arms = live.options.arms
+    actor_spec = live.specs[graph.actor_node_name(arms[0])]
+    tick = 1.0 / graph.expected_parameters(actor_spec)["control_rate_hz"]
+    timeout = graph.expected_parameters(actor_spec).get("planner_timeout_s", 1.5)
+    heartbeat_period = 0.25  # planner.HEARTBEAT_RATE_HZ = 4
+    moving_arm = tasks.get_task(live.options.task).arms[0]
+    others = [c for c in live.children if c.name != graph.PLANNER_NODE]
+
+    def others_alive():
+        for child in others:
+            assert child.alive(), f"{child.name} exited with {child.proc.returncode}:\n{child.tail(30)}"
+
+    def moving():
+        others_alive()
+        recent = [m.position for m in live.commands(moving_arm)[-10:]]
+        return len(recent) == 10 and np.ptp(np.asarray(recent), axis=0).max() > 1e-6
+
+    # A release alone never moves an arm (the e-stop test released it): start a new run.
+    restart = live.probe.call(Trigger, "/vla/start", Trigger.Request(), timeout=20.0)
+    assert restart.success, restart.message
+    wait_for(moving, 60.0, f"actor_{moving_arm}'s commands to move (a chunk executing)")
+    _, speed = _speed(live.commands(moving_arm)[-20:], tick)
+    planner = next(c for c in live.children if c.name == graph.PLANNER_NODE)
+    os.kill(planner.proc.pid, signal.SIGKILL)
+    killed_s = live.sim_now()
+
+    def lost(arm):
+        diagnostics = live.diagnostics_of(graph.actor_node_name(arm))
+        values = diagnostics[-1][1] if diagnostics else {}
+        return values.get("hold_reason") == "planner_lost" and float(values.get("permit.count.planner_lost", 0)) >= 1
+
+    wait_for(lambda: others_alive() or all(lost(arm) for arm in arms), 60.0,
+             "every actor to report planner_lost in /diagnostics")
+    deadline = killed_s + timeout + heartbeat_period + tick + speed / 8.0 + 3 * tick
+    wait_for(lambda: others_alive() or all(
+        sum(common.stamp_to_seconds(m.header.stamp) > deadline + 0.5 for m in live.commands(arm)) >= 5
+        for arm in arms), 60.0, "0.5 s of sim time of commands after the hold deadline")
+    for arm in arms:
+        after = [m.position for m in live.commands(arm) if common.stamp_to_seconds(m.header.stamp) > deadline]
+        spread = np.ptp(np.asarray(after), axis=0).max()
+        assert spread < 1e-9, f"actor_{arm} still moving {deadline - killed_s:.2f} s sim after the planner died"
+        held_at = _first_still(live.commands(arm), killed_s)
+        print(f"actor_{arm}: planner killed at {killed_s:.3f} s sim, commands still from "
+              f"{'n/a' if held_at is None else f'{held_at - killed_s:.3f} s'} after (bound "
+              f"{deadline - killed_s:.3f} s: timeout {timeout} + heartbeat {heartbeat_period} + stop)")
+
+
+def _speed(messages, tick):
+    positions = np.asarray([m.position for m in messages])
+    return positions, float(np.abs(np.diff(positions[:, :6], axis=0)).max() / tick) if len(positions) > 1 else 0.0
+
+
+def _first_still(messages, since_s):
+    """Stamp from which the commands after ``since_s`` stop changing, None if they never do."""
+    stamped = [(common.stamp_to_seconds(m.header.stamp), np.asarray(m.position)) for m in messages]
+    stamped = [(t, p) for t, p in stamped if t > since_s]
+    for index in range(len(stamped) - 1):
+        rest = np.asarray([p for _, p in stamped[index:]])
+        if np.ptp(rest, axis=0).max() < 1e-12:
+            return stamped[index][0]
+    return None
