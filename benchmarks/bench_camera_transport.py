@@ -20,7 +20,9 @@ Configurations (``--configs``):
 * ``sensor_shm``: best effort, with a Fast DDS profile (config/fastdds_camera_shm.xml)
   whose shared-memory segment holds several full frames (the default segment is 0.5 MB, less
   than one 640x480 rgb8 frame);
-* ``reliable_shm``: both.
+* ``reliable_shm``: both;
+* ``sensor_shm_publisher_only`` / ``sensor_shm_subscriber_only``: the profile in one process only
+  (which side needs it).
 
 Prints a table and writes benchmarks/results/camera_transport.json. Not a test: the numbers
 depend on the machine (state its load); test_camera_frames checks only that frames arrive.
@@ -55,7 +57,11 @@ CONFIGS = {
     "reliable_2": {"reliability": "reliable", "depth": 2, "shm": False},
     "sensor_shm": {"reliability": "best_effort", "depth": 5, "shm": True},
     "reliable_shm": {"reliability": "reliable", "depth": 2, "shm": True},
+    # Which side needs the profile (the camera drivers are the user's; camera_mask is ours):
+    "sensor_shm_publisher_only": {"reliability": "best_effort", "depth": 5, "shm": "publisher"},
+    "sensor_shm_subscriber_only": {"reliability": "best_effort", "depth": 5, "shm": "subscriber"},
 }
+DEFAULT_CONFIGS = ("sensor", "reliable_2", "sensor_shm", "reliable_shm")
 
 
 def qos_parameters(config: dict) -> dict:
@@ -81,13 +87,18 @@ def run_round(probe: Probe, name: str, width: int, height: int, rate: float, sec
     config = CONFIGS[name]
     probe.clear("/diagnostics")  # the previous round's camera_mask had the same name
     env_before = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")
-    if config["shm"]:
+    if config["shm"] in (True, "subscriber"):
         os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = SHM_PROFILE
     try:
         node = NodeProcess("sim2real_vla_ros.nodes.camera_mask", "camera_mask",
                            params={"bundle_path": share_path("models", "reference"), "diagnostics_rate_hz": 2.0,
                                    "max_input_age_s.camera": 0.5, **qos_parameters(config)})
         env = dict(os.environ)
+        env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+        if config["shm"] in (True, "publisher"):
+            env["FASTDDS_DEFAULT_PROFILES_FILE"] = SHM_PROFILE
+        elif env_before is not None:
+            env["FASTDDS_DEFAULT_PROFILES_FILE"] = env_before
         publisher = subprocess.Popen([sys.executable, os.path.join(HERE, "camera_publisher.py"), "--width", str(width),
                                       "--height", str(height), "--rate", str(rate), "--seconds", str(seconds),
                                       "--reliability", config["reliability"], "--depth", str(config["depth"])],
@@ -137,7 +148,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=30.0)
     parser.add_argument("--sizes", default="640x480,1280x720")
-    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help=f"of {list(CONFIGS)}")
     parser.add_argument("--out", default=RESULTS_FILE)
     args = parser.parse_args(argv)
     sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")]
