@@ -274,6 +274,38 @@ def test_estop_holds_the_actor_commands_within_one_control_tick(live):
         live.probe.call(SetBool, "/vla/set_estop", SetBool.Request(data=False), timeout=20.0)
 
 
+def test_an_estop_on_one_actor_holds_both_and_a_release_on_the_other_moves_neither(live):
+    """/actor_left/set_estop engages every actor (the latched mirror on /vla/estop) and the
+    planner; /actor_right/set_estop false releases all of them, and nothing moves until a start."""
+    arms = live.options.arms
+    names = [graph.actor_node_name(arm) for arm in arms]
+
+    def hold_reasons():
+        return {name: (live.diagnostics_of(name) or [(0, {})])[-1][1].get("hold_reason") for name in names}
+
+    reply = live.probe.call(SetBool, f"/{names[0]}/set_estop", SetBool.Request(data=True), timeout=20.0)
+    assert reply.success, reply.message
+    wait_for(lambda: live.check_alive() or all(r == "estop" for r in hold_reasons().values()), 30.0,
+             "every actor holding on the e-stop engaged at one actor")
+    wait_for(lambda: live.check_alive() or (json.loads(live.probe.received("/vla/plan_state")[-1].data)["estop"]),
+             30.0, "the planner to see the e-stop")
+    refused = live.probe.call(Trigger, "/vla/start", Trigger.Request(), timeout=20.0)
+    assert not refused.success and "e-stop" in refused.message
+    reply = live.probe.call(SetBool, f"/{names[-1]}/set_estop", SetBool.Request(data=False), timeout=20.0)
+    assert reply.success, reply.message
+    wait_for(lambda: live.check_alive() or all(r == "awaiting_start" for r in hold_reasons().values()), 30.0,
+             "every actor released but awaiting a start")
+    released_s = live.sim_now()
+    wait_for(lambda: live.check_alive() or all(
+        sum(common.stamp_to_seconds(m.header.stamp) > released_s + 1.0 for m in live.commands(arm)) >= 5
+        for arm in arms), 60.0, "1 s of sim time of commands after the release")
+    for arm in arms:
+        after = [m.position for m in live.commands(arm) if common.stamp_to_seconds(m.header.stamp) > released_s]
+        assert np.ptp(np.asarray(after), axis=0).max() < 1e-9, f"actor_{arm} moved after a release alone"
+    wait_for(lambda: live.check_alive() or not json.loads(live.probe.received("/vla/plan_state")[-1].data)["estop"],
+             30.0, "the planner to see the release")
+
+
 def test_killing_the_planner_holds_both_arms_within_the_heartbeat_timeout(live):
     """Runs last (it kills the planner): SIGKILL mid-episode, no goodbye. Every actor must hold
     within planner_timeout_s (+ the heartbeat period: the last beat may be that old + one tick +

@@ -399,7 +399,11 @@ class ActorController:
     def tick(self, now_s: float) -> TickOutput:
         """One control tick at ``now_s`` (the control clock: sim time under use_sim_time)."""
         self.hold_reason = self.permit.hold_reason(now_s) if self.permit is not None else None
-        estop = self._estop or self.hold_reason is not None
+        # The e-stop freezes the setpoint within this tick (safety.py rule 3); the other permit
+        # holds (awaiting a start, planner lost) make the arm idle: the controlled stop at the
+        # acceleration limit (rule 5), as a missing target does.
+        estop = self._estop or self.hold_reason == "estop"
+        permitted = self.hold_reason is None or self.hold_reason == "estop"
         measured, joint_stamp = self.joint_state.latest
         with self._lock:
             stamps = {**self._inputs.stamps, "joint_state": joint_stamp}
@@ -409,7 +413,7 @@ class ActorController:
             self._restart_after_clock_jump(now_s)
         self._last_tick_s = now_s
         self._ramp_velocity_limit()
-        active = target is not None and bool(instruction) and not estop
+        active = target is not None and bool(instruction) and not estop and permitted
         if active != self._was_active:
             # Idle or e-stop, and back: drop the plan, so that resuming starts from a fresh
             # chunk computed from where the arm is, not from a plan whose time has passed.

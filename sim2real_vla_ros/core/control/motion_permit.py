@@ -3,8 +3,9 @@
 :class:`MotionPermit` is ROS-free; each actor owns one (the e-stop is not owned by any single
 process: every actor keeps its own latch, fed by the latched ``vla/estop`` topic from any
 publisher and by its own ``~/set_estop`` service). :class:`ActorController` asks it at every
-tick (``hold_reason(now_s)``); anything but None holds the arm with the filter's controlled
-stop (IEC 60204-1 stop category 2: decelerate within the limits, power stays on).
+tick (``hold_reason(now_s)``); anything but None holds the arm, power staying on (IEC 60204-1
+stop category 2): ``'estop'`` freezes the setpoint within the tick (safety.py rule 3), the
+others make the arm idle, a controlled stop at the acceleration limit (rule 5).
 
 Rules
 -----
