@@ -27,12 +27,23 @@ def running_permit(now=0.0):
 def test_comes_up_held_and_does_not_resume_a_run_started_before_it():
     permit = MotionPermit(TIMEOUT)
     permit.on_heartbeat("boot-a", 10.0)
-    permit.on_plan(True, 5.0)  # a run that was going on when this actor (re)started
+    assert permit.hold_reason(10.0) == "awaiting_start"  # no run yet
+    permit.on_plan(True, 5.0, written_before_start=True)  # the latched sample of a run going on before
     assert permit.hold_reason(10.0) == "awaiting_start"
-    assert permit.hold_reason(10.5) == "awaiting_start"
+    permit.on_plan(True, 5.0)  # a newer sample of that run (index change): still not joined
     permit.on_heartbeat("boot-a", 10.5)
+    assert permit.hold_reason(10.5) == "awaiting_start"
     permit.on_plan(True, 11.0)  # a new start
     assert permit.hold_reason(11.1) is None
+    assert permit.counts["run_predates_start"] == 1
+
+
+def test_a_run_started_while_the_actor_was_coming_up_is_joined():
+    """A fresh graph: the planner may start the run before a loaded actor's first tick."""
+    permit = MotionPermit(TIMEOUT)
+    permit.on_heartbeat("boot-a", 1.3)
+    permit.on_plan(True, 0.77)  # written after this process started
+    assert permit.hold_reason(1.35) is None
 
 
 def test_engage_holds_and_a_release_alone_never_moves():

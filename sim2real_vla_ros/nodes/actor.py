@@ -31,8 +31,8 @@ it too. The e-stop is a latch in *every* actor (core/control/motion_permit.py), 
 publisher of ``vla/estop`` and by this service; an actor that latched an engage from the topic
 republishes it on its own latched publisher, so the engaged state outlives the process that
 engaged it (a restarted planner or actor receives it). A release never moves the arm: it
-moves only for a task run that started after the release and after this process came up,
-while the planner's heartbeat is fresh (``planner_timeout_s``).
+moves only for a task run that started after the release and was not already running before this
+process came up, while the planner's heartbeat is fresh (``planner_timeout_s``).
 
 Trajectory mode: header.stamp = 0 ("start now": never future-stamped, ros2_controllers #2607),
 the filtered command at ``time_from_start = dt``, safe future setpoints, then a stop at rest:
@@ -49,6 +49,7 @@ from __future__ import annotations
 import math
 import sys
 import threading
+import time
 import dataclasses
 from typing import Optional
 
@@ -153,6 +154,7 @@ class ActorNode(Node):
 
     def __init__(self) -> None:
         super().__init__("actor")
+        self._started_wall_ns = time.time_ns()  # DDS source timestamps are system time
         values = common.declare_parameters(self, PARAMETERS)
         self.arm, self.output_mode = values["arm"], values["output_mode"]
         self.control_rate_hz, self.diagnostics_rate_hz = values["control_rate_hz"], values["diagnostics_rate_hz"]
@@ -172,8 +174,8 @@ class ActorNode(Node):
         self.other_arm = next(arm for arm in ARMS if arm != self.arm)
         guard = CollisionGuard(self.arm, horizon_s=config.dt) if values["collision_guard"] else None
         counter = FaultCounter(self.faults.fault)
-        # Comes up held: moves only for a run started after its first tick (a restarted actor
-        # never resumes the run it was part of), with a fresh planner heartbeat.
+        # Comes up held: never joins a run whose plan_state predates this process (a restarted
+        # actor does not resume the run it was part of); moves only with a fresh planner heartbeat.
         self.permit = MotionPermit(values["planner_timeout_s"], faults=counter)
         self.controller = ActorController(config, safety_limits(values), 1.0 / self.bundle.manifest.action.control_rate_hz,
                                           self.bundle.manifest.keypoints_per_arm, counter,
@@ -300,7 +302,9 @@ class ActorNode(Node):
         self.controller.on_affordance(pixels, points[0].z if points else None,
                                       common.stamp_to_seconds(msg.header.stamp))
 
-    def _on_plan_state(self, msg: String) -> None:
+    def _on_plan_state(self, msg: String, info) -> None:
+        # ``info`` (rclpy MessageInfo) must stay required: rclpy passes it only to a callback that
+        # cannot be called with the message alone.
         try:
             payload = common.parse_json_message(msg, required=("schema",))
             instruction, image_size, problem = actor_plan_inputs(payload, self.bundle.instruction_embedding)
@@ -311,8 +315,10 @@ class ActorNode(Node):
             self.faults.fault("unknown_instruction", problem)
         self.controller.on_plan(instruction, image_size)
         started = payload.get("run_started")
+        written_ns = info.get("source_timestamp", 0) if isinstance(info, dict) else 0
         self.permit.on_plan(payload.get("phase") == "running",
-                            started if isinstance(started, (int, float)) and not isinstance(started, bool) else None)
+                            started if isinstance(started, (int, float)) and not isinstance(started, bool) else None,
+                            written_before_start=bool(written_ns) and written_ns < self._started_wall_ns)
 
     def _on_heartbeat(self, msg: Header) -> None:
         self.permit.on_heartbeat(msg.frame_id[:64], common.now_seconds(self))

@@ -14,9 +14,12 @@ Rules
 2. **Release** only clears the latch: the arm stays held until a task run that *started after
    the release* is running (``plan_state`` ``run_started`` >= the release time). A release
    alone never moves an arm.
-3. **Start-up**: the permit comes up held, as after a release at its first tick: a restarted
-   actor does not resume the task that was running before it (re)started; it waits for a new
-   start.
+3. **Start-up**: the permit comes up held, and a run whose first ``plan_state`` sample this
+   process received was *written before the process started* (the latched sample a restarted
+   actor gets; DDS source timestamp, ``written_before_start``) is never joined: a restarted
+   actor waits for a new start. (Not "a run started before the first tick": on a loaded
+   machine a freshly started actor's first tick can come after the planner started the run it
+   was launched for.)
 4. **Planner heartbeat**: no heartbeat received for ``heartbeat_timeout_s`` (receipt time on
    the actor's clock) holds (``planner_lost``); the hold ends when heartbeats return from the
    *same* planner process (a transient stall). Heartbeats from a *new* planner process (another
@@ -52,8 +55,10 @@ class MotionPermit:
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.faults = faults
         self.engaged = False  # the e-stop latch (a plain attribute: atomic for the executor thread)
-        self._released_pending = True  # start-up: "released" at the first tick
-        self._not_before_s: Optional[float] = None  # a run must start at or after this
+        self._released_pending = False  # a release whose time is the next tick's
+        self._not_before_s: Optional[float] = None  # a run must start at or after this (the last release)
+        self._predating_runs: set = set()  # run starts first seen in a sample older than this process
+        self._seen_runs: set = set()
         self._running = False
         self._run_started_s: Optional[float] = None
         self._last_beat_s: Optional[float] = None
@@ -84,11 +89,17 @@ class MotionPermit:
     def set(self, engaged: bool, now_s: Optional[float] = None) -> bool:
         return self.engage() if engaged else self.release(now_s)
 
-    def on_plan(self, running: bool, run_started_s: Optional[float]) -> None:
-        """The planner's task: running or not, and when its current run started (None: unknown)."""
+    def on_plan(self, running: bool, run_started_s: Optional[float], written_before_start: bool = False) -> None:
+        """The planner's task: running or not, when its current run started (None: unknown), and
+        whether this plan_state sample was written before this process started."""
         self._running = bool(running)
         ok = run_started_s is not None and isinstance(run_started_s, (int, float)) and math.isfinite(run_started_s)
         self._run_started_s = float(run_started_s) if ok else None
+        if ok and written_before_start and self._run_started_s not in self._seen_runs:
+            self._predating_runs.add(self._run_started_s)
+            self._count("run_predates_start")
+        if ok:
+            self._seen_runs.add(self._run_started_s)
 
     def on_heartbeat(self, boot_id: str, now_s: float) -> None:
         """A planner heartbeat received at ``now_s`` (actor clock); ``boot_id`` names the planner process."""
@@ -129,7 +140,8 @@ class MotionPermit:
             if now_s - self._last_beat_s > self.heartbeat_timeout_s:
                 return "planner_lost"
         started = self._run_started_s
-        if not self._running or started is None or self._not_before_s is None or started < self._not_before_s:
+        if not self._running or started is None or started in self._predating_runs or \
+                (self._not_before_s is not None and started < self._not_before_s):
             return "awaiting_start"
         return None
 
