@@ -87,7 +87,8 @@ PARAMETERS = (
     *BUNDLE_PARAMETERS,
     Param("instruction", "", "Task instruction used by /vla/start (must have an embedding in the bundle); '' = "
           "wait for /vla/instruction", read_only=False),
-    Param("autostart", False, "Start with 'instruction' at the first timer tick (no /vla/start needed)"),
+    Param("autostart", False, "Start with 'instruction' at the first timer tick (no /vla/start needed); refused "
+          "without use_sim_time: a respawned planner would restart the task by itself", test_hook=True),
     Param("planner_rate_hz", 2.0, "Planner timer rate (Hz, node clock: sim time under use_sim_time)",
           lambda v: 0.0 < v <= 50.0, "in (0, 50]"),
     Param("chain_length", 1, "K: previous affordances the planner is conditioned on (checked against the model)",
