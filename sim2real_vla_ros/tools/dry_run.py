@@ -44,6 +44,7 @@ from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros import graph
 from sim2real_vla_ros.tools import run_report
 from sim2real_vla_ros.core.vocabulary import CAMERAS
+from sim2real_vla_ros.nodes.shutdown import ShutdownWatchdog, release_node
 from sim2real_vla_ros.tools.run_report import JointLimitTable, NodeRun, RunData
 
 RECORDER_NODE = "dry_run_recorder"
@@ -334,6 +335,7 @@ class DryRun:
         self.data = RunData()
         self.failure = ""
         self._shutdown_requested = False
+        self._recorder_ros = None  # (node, context) of the recorder until release_recorder()
 
     def log(self, text: str) -> None:
         if not self.options.quiet:
@@ -476,8 +478,12 @@ class DryRun:
                  f"{episode.end_wall_s - episode.start_wall_s:.1f} s wall")
 
     # -------------------------------------------------------------- main
-    def run(self) -> dict:
-        """Run everything; returns the report (``report['run']['failure']`` set on infrastructure failure)."""
+    def run(self, release: bool = True) -> dict:
+        """Run everything; returns the report (``report['run']['failure']`` set on infrastructure failure).
+
+        ``release=False`` leaves the recorder node for `release_recorder` (``main`` prints the
+        summary first).
+        """
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
@@ -524,15 +530,39 @@ class DryRun:
                 child.died_during_run = child.died_during_run or not child.alive()
             self._shutdown_requested = True
             stop_all(self.children)
+            # The recorder's own shutdown, in the order of nodes.shutdown: its executor (and the
+            # spinning thread) first, then the recording; the node and the context last, after
+            # report.json is written (release_recorder).
             executor.shutdown(timeout_sec=2.0)
             if spinner.is_alive():
                 spinner.join(timeout=5.0)
             if recorder is not None:
                 recorder.close()
-            node.destroy_node()
-            context.try_shutdown()
         self.data.episode.total_wall_s = time.monotonic() - wall_start
-        return self._finish()
+        report = self._finish()
+        self._recorder_ros = (node, context)
+        if release:
+            self.release_recorder(exit_code(report), bounded_exit=False)
+        return report
+
+    def release_recorder(self, code: int, bounded_exit: bool = True) -> None:
+        """Destroy the recorder node and shut its context down, under a shutdown watchdog.
+
+        Called once report.json is written, so that nothing of the run is lost if destroying the
+        node hangs in DDS (issue 14): the watchdog then ends this process with ``code``. With
+        ``bounded_exit`` (``main``: the process ends with the run) it stays armed until the
+        process has exited; otherwise it stands down once the recorder is released.
+        """
+        if self._recorder_ros is None:
+            return
+        node, context = self._recorder_ros
+        self._recorder_ros = None
+        watchdog = ShutdownWatchdog(RECORDER_NODE, exit_code=code).arm()
+        release_node(node, None, watchdog)  # its executor was shut down before recorder.close()
+        watchdog.step("the recorder's context shutdown (rclpy.shutdown)")
+        context.try_shutdown()
+        if not bounded_exit:
+            watchdog.cancel()
 
     def _finish(self) -> dict:
         data = self.data
@@ -575,7 +605,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"dry run: bad argument: {exc}", file=sys.stderr)
         return 1
     dry_run = DryRun(options)
-    report = dry_run.run()
+    report = dry_run.run(release=False)
     for line in run_report.summary_lines(report):
         print(line)
     code = exit_code(report)
@@ -584,6 +614,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"dry run {verdict}: {dry_run.folder}/report.json, run.mcap, {overlay}")
     if report["run"].get("failure"):
         print(f"failure: {report['run']['failure']}", file=sys.stderr)
+    sys.stdout.flush()
+    dry_run.release_recorder(code)
     return code
 
 
