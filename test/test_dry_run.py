@@ -78,7 +78,8 @@ def test_the_normal_path_worked(dry_run):
     assert left["chunks_decoded"] > 0 and left["commands"] > 0
     assert left["limits"]["within_limits"] and left["limits"]["non_finite"] == 0
     assert left["controller_points"]["within_limits"]
-    assert left["rate_hz_sim"] > 0.5 * left["nominal_rate_hz"]  # the rate itself: test_graph_live
+    # No rate here: this episode's rate depends on the machine's load (a rate is measured by
+    # benchmarks; test_graph_live checks the control period in sim time).
     assert report["validator"]["decisions"] > 0
 
 
@@ -93,7 +94,7 @@ def test_mcap_reads_back_with_the_run_topics_and_commands_within_limits(dry_run)
         for arm in graph.ARMS:
             if topic == f"/vla/actor_{arm}/command":
                 commands[arm].append((list(message.ros_msg.name), list(message.ros_msg.position)))
-            elif topic == graph.arm_command_topic(arm, "trajectory"):
+            elif topic == "/" + graph.arm_command_topic(arm, "trajectory").lstrip("/"):  # resolved in the root namespace
                 trajectory_points[arm] += [(list(message.ros_msg.joint_names), list(p.positions))
                                            for p in message.ros_msg.points]
     expected = {"/joint_states", "/sim/task_status", "/vla/plan_state", "/vla/task_state", "/diagnostics",
