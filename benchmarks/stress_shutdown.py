@@ -83,7 +83,7 @@ def scan_run_folder(folder: str) -> list:
     return found
 
 
-def dry_runs(count: int, episode_s: float, workdir: str) -> dict:
+def dry_runs(count: int, episode_s: float, workdir: str, progress=lambda part: None) -> dict:
     runs = []
     for index in range(count):
         folder = os.path.join(workdir, f"dry_run_{index:02d}")
@@ -106,10 +106,11 @@ def dry_runs(count: int, episode_s: float, workdir: str) -> dict:
         print(f"dry run {index + 1}/{count}: exit {code}, {nodes} nodes, "
               f"{sum(p['killed'] for p in problems)} killed, {sum(bool(p['watchdog']) for p in problems)} by watchdog, "
               f"{runs[-1]['wall_s']} s", flush=True)
+        progress({"runs": runs, **_totals(runs)})
     return {"runs": runs, **_totals(runs)}
 
 
-def make_tests(count: int, branch: str, workdir: str) -> dict:
+def make_tests(count: int, branch: str, workdir: str, progress=lambda part: None) -> dict:
     runs = []
     for index in range(count):
         clone = os.path.join(workdir, f"clone_{index}")
@@ -144,6 +145,7 @@ def make_tests(count: int, branch: str, workdir: str) -> dict:
         print(f"make test {index + 1}/{count} ({commit}): {'green' if code == 0 else 'RED'} - {summary}; "
               f"{sum(p['killed'] for p in problems)} killed, {sum(bool(p['watchdog']) for p in problems)} by watchdog, "
               f"{runs[-1]['wall_s']} s", flush=True)
+        progress({"runs": runs, "green": sum(run["green"] for run in runs), **_totals(runs)})
     return {"runs": runs, "green": sum(run["green"] for run in runs), **_totals(runs)}
 
 
@@ -167,24 +169,30 @@ def main(argv=None) -> int:
     branch = args.branch or subprocess.run(["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=REPO,
                                            capture_output=True, text=True).stdout.strip()
     load = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load_cores)]
-    load_before = os.getloadavg()
     started = time.monotonic()
-    try:
-        with tempfile.TemporaryDirectory(prefix="stress_shutdown_") as workdir:
-            dry = dry_runs(args.dry_runs, args.episode_s, workdir)
-            make = make_tests(args.make_tests, branch, workdir)
-    finally:
-        load_after = os.getloadavg()
-        for process in load:
-            process.kill()
-            process.wait()
     report = {"benchmark": "stress_shutdown",
               "settings": {"dry_runs": args.dry_runs, "make_tests": args.make_tests, "branch": branch,
                            "episode_sim_s": args.episode_s, "extra_busy_processes": args.load_cores},
-              "machine": machine(load_average_before=[round(v, 2) for v in load_before],
-                                 load_average_after=[round(v, 2) for v in load_after]),
-              "wall_s": round(time.monotonic() - started, 1),
-              "dry_runs": dry, "make_tests": make}
+              "machine": machine(load_average_at_start=[round(v, 2) for v in os.getloadavg()]),
+              "complete": False, "dry_runs": {}, "make_tests": {}}
+
+    def progress(part: str):
+        def save(results: dict) -> None:  # after every run: a long stress run interrupted keeps what it did
+            report[part] = results
+            report["machine"]["load_average_now"] = [round(v, 2) for v in os.getloadavg()]
+            report["wall_s"] = round(time.monotonic() - started, 1)
+            write_results(args.output, report)
+        return save
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="stress_shutdown_") as workdir:
+            dry = dry_runs(args.dry_runs, args.episode_s, workdir, progress("dry_runs"))
+            make = make_tests(args.make_tests, branch, workdir, progress("make_tests"))
+    finally:
+        for process in load:
+            process.kill()
+            process.wait()
+    report.update({"complete": True, "dry_runs": dry, "make_tests": make})
     print(f"\ndry runs: {dry['count']}, nodes killed: {dry['kills']} {dry['killed_nodes']}, "
           f"watchdog exits: {dry['watchdog_exits']} {dry['watchdog_nodes']}")
     print(f"make test: {make['green']} of {make['count']} green, nodes killed: {make['kills']} "
