@@ -174,3 +174,22 @@ def test_a_node_whose_destruction_blocks_still_exits_0_within_the_deadline(block
     assert len(lines) == 1, output[-3000:]
     assert f"still held: destroy_node of 'shutdown_probe_blocked_{block}' (ShutdownProbeNode" in lines[0]
     assert "in destroy_node" in output, "the stack dump shows where it blocked"
+
+
+def test_the_watchdog_also_bounds_the_interpreter_s_finalisation():
+    """Armed in a function that has returned (as run_node does), it still acts when the process
+    then blocks in a C call at exit (atexit), and its line is intact."""
+    script = "\n".join([
+        "import atexit, ctypes, gc",
+        "from sim2real_vla_ros.nodes.shutdown import ShutdownWatchdog",
+        "def arm():",
+        "    ShutdownWatchdog('finalising_test', deadline_s=0.5, exit_code=0).arm().step('the finalisation')",
+        "arm()",
+        "gc.collect()",
+        "atexit.register(lambda: ctypes.PyDLL(None).sleep(30))",
+        "raise SystemExit(7)",
+    ])
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "still held: the finalisation" in output, output

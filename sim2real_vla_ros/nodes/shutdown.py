@@ -43,6 +43,9 @@ SHUTDOWN_DEADLINE_S = 3.5
 #: Extra seconds before the native timers act (the Python watchdog, if it can run, acts first).
 NATIVE_GRACE_S = 0.5
 _MESSAGE_BYTES = 2048
+#: Armed watchdogs, kept alive until cancelled: their native timers read the message buffer and
+#: may fire after the code that armed them has returned (during the interpreter's finalisation).
+_ARMED: list = []
 
 
 class _NativeTimers:
@@ -146,6 +149,7 @@ class ShutdownWatchdog:
             return self
         self._armed_at = time.monotonic()
         self._write_message()
+        _ARMED.append(self)
         native_at = self.deadline_s + NATIVE_GRACE_S
         try:
             self._native = _NativeTimers()
@@ -173,6 +177,8 @@ class ShutdownWatchdog:
         if self._native is not None:
             self._native.cancel()
         faulthandler.cancel_dump_traceback_later()
+        if self in _ARMED:
+            _ARMED.remove(self)
 
     # -------------------------------------------------------------- firing
     def line(self, what: str, after_s: float) -> str:
