@@ -265,10 +265,13 @@ def run_node(node_factory: Callable[[], Node], executor_factory=None,
             try:
                 node = node_factory()
             except Exception as exc:  # start-up failure: one clear message, non-zero exit
-                if interrupted.raised or not context.ok():
-                    return 0  # stopped while starting: nothing failed
-                print(f"[FATAL] {type(exc).__name__}: {exc}", flush=True)
-                return 1
+                code = 0 if interrupted.raised or not context.ok() else 1  # stopped while starting: no failure
+                if code:
+                    print(f"[FATAL] {type(exc).__name__}: {exc}", flush=True)
+                # Shutting the context down destroys the half-built node (and the DDS participant).
+                ShutdownWatchdog("run_node", exit_code=code).arm().step(
+                    "the context shutdown after a failed start-up (rclpy.shutdown destroys the half-built node)")
+                return code
             executor = executor_factory() if executor_factory else rclpy.executors.SingleThreadedExecutor()
             executor.add_node(node)
             try:
