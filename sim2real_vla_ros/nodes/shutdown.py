@@ -42,6 +42,8 @@ from typing import Callable, Optional
 SHUTDOWN_DEADLINE_S = 3.5
 #: Extra seconds before the native timers act (the Python watchdog, if it can run, acts first).
 NATIVE_GRACE_S = 0.5
+#: The start of the line a watchdog writes when it acts (the dry run and the stress script look for it).
+WATCHDOG_MARK = "shutdown not finished"
 _MESSAGE_BYTES = 2048
 #: Armed watchdogs, kept alive until cancelled: their native timers read the message buffer and
 #: may fire after the code that armed them has returned (during the interpreter's finalisation).
@@ -183,7 +185,7 @@ class ShutdownWatchdog:
     # -------------------------------------------------------------- firing
     def line(self, what: str, after_s: float) -> str:
         """The one line written when the deadline passes."""
-        return (f"[WARN] [{self.name}]: shutdown not finished {after_s:.1f} s after the stop request; still held: "
+        return (f"[WARN] [{self.name}]: {WATCHDOG_MARK} {after_s:.1f} s after the stop request; still held: "
                 f"{what}; exiting with {self.exit_code} (the OS reclaims the rest; thread stacks follow)")
 
     def _write_message(self) -> None:
@@ -228,4 +230,4 @@ def release_node(node, executor, watchdog: ShutdownWatchdog, executor_timeout_s:
     node.destroy_node()
 
 
-__all__ = ["SHUTDOWN_DEADLINE_S", "NATIVE_GRACE_S", "ShutdownWatchdog", "release_node", "describe_node"]
+__all__ = ["WATCHDOG_MARK", "SHUTDOWN_DEADLINE_S", "NATIVE_GRACE_S", "ShutdownWatchdog", "release_node", "describe_node"]

@@ -44,7 +44,7 @@ from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros import graph
 from sim2real_vla_ros.tools import run_report
 from sim2real_vla_ros.core.vocabulary import CAMERAS
-from sim2real_vla_ros.nodes.shutdown import ShutdownWatchdog, release_node
+from sim2real_vla_ros.nodes.shutdown import WATCHDOG_MARK, ShutdownWatchdog, release_node
 from sim2real_vla_ros.tools.run_report import JointLimitTable, NodeRun, RunData
 
 RECORDER_NODE = "dry_run_recorder"
@@ -573,6 +573,9 @@ class DryRun:
         data.settings["failure"] = self.failure
         data.settings["clean_shutdown"] = all(not child.killed and child.proc.returncode == 0
                                               for child in self.children)
+        # Exit 0 but ended by its shutdown watchdog (nodes.shutdown): a hang that was bounded, not a clean stop.
+        data.settings["shutdown_watchdog_nodes"] = [child.name for child in self.children
+                                                    if WATCHDOG_MARK in child.output]
         if not data.episode.end_reason:
             data.episode.end_reason = "infrastructure failure"
         report = run_report.build_report(data)
