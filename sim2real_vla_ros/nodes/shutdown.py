@@ -1,27 +1,33 @@
 """A node process's shutdown: released in order, and bounded by a watchdog that cannot be blocked.
 
+What hung (issue 14): the validator's main thread, in ``Node.destroy_node`` at
+``self.__node.destroy_when_not_in_use()``, with no other Python thread alive. That call does
+not wait for other users of the handle (rclpy ``Destroyable``: while the handle is in use it
+only marks it and returns; the last user destroys it later). Blocking there means blocking in
+the destruction itself: for the process's last node, ``rcl_node_fini`` -> ``rmw_destroy_node``
+-> rmw_fastrtps's ``decrement_context_impl_ref_count``, which joins the discovery-info listener
+thread and deletes the DDS participant (Fast DDS joins its event and transport threads; it
+has open deadlocks on that path when peers leave at the same moment, eProsima/Fast-DDS#6502
+and #6193, and a dry run stops all its nodes at once). pybind11 keeps the GIL over that call.
+
 Order (`release_node`): the executor is shut down first, then the node is destroyed (each
 node's ``destroy_node`` stops its own threads before rclpy destroys publishers, subscriptions,
-timers and guard conditions, then the node handle), and last the context is shut down.
-Shutting the executor down before the node matters: a stopped ``spin_once`` leaves rclpy's
-wait generator suspended, and while it sits at a yield it holds the handles it entered for
-its wait set (rclpy ``Executor._wait_for_ready_callbacks``). rclpy then only *marks* those
-entities for destruction and frees them -- and with them, the last reference to the node
-handle, whose ``rcl_node_fini`` deletes the process's DDS participant -- whenever the
-garbage collector gets to the generator, which can be after ``rclpy.shutdown``.
+timers and guard conditions, then the node handle), and last the context is shut down. The
+executor first, because a ``spin_once`` that returned leaves rclpy's wait generator suspended
+(``Executor._wait_for_ready_callbacks``); when it yielded a waitable (the QoS event handler
+every publisher and subscription has) it sits inside the ``with`` block that holds the
+entities' handles for its wait set, and rclpy then only marks those entities and frees them,
+and with them the last reference to the node handle -- so the participant deletion -- when
+the garbage collector gets to the generator, possibly after ``rclpy.shutdown``.
 ``Executor.shutdown`` drops the generator, so everything is released here, in this order.
 
-Why a watchdog, and why a native one: destroying a process's last node deletes its DDS
-participant inside a C++ call (``Node.destroy_node`` -> ``destroy_when_not_in_use`` ->
-``rcl_node_fini`` -> ``rmw_destroy_node`` -> Fast DDS participant deletion, which joins its
-discovery listener and transport threads). rclpy does not release the GIL for that call, so
-when it blocks (the stack dump of the validator in issue 14 stopped exactly there, with no
-other Python thread alive), no Python thread, signal handler or timer can run again: a
-watchdog written in Python would wait forever beside it. `ShutdownWatchdog` therefore arms
-POSIX timers whose expiry runs C functions in threads of their own (``SIGEV_THREAD``): one
-writes the line saying what was still held, ``faulthandler`` writes every thread's stack, and
-the last calls ``_exit`` with the process's exit code. A Python thread fires first, a little
-earlier, for the common case where the GIL is free (it can describe the live state).
+Why the watchdog is native: while a C call keeps the GIL, no Python thread, signal handler or
+timer runs again, so a watchdog written in Python waits forever beside it. `ShutdownWatchdog`
+arms POSIX timers whose expiry runs C functions in threads of their own (glibc
+``SIGEV_THREAD``): ``puts`` writes the line saying what was still held, ``faulthandler``'s own
+thread writes every thread's stack, and ``_exit`` ends the process with its exit code. A Python
+thread acts a little earlier, for the common case where the GIL is free (it can name the
+threads still alive).
 
 This module is the only place that ends a process that way: a stopped node exits 0 within
 `SHUTDOWN_DEADLINE_S` plus about a second, never needing SIGKILL; the OS reclaims sockets,
@@ -35,7 +41,7 @@ import os
 import sys
 import threading
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 #: Seconds from the stop request to the Python watchdog; the native one follows `NATIVE_GRACE_S` later.
 #: Below the 5 s the test harness and the 10 s the dry run give a node before SIGKILL.
