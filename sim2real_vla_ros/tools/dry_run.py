@@ -100,12 +100,10 @@ class Options:
     robot: str = "sim"
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
+def add_episode_arguments(parser: argparse.ArgumentParser) -> None:
+    """--task, --seed, --duration-s, --max-steps: what one episode is (the dry run and the in-process runner)."""
     from sim2real_vla_ros.core.task import tasks
 
-    parser = argparse.ArgumentParser(
-        prog="dry_run", description="MuJoCo simulator + the full VLA graph for one episode; writes report.json, "
-                                    "overlay.mp4 and run.mcap into a run folder.")
     parser.add_argument("--task", default=tasks.default_task_name(), help="task in config/tasks.yaml "
                         "(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=None, help="scene seed (default: the task's, tasks.yaml)")
@@ -114,6 +112,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
     parser.add_argument("--max-steps", type=int, default=None,
                         help="episode limit in policy steps (decoded chunks of the task's arms); default: the "
                              "task's step limit")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="dry_run", description="MuJoCo simulator + the full VLA graph for one episode; writes report.json, "
+                                    "overlay.mp4 and run.mcap into a run folder.")
+    add_episode_arguments(parser)
     parser.add_argument("--out", default=None, help="run folder (default: runs/<UTC timestamp>)")
     parser.add_argument("--real-time-factor", type=float, default=DEFAULT_REAL_TIME_FACTOR,
                         help="simulator's sim seconds per wall second; 0 = as fast as possible "
