@@ -177,7 +177,13 @@ class Probe:
             self.node.destroy_client(client)
 
     def shutdown(self) -> None:
+        # The spin thread is joined first so the node (and with the last node, the DDS
+        # participant) is destroyed here, never later on the spin thread: rclpy holds the GIL
+        # through rcl_node_fini, and Fast DDS 3.2 can wait there forever for a discovery callback
+        # that is itself blocked (seen once: the test process froze while a peer was exiting).
+        # Callers stop their node processes before this for the same reason.
         self.executor.shutdown(timeout_sec=2.0)
+        self._thread.join(timeout=5.0)
         self.node.destroy_node()
 
 
