@@ -5,6 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-stamp
 SHARE := $(VENV)/share/sim2real_vla_ros
+IFACE := sim2real_vla_interfaces
+IFACE_BUILD := build/$(IFACE)
+IFACE_STAMP := $(VENV)/.interfaces-stamp
+IFACE_SOURCES := $(IFACE)/package.xml $(IFACE)/CMakeLists.txt $(sort $(wildcard $(IFACE)/msg/*.msg $(IFACE)/srv/*.srv $(IFACE)/action/*.action))
+JOBS ?= 2
 
 # DDS stays on loopback on these machines; each make invocation picks its own domain.
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
@@ -15,7 +20,7 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: setup test dry-run bench readme bundle clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(IFACE_STAMP)
 
 # The package is installed editable, and its share directory is linked into the venv
 # the way `colcon build --symlink-install` does, so edits to launch/config/urdf/models
@@ -29,6 +34,21 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py package.xml
 	ln -sfn $(abspath package.xml) $(SHARE)/package.xml
 	touch $(VENV)/share/ament_index/resource_index/packages/sim2real_vla_ros
 	touch $(STAMP)
+
+# The interface package (msg/srv/action) is an ordinary ament_cmake package, configured against
+# the ROS 2 wheels in the venv and installed into the venv prefix: its Python module lands in
+# site-packages, its libraries in .venv/lib, its share/ and ament index entry in .venv/share, so
+# rclpy uses the types with no sourcing. Rebuilt when its sources or the ROS wheels it builds
+# against change (requirements*.txt), not on every edit of setup.py (order-only on the venv).
+# Python3_EXECUTABLE: else CMake may pick a Python without the venv's NumPy or of another ABI.
+$(IFACE_STAMP): requirements.txt requirements-interfaces.txt $(IFACE_SOURCES) | $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-interfaces.txt
+	CMAKE_PREFIX_PATH=$(abspath $(VENV)) cmake -S $(IFACE) -B $(IFACE_BUILD) -DCMAKE_BUILD_TYPE=Release \
+		-DCMAKE_INSTALL_PREFIX=$(abspath $(VENV)) -DPython3_EXECUTABLE=$(abspath $(PY)) -DBUILD_TESTING=OFF \
+		--log-level=WARNING
+	cmake --build $(IFACE_BUILD) --parallel $(JOBS)
+	cmake --install $(IFACE_BUILD) > /dev/null
+	touch $@
 
 test: setup
 	$(PY) -m pytest test

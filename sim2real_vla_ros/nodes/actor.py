@@ -278,7 +278,9 @@ class ActorNode(Node):
             return
         stamp_s = common.stamp_to_seconds(msg.header.stamp)
         verdict = self.controller.on_joint_state(joints, stamp_s, common.now_seconds(self))
-        if not verdict.accepted:
+        if not verdict.accepted and verdict.reason != "unconfirmed":
+            # (Unconfirmed: the first readings, or the first after a silence, wait for a second
+            # that agrees; expected at start-up, counted by the validator, not a fault.)
             self.faults.fault(f"joint_reading_rejected.{verdict.reason}", verdict.detail)
         if self.controller.guard is not None:
             self._on_other_arm(msg, stamp_s)

@@ -48,6 +48,7 @@ from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros import graph
 from sim2real_vla_ros.tools import run_report
 from sim2real_vla_ros.core.vocabulary import CAMERAS
+from sim2real_vla_ros.nodes.shutdown import WATCHDOG_MARK, ShutdownWatchdog, release_node
 from sim2real_vla_ros.tools.run_report import JointLimitTable, NodeRun, RunData
 
 RECORDER_NODE = "dry_run_recorder"
@@ -99,12 +100,10 @@ class Options:
     robot: str = "sim"
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
+def add_episode_arguments(parser: argparse.ArgumentParser) -> None:
+    """--task, --seed, --duration-s, --max-steps: what one episode is (the dry run and the in-process runner)."""
     from sim2real_vla_ros.core.task import tasks
 
-    parser = _ArgumentParser(
-        prog="dry_run", description="MuJoCo simulator + the full VLA graph for one episode; writes report.json, "
-                                    "overlay.mp4 and run.mcap into a run folder.")
     parser.add_argument("--task", default=tasks.default_task_name(), help="task in config/tasks.yaml "
                         "(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=None, help="scene seed (default: the task's, tasks.yaml)")
@@ -113,6 +112,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
     parser.add_argument("--max-steps", type=int, default=None,
                         help="episode limit in policy steps (decoded chunks of the task's arms); default: the "
                              "task's step limit")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
+    parser = _ArgumentParser(
+        prog="dry_run", description="MuJoCo simulator + the full VLA graph for one episode; writes report.json, "
+                                    "overlay.mp4 and run.mcap into a run folder.")
+    add_episode_arguments(parser)
     parser.add_argument("--out", default=None, help="run folder (default: runs/<UTC timestamp>)")
     parser.add_argument("--real-time-factor", type=float, default=DEFAULT_REAL_TIME_FACTOR,
                         help="simulator's sim seconds per wall second; 0 = as fast as possible "
@@ -449,6 +455,7 @@ class DryRun:
         self.data = RunData()
         self.failure = ""
         self._shutdown_requested = False
+        self._recorder_ros = None  # (node, context) of the recorder until release_recorder()
 
     def log(self, text: str) -> None:
         if not self.options.quiet:
@@ -646,8 +653,12 @@ class DryRun:
         return summary
 
     # -------------------------------------------------------------- main
-    def run(self) -> dict:
-        """Run everything; returns the report (``report['run']['failure']`` set on infrastructure failure)."""
+    def run(self, release: bool = True) -> dict:
+        """Run everything; returns the report (``report['run']['failure']`` set on infrastructure failure).
+
+        ``release=False`` leaves the recorder node for `release_recorder` (``main`` prints the
+        summary first).
+        """
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
@@ -708,15 +719,39 @@ class DryRun:
                 child.died_during_run = child.died_during_run or not child.alive()
             self._shutdown_requested = True
             stop_all(self.children)
+            # The recorder's own shutdown, in the order of nodes.shutdown: its executor (and the
+            # spinning thread) first, then the recording; the node and the context last, after
+            # report.json is written (release_recorder).
             executor.shutdown(timeout_sec=2.0)
             if spinner.is_alive():
                 spinner.join(timeout=5.0)
             if recorder is not None:
                 recorder.close()
-            node.destroy_node()
-            context.try_shutdown()
         self.data.episode.total_wall_s = time.monotonic() - wall_start
-        return self._finish()
+        report = self._finish()
+        self._recorder_ros = (node, context)
+        if release:
+            self.release_recorder(exit_code(report), bounded_exit=False)
+        return report
+
+    def release_recorder(self, code: int, bounded_exit: bool = True) -> None:
+        """Destroy the recorder node and shut its context down, under a shutdown watchdog.
+
+        Called once report.json is written, so that nothing of the run is lost if destroying the
+        node hangs in DDS (issue 14): the watchdog then ends this process with ``code``. With
+        ``bounded_exit`` (``main``: the process ends with the run) it stays armed until the
+        process has exited; otherwise it stands down once the recorder is released.
+        """
+        if self._recorder_ros is None:
+            return
+        node, context = self._recorder_ros
+        self._recorder_ros = None
+        watchdog = ShutdownWatchdog(RECORDER_NODE, exit_code=code).arm()
+        release_node(node, None, watchdog)  # its executor was shut down before recorder.close()
+        watchdog.step("the recorder's context shutdown (rclpy.shutdown)")
+        context.try_shutdown()
+        if not bounded_exit:
+            watchdog.cancel()
 
     def _finish(self) -> dict:
         data = self.data
@@ -729,6 +764,9 @@ class DryRun:
             data.settings["robot_driver"] = self._driver_summary()
         data.settings["clean_shutdown"] = all(not child.killed and child.proc.returncode == 0
                                               for child in self.children)
+        # Exit 0 but ended by its shutdown watchdog (nodes.shutdown): a hang that was bounded, not a clean stop.
+        data.settings["shutdown_watchdog_nodes"] = [child.name for child in self.children
+                                                    if WATCHDOG_MARK in child.output]
         if not data.episode.end_reason:
             data.episode.end_reason = "infrastructure failure"
         report = run_report.build_report(data)  # never raises: a failed section is in report['errors']
@@ -749,10 +787,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"dry run: bad argument: {exc}", file=sys.stderr)
         return 1
     dry_run = DryRun(options)
-    report = dry_run.run()
+    report = dry_run.run(release=False)
     if dry_run.failure.startswith("configuration:"):
         # The [FATAL] lines said it; the empty run's checks would only repeat it as noise.
         print(f"dry run: configuration error, no node started (exit 1); {dry_run.folder}/report.json", file=sys.stderr)
+        dry_run.release_recorder(1)
         return 1
     for line in run_report.summary_lines(report):
         print(line)
@@ -761,6 +800,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"dry run {verdict['outcome']}: {dry_run.folder}/report.json, run.mcap, {overlay}")
     for reason in verdict["reasons"]:
         print(f"dry run: {reason}", file=sys.stderr)
+    sys.stdout.flush()
+    dry_run.release_recorder(verdict["exit_code"])
     return verdict["exit_code"]
 
 
