@@ -169,8 +169,8 @@ def peer_and_probe():
             probe.subscribe(message_class(name), f"{PREFIX}/msg/{name}", LATCHED_QOS)
         yield peer, probe
     finally:
-        probe.shutdown()
         code = peer.stop()
+        probe.shutdown()
         rclpy.try_shutdown()
         assert code == 0, f"interface_peer exited with {code}:\n{peer.output[-3000:]}"
 

@@ -265,7 +265,7 @@ def test_missing_model_file_fails_at_startup(bundle_dir, tmp_path):
 def test_bad_parameter_fails_at_startup(bundle_dir):
     process = NodeProcess(MODULE, "planner_bad_param", params={"bundle_path": bundle_dir, "planner_rate_hz": -2.0})
     assert process.wait_exit(timeout=30.0) == 1, process.output
-    assert "[FATAL] ValueError: parameter 'planner_rate_hz' = -2.0" in process.output
+    assert "[FATAL] command line -p: node /planner_bad_param: parameter 'planner_rate_hz' = -2.0" in process.output
 
 
 def planner_diagnostics(probe):
@@ -284,18 +284,29 @@ def test_timer_runs_at_planner_rate_in_sim_time(node, probe):
 
     A timer can only fire at sim instants its process observes: when this 2-core machine starves
     the node, /clock arrives in a burst and rcl skips the periods it jumped over (by design), so
-    the measured rate may fall below 5 Hz but never above it. On the wall clock it runs faster
-    than 5 Hz, which a wall-time timer could not.
+    the rate may fall below 5 Hz in sim time but never rise above it. So the upper bound is
+    asserted over the whole time, and the rate itself is awaited (with a deadline) in a window of
+    3 s of sim time; how fast that is on the wall clock depends on the load and is not asserted.
     """
+    rate, window_s = 5.0, 3.0
     first = wait_for(lambda: (r := planner_diagnostics(probe)) and float(r[-1][2]["tick_rate_hz"]) > 0 and r[-1],
                      20.0, "planner diagnostics with a tick rate", processes=[node])
-    last = wait_for(lambda: (r := planner_diagnostics(probe)) and r[-1][0] - first[0] >= 3.0 and r[-1], 20.0,
-                    "3 s more of planner diagnostics", processes=[node])
-    ticks = int(last[2]["ticks"]) - int(first[2]["ticks"])
-    sim_elapsed, wall_elapsed = last[1] - first[1], last[0] - first[0]
-    assert sim_elapsed / wall_elapsed > 1.5, "the fake clock should run clearly faster than wall time"
-    assert 3.5 <= ticks / sim_elapsed <= 5.25, (ticks, sim_elapsed)
-    assert ticks / wall_elapsed > 1.2 * 5.0, (ticks, wall_elapsed)
+
+    def window_at_rate():
+        rows = [row for row in planner_diagnostics(probe) if row[1] >= first[1]]
+        last = rows[-1]
+        for _, stamp, values in reversed(rows):
+            if last[1] - stamp >= window_s:
+                ticks = int(last[2]["ticks"]) - int(values["ticks"])
+                return ticks >= 0.7 * rate * (last[1] - stamp) and (ticks, last[1] - stamp)
+        return None
+
+    ticks, span = wait_for(window_at_rate, 60.0, f"{window_s} s of sim time in which the planner ticked at "
+                           f"{rate} Hz (70 %)", processes=[node])
+    last = planner_diagnostics(probe)[-1]
+    all_ticks, sim_elapsed = int(last[2]["ticks"]) - int(first[2]["ticks"]), last[1] - first[1]
+    print(f"planner: {ticks} ticks in {span:.2f} s sim; {all_ticks} in {sim_elapsed:.2f} s sim overall")
+    assert all_ticks <= rate * sim_elapsed + 1, (all_ticks, sim_elapsed)
 
 
 def test_declares_every_parameter_of_its_vla_yaml_section(node, probe):
@@ -303,3 +314,61 @@ def test_declares_every_parameter_of_its_vla_yaml_section(node, probe):
     expected = set(graph.expected_parameters(spec))
     response = call(probe, ListParameters, "/planner/list_parameters", ListParameters.Request(), node)
     assert expected <= set(response.result.names), expected - set(response.result.names)
+
+
+def test_heartbeat_names_the_planner_process(node, probe):
+    from std_msgs.msg import Header
+
+    probe.subscribe(Header, "/vla/planner/heartbeat", common.HEARTBEAT_QOS)
+    beats = wait_for(lambda: len(probe.received("/vla/planner/heartbeat")) >= 3 and probe.received(
+        "/vla/planner/heartbeat"), 20.0, "three planner heartbeats", processes=[node])
+    assert len({beat.frame_id for beat in beats}) == 1 and beats[0].frame_id
+
+
+def test_a_huge_instruction_is_refused_and_never_echoed_whole(node, probe):
+    huge = "x" * 1_000_000
+    publisher = probe.node.create_publisher(String, "/vla/instruction", common.LATCHED_QOS)
+    publisher.publish(String(data=huge))
+    state = wait_state(probe, node, lambda s: "1000000 characters refused" in s["last_error"], "the refusal")
+    assert len(str(state)) < 8000, "plan_state carries the huge string"
+    assert max(len(line) for line in node.output.splitlines()) < 4000, "the log carries the huge string"
+    response = call(probe, StartTask, "/vla/start", StartTask.Request(), node)  # the parameter's instruction
+    assert response.success and len(response.message) < 2000
+    probe.node.destroy_publisher(publisher)
+
+
+def test_a_restarted_planner_comes_up_idle_and_keeps_an_engaged_estop(bundle_dir, node, probe):
+    """Runs last: it replaces the module's planner. The e-stop engaged before the restart (held by
+    an actor's latched mirror, here the probe's publisher) and the latched instruction reach
+    the new planner: it comes up engaged and idle; the release alone starts nothing."""
+    node.stop()
+    instruction = probe.node.create_publisher(String, "/vla/instruction", common.LATCHED_QOS)
+    instruction.publish(String(data=INSTRUCTIONS[0]))
+    mirror = probe.node.create_publisher(Bool, "/vla/estop", common.LATCHED_QOS)
+    mirror.publish(Bool(data=True))
+    count_before = len(probe.received("/vla/plan_state"))
+    restarted = NodeProcess(MODULE, "planner", params_file=VLA_YAML, params={
+        "bundle_path": bundle_dir, "use_sim_time": True, "planner_rate_hz": 5.0,
+        "image_width": NATIVE_W, "image_height": NATIVE_H})
+    try:
+        def new_state():
+            states = [plan_state_from_msg(m) for m in probe.received("/vla/plan_state")[count_before:]]
+            return states[-1] if states and states[-1]["estop"] else None
+
+        state = wait_for(new_state, 60.0, "the restarted planner's plan_state with the e-stop engaged",
+                         processes=[restarted])
+        assert state["phase"] == "idle"
+        refused = call(probe, StartTask, "/vla/start", StartTask.Request(), restarted)
+        assert not refused.success and "e-stop" in refused.message
+        assert call(probe, SetBool, "/vla/set_estop", SetBool.Request(data=False), restarted).success
+        wait_state(probe, restarted, lambda s: not s["estop"], "released")
+        assert plan_state(probe)["phase"] == "idle", "a release alone started the task"
+        # The latched instruction was kept for /vla/start, not started.
+        assert "instruction_not_started" in restarted.output
+        started = call(probe, StartTask, "/vla/start", StartTask.Request(), restarted)
+        assert started.success and INSTRUCTIONS[0] in started.message
+        wait_state(probe, restarted, lambda s: s["phase"] == "running" and s["run_started"] is not None, "running")
+    finally:
+        probe.node.destroy_publisher(instruction)
+        probe.node.destroy_publisher(mirror)
+        assert restarted.stop() in (0, -2), restarted.output

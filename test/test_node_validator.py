@@ -234,7 +234,8 @@ def test_bad_scripted_probability_fails_at_startup(bundle_dir):
     process = NodeProcess(VALIDATOR, "validator_bad_param", params={"bundle_path": bundle_dir,
                                                                     "scripted_probabilities": "always"})
     assert process.wait_exit(timeout=30.0) == 1, process.output
-    assert "[FATAL] ValueError: parameter 'scripted_probabilities' = 'always'" in process.output
+    assert "[FATAL] command line -p: node /validator_bad_param: parameter 'scripted_probabilities' = 'always'" \
+        in process.output
 
 
 def test_a_scripted_validator_without_use_sim_time_is_refused_at_startup(bundle_dir):

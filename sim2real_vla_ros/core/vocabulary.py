@@ -50,6 +50,7 @@ TF_STATIC = "/tf_static"
 ESTOP = "vla/estop"
 INSTRUCTION = "vla/instruction"
 PLAN_STATE = "vla/plan_state"
+PLANNER_HEARTBEAT = "vla/planner/heartbeat"
 TASK_STATE = "vla/task_state"
 VALIDATOR_EVENT = "vla/validator/event"
 AFFORDANCE_MARKERS = "vla/affordance_markers"
@@ -61,6 +62,7 @@ SIM_TASK_STATUS = "sim/task_status"
 START_SERVICE = "vla/start"
 STOP_SERVICE = "vla/stop"
 SET_ESTOP_SERVICE = "vla/set_estop"
+ACTOR_SET_ESTOP_SERVICE = "set_estop"  # private to each actor: /actor_<arm>/set_estop
 SIM_RESET_SERVICE = "sim/reset"
 
 # --------------------------------------------------------------------------- actions

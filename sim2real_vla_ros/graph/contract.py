@@ -48,6 +48,7 @@ def topic_types() -> dict[str, str]:
         vocab.JOINT_STATES: "sensor_msgs/msg/JointState", vocab.ROBOT_DESCRIPTION: "std_msgs/msg/String",
         vocab.TF: "tf2_msgs/msg/TFMessage", vocab.TF_STATIC: "tf2_msgs/msg/TFMessage",
         vocab.ESTOP: "std_msgs/msg/Bool", vocab.INSTRUCTION: "std_msgs/msg/String",
+        vocab.PLANNER_HEARTBEAT: "std_msgs/msg/Header",
         vocab.PLAN_STATE: _TASK + "PlanState", vocab.TASK_STATE: _TASK + "TaskState",
         vocab.VALIDATOR_EVENT: _TASK + "ValidatorEvent",
         vocab.AFFORDANCE_MARKERS: "visualization_msgs/msg/MarkerArray",
@@ -165,15 +166,16 @@ def expected_connections(arms: Sequence[str] = ARMS, output_mode: str = "traject
     # ExecuteTask feedback: the validator's view and the actors' progress.
     subscribe(PLANNER_NODE, vocab.TASK_STATE, *(vocab.actor_status_topic(arm) for arm in arms))
     publish(PLANNER_NODE, *(vocab.affordance_topic(arm) for arm in ARMS), vocab.PLAN_STATE,
-            vocab.AFFORDANCE_MARKERS, vocab.AFFORDANCE_OVERLAY, vocab.ESTOP)
+            vocab.AFFORDANCE_MARKERS, vocab.AFFORDANCE_OVERLAY, vocab.ESTOP, vocab.PLANNER_HEARTBEAT)
 
     # The actor also reads the latched plan_state: the instruction (only the planner knows it
     # when a task is started by service) and the pixel frame of the affordance.
     for arm, actor in zip(arms, actors):
         subscribe(actor, vocab.masked_topic(vocab.TOP_CAMERA), vocab.masked_topic(WRIST_CAMERA[arm]), vocab.JOINT_STATES,
-                  vocab.affordance_topic(arm), vocab.PLAN_STATE, vocab.ESTOP)
+                  vocab.affordance_topic(arm), vocab.PLAN_STATE, vocab.ESTOP, vocab.PLANNER_HEARTBEAT)
+        # Every actor keeps the e-stop latch and republishes it (latched): it outlives the planner.
         publish(actor, arm_command_topic(arm, output_mode), vocab.actor_chunk_topic(arm),
-                vocab.actor_command_topic(arm), vocab.actor_status_topic(arm))
+                vocab.actor_command_topic(arm), vocab.actor_status_topic(arm), vocab.ESTOP)
 
     # The validator takes its targets from plan_state (keypoints and index in one message), not
     # from the affordance polygons, so phase, index and keypoints can never disagree.
@@ -188,9 +190,11 @@ def expected_connections(arms: Sequence[str] = ARMS, output_mode: str = "traject
             for topic in sorted(pubs)}
 
 
-def expected_services(simulator: Optional[str] = SIM_NODE, namespace: str = "") -> dict[str, str]:
-    """Fully qualified service name -> the node that must offer it."""
-    services = {vocab.START_SERVICE: PLANNER_NODE, vocab.STOP_SERVICE: PLANNER_NODE, vocab.SET_ESTOP_SERVICE: PLANNER_NODE}
+def expected_services(simulator: Optional[str] = SIM_NODE, namespace: str = "",
+                      arms: Sequence[str] = ARMS) -> dict[str, str]:
+    """Fully qualified service name -> the node that must offer it (each actor: its own e-stop)."""
+    services = {vocab.START_SERVICE: PLANNER_NODE, vocab.STOP_SERVICE: PLANNER_NODE, vocab.SET_ESTOP_SERVICE: PLANNER_NODE,
+                **{f"{actor_node_name(arm)}/{vocab.ACTOR_SET_ESTOP_SERVICE}": actor_node_name(arm) for arm in arms}}
     if simulator is not None:
         services[vocab.SIM_RESET_SERVICE] = simulator
     return {absolute(name, namespace): node for name, node in services.items()}

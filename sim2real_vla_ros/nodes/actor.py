@@ -15,7 +15,8 @@ vla/masked/cam_high, vla/masked/<wrist>   sensor_msgs/Image               in (se
 joint_states                              sensor_msgs/JointState          in (URDF or vendor names)
 vla/affordance/<arm>                      geometry_msgs/PolygonStamped    in (latched; empty = idle)
 vla/plan_state                            sim2real_vla_interfaces/PlanState (latched, in)
-vla/estop                                 std_msgs/Bool                   in (latched)
+vla/estop                                 std_msgs/Bool                   in + out (latched; mirror)
+vla/planner/heartbeat                     std_msgs/Header                 in (hold when it stops)
 <arm>_arm_controller/joint_trajectory     trajectory_msgs/JointTrajectory out (output_mode trajectory)
 <arm>_arm_position_controller/commands    std_msgs/Float64MultiArray      out (output_mode stream)
 master/joint_<arm>                        sensor_msgs/JointState          out (output_mode vendor)
@@ -24,6 +25,15 @@ vla/actor_<arm>/command                   sensor_msgs/JointState          out (e
 vla/actor_<arm>/status                    sim2real_vla_interfaces/ActorStatus (<= 10 Hz, out)
 /diagnostics                              diagnostic_msgs/DiagnosticArray out
 ========================================  ==============================  =======================
+
+Service ``~/set_estop`` (std_srvs/SetBool, ``/actor_<arm>/set_estop``): engages / releases this
+actor's latch and publishes the value on ``vla/estop`` (latched), so every other node latches
+it too. The e-stop is a latch in *every* actor (core/control/motion_permit.py), fed by any
+publisher of ``vla/estop`` and by this service; an actor that latched an engage from the topic
+republishes it on its own latched publisher, so the engaged state outlives the process that
+engaged it (a restarted planner or actor receives it). A release never moves the arm: it
+moves only for a task run that started after the release and was not already running before this
+process came up, while the planner's heartbeat is fresh (``planner_timeout_s``).
 
 Trajectory mode: header.stamp = 0 ("start now": never future-stamped, ros2_controllers #2607),
 the filtered command at ``time_from_start = dt``, safe future setpoints, then a stop at rest:
@@ -40,6 +50,7 @@ from __future__ import annotations
 import math
 import sys
 import threading
+import time
 import dataclasses
 from typing import Optional
 
@@ -48,12 +59,14 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PolygonStamped
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool, Float64MultiArray
+from std_msgs.msg import Bool, Float64MultiArray, Header
+from std_srvs.srv import SetBool
 from sim2real_vla_interfaces.msg import ActorStatus, PlanState
 from trajectory_msgs.msg import JointTrajectory
 
 from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros.core.control.actor_controller import ActorConfig, ActorController, FaultCounter, observation_of
+from sim2real_vla_ros.core.control.motion_permit import MotionPermit
 from sim2real_vla_ros.core.control.collision_guard import CollisionGuard
 from sim2real_vla_ros.core.control.actor_io import (FAULT_INJECTIONS, UndecodableTokensDecoder, actor_plan_inputs,
                                                     actor_status_fields, arm_state_from_joint_state, inject_nan)
@@ -119,6 +132,9 @@ PARAMETERS = (
     Param("max_tracking_error", list(DEFAULT_MAX_TRACKING_ERROR), "Last command - measured state beyond this (plus "
           "velocity x joint-state age) holds: the arm is blocked or not following (rad / m)", _per_joint_ok,
           f"{ARM_DOF} positive values"),
+    Param("planner_timeout_s", 1.5, "Hold both arms when no planner heartbeat (vla/planner/heartbeat, 4 Hz) "
+          "arrived for this long (s): 6 heartbeat periods, 3 ticks of the 2 Hz planner", lambda v: 0.0 < v <= 60.0,
+          "in (0, 60]"),
     Param("collision_guard", True, "Check every command against self, arm-arm, table and body collisions (both "
           "arms' joints must be in joint_states; without the other arm's reading the arm holds)"),
     Param("top_image_width", 0, "cam_high native width (px) of the affordance pixels; 0 = the planner's image_size "
@@ -144,6 +160,7 @@ class ActorNode(Node):
 
     def __init__(self) -> None:
         super().__init__("actor")
+        self._started_wall_ns = time.time_ns()  # DDS source timestamps are system time
         values = common.declare_parameters(self, PARAMETERS)
         self.arm, self.output_mode = values["arm"], values["output_mode"]
         self.control_rate_hz, self.diagnostics_rate_hz = values["control_rate_hz"], values["diagnostics_rate_hz"]
@@ -162,10 +179,16 @@ class ActorNode(Node):
         self.faults = FaultLog(self)
         self.other_arm = next(arm for arm in ARMS if arm != self.arm)
         guard = CollisionGuard(self.arm, horizon_s=config.dt) if values["collision_guard"] else None
+        counter = FaultCounter(self.faults.fault)
+        # Comes up held: never joins a run whose plan_state predates this process (a restarted
+        # actor does not resume the run it was part of); moves only with a fresh planner heartbeat.
+        self.permit = MotionPermit(values["planner_timeout_s"], faults=counter)
         self.controller = ActorController(config, safety_limits(values), 1.0 / self.bundle.manifest.action.control_rate_hz,
-                                          self.bundle.manifest.keypoints_per_arm, FaultCounter(self.faults.fault),
+                                          self.bundle.manifest.keypoints_per_arm, counter,
                                           urdf_limits=arm_limits(self.arm), guard=guard,
-                                          other_limits=safety_limits({**values, "arm": self.other_arm}))
+                                          other_limits=safety_limits({**values, "arm": self.other_arm}),
+                                          permit=self.permit)
+        self._published_estop: Optional[bool] = None  # what this actor's latched vla/estop sample says
         for warning in config.warnings():
             self.get_logger().warning(warning)
         self._stop = threading.Event()  # set at shutdown: interrupts the artificial delay, stops publishing
@@ -217,6 +240,10 @@ class ActorNode(Node):
                                  common.LATCHED_QOS)
         self.create_subscription(Bool, vocab.ESTOP, guard(self._on_estop, "estop_callback_error"),
                                  common.LATCHED_QOS)
+        self.create_subscription(Header, vocab.PLANNER_HEARTBEAT, guard(self._on_heartbeat, "heartbeat_callback_error"),
+                                 common.HEARTBEAT_QOS)
+        self.estop_pub = self.create_publisher(Bool, vocab.ESTOP, common.LATCHED_QOS)
+        self.create_service(SetBool, f"~/{vocab.ACTOR_SET_ESTOP_SERVICE}", self._handle_set_estop)
         command_type = {"trajectory": JointTrajectory, "stream": Float64MultiArray, "vendor": JointState}
         self.command_pub = self.create_publisher(command_type[self.output_mode],
                                                  vocab.arm_command_topic(self.arm, self.output_mode),
@@ -262,7 +289,9 @@ class ActorNode(Node):
             return
         stamp_s = common.stamp_to_seconds(msg.header.stamp)
         verdict = self.controller.on_joint_state(joints, stamp_s, common.now_seconds(self))
-        if not verdict.accepted:
+        if not verdict.accepted and verdict.reason != "unconfirmed":
+            # (Unconfirmed: the first readings, or the first after a silence, wait for a second
+            # that agrees; expected at start-up, counted by the validator, not a fault.)
             self.faults.fault(f"joint_reading_rejected.{verdict.reason}", verdict.detail)
         if self.controller.guard is not None:
             self._on_other_arm(msg, stamp_s)
@@ -286,25 +315,58 @@ class ActorNode(Node):
         self.controller.on_affordance(pixels, points[0].z if points else None,
                                       common.stamp_to_seconds(msg.header.stamp))
 
-    def _on_plan_state(self, msg: PlanState) -> None:
+    def _on_plan_state(self, msg: PlanState, info) -> None:
+        # ``info`` (rclpy MessageInfo) must stay required: rclpy passes it only to a callback that
+        # cannot be called with the message alone.
         try:
-            instruction, image_size, problem = actor_plan_inputs(plan_state_from_msg(msg),
-                                                                 self.bundle.instruction_embedding)
+            plan = plan_state_from_msg(msg)
+            instruction, image_size, problem = actor_plan_inputs(plan, self.bundle.instruction_embedding)
         except ValueError as exc:
             self.faults.fault("malformed_plan_state", str(exc))
             return
         if problem:
             self.faults.fault("unknown_instruction", problem)
         self.controller.on_plan(instruction, image_size)
+        written_ns = info.get("source_timestamp", 0) if isinstance(info, dict) else 0
+        self.permit.on_plan(plan["phase"] == "running", plan["run_started"],
+                            written_before_start=bool(written_ns) and written_ns < self._started_wall_ns)
+
+    def _on_heartbeat(self, msg: Header) -> None:
+        self.permit.on_heartbeat(msg.frame_id[:64], common.now_seconds(self))
 
     def _on_estop(self, msg: Bool) -> None:
         engaged = bool(msg.data)
+        if self._apply_estop(engaged, vocab.ESTOP):
+            # Mirror: an engage is republished on this actor's own latched publisher (it outlives
+            # the process that engaged it); a release only where this actor's sample said engaged,
+            # so that a late joiner does not see a stale engage from it. Only changes are
+            # republished, so mirrors never echo each other forever.
+            if engaged or self._published_estop:
+                self._publish_estop(engaged)
+
+    def _handle_set_estop(self, request, response):
+        engaged = bool(request.data)
+        self._apply_estop(engaged, f"~/{vocab.ACTOR_SET_ESTOP_SERVICE}")
+        self._publish_estop(engaged)
+        response.success = True
+        response.message = ("e-stop engaged: every arm holds" if engaged else
+                            "e-stop released: the arms move again only for a task started after this (/vla/start)")
+        return response
+
+    def _publish_estop(self, engaged: bool) -> None:
+        self._published_estop = engaged
+        self.estop_pub.publish(Bool(data=engaged))
+
+    def _apply_estop(self, engaged: bool, source: str) -> bool:
         if engaged and not self.controller.estop:
             self._estop_received_mono = common.monotonic()
             self._estop_received_s = common.now_seconds(self)
             self._estop_first_hold_s = None
-        if self.controller.set_estop(engaged):
-            self.get_logger().warning(f"e-stop {'ENGAGED: holding' if engaged else 'released'}")
+        changed = self.controller.set_estop(engaged, common.now_seconds(self))
+        if changed:
+            self.get_logger().warning(f"e-stop {'ENGAGED: holding' if engaged else 'released (no motion until a new start)'}"
+                                      f" ({source})")
+        return changed
 
     # ------------------------------------------------------------------ control tick
     def _control_tick(self) -> None:
@@ -403,6 +465,10 @@ class ActorNode(Node):
         level = 2 if controller.estop else self._levels.level(errors, warnings)
         message = "e-stop engaged: holding" if controller.estop else \
             ["ok", "holding on stale or missing inputs", "inference failures or dropped chunks"][level]
+        if controller.hold_reason == "planner_lost":
+            level, message = 2, "planner lost (no heartbeat): holding"
+        elif controller.hold_reason in ("awaiting_start", "no_planner_heartbeat") and level == 0:
+            message = f"holding: {controller.hold_reason}"
         status = common.diagnostic_status(f"{self.get_name()}: actor", self.get_name(), level, message, values)
         self.diagnostics_pub.publish(common.diagnostic_array(self, [status]))
 

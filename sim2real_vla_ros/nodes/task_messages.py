@@ -100,6 +100,9 @@ def plan_state_to_msg(record: Mapping[str, Any], fallback_size: Optional[Tuple[i
     msg.affordances = affordances
     msg.current_since = to_time(affordance["current_since"] if affordance is not None else None)
     msg.estop = bool(record.get("estop"))
+    run_started = record.get("run_started")
+    msg.has_run = run_started is not None
+    msg.run_started = to_time(run_started)
     msg.reason = str(record.get("reason") or "")
     msg.last_error = str(record.get("last_error") or "")
     return msg
@@ -139,6 +142,7 @@ def plan_state_from_msg(msg: PlanState) -> Dict[str, Any]:
         "achieved_count": int(msg.achieved_count), "replan_requested": bool(msg.replan_requested),
         "reason": msg.reason, "estop": bool(msg.estop), "last_error": msg.last_error,
         "image_size": [int(width), int(height)] if width > 0 and height > 0 else None,
+        "run_started": from_time(msg.run_started) if msg.has_run else None,
     }
 
 

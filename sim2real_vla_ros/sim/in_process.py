@@ -74,10 +74,10 @@ from sim2real_vla_ros.core.task.records import parse_plan_state, parse_validator
 from sim2real_vla_ros.core.task.planner_logic import PlannerConfig, PlannerCore
 from sim2real_vla_ros.core.task.validator_logic import ValidatorConfig, ValidatorCore, parse_scripted_probability
 from sim2real_vla_ros.core.vocabulary import CAMERAS, TOP_CAMERA, WRIST_CAMERA
+from sim2real_vla_ros.tools.dry_run import DEFAULT_DURATION_S, add_episode_arguments
 
 SUMMARY_SCHEMA = "vla_in_process_summary/1"
 TERMINAL_PHASES = ("succeeded", "failed", "aborted")
-DEFAULT_DURATION_S = 45.0  # as the dry run's default episode limit
 # Commands within this of a limit count as inside (float round-off of clipped values), as in run_report.
 LIMIT_TOLERANCE = 1e-6
 
@@ -626,13 +626,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[RunnerOptions, Opt
     parser = argparse.ArgumentParser(
         prog="in_process", description="One episode of a task: the MuJoCo simulator and the VLA graph's logic "
                                        "in one process (no ROS), as fast as the CPU allows; prints a JSON summary.")
-    parser.add_argument("--task", default=tasks.default_task_name(), help="task in config/tasks.yaml "
-                        "(default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=None, help="scene seed (default: the task's, tasks.yaml)")
-    parser.add_argument("--duration-s", type=float, default=DEFAULT_DURATION_S,
-                        help="episode length limit in sim seconds (default: %(default)s)")
-    parser.add_argument("--max-steps", type=int, default=None,
-                        help="episode limit in policy chunks of the task's arms (default: the task's step limit)")
+    add_episode_arguments(parser)
     parser.add_argument("--output-mode", choices=graph.OUTPUT_MODES, default="trajectory",
                         help="actor output, applied as the sim node applies it (default: %(default)s)")
     parser.add_argument("--bundle", default="", help="model bundle folder (default: the installed models/reference)")

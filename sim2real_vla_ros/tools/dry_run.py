@@ -48,6 +48,7 @@ from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros import graph
 from sim2real_vla_ros.tools import run_report
 from sim2real_vla_ros.core.vocabulary import CAMERAS
+from sim2real_vla_ros.nodes.shutdown import WATCHDOG_MARK, ShutdownWatchdog, release_node
 from sim2real_vla_ros.tools.run_report import JointLimitTable, NodeRun, RunData
 
 RECORDER_NODE = "dry_run_recorder"
@@ -99,12 +100,10 @@ class Options:
     robot: str = "sim"
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
+def add_episode_arguments(parser: argparse.ArgumentParser) -> None:
+    """--task, --seed, --duration-s, --max-steps: what one episode is (the dry run and the in-process runner)."""
     from sim2real_vla_ros.core.task import tasks
 
-    parser = argparse.ArgumentParser(
-        prog="dry_run", description="MuJoCo simulator + the full VLA graph for one episode; writes report.json, "
-                                    "overlay.mp4 and run.mcap into a run folder.")
     parser.add_argument("--task", default=tasks.default_task_name(), help="task in config/tasks.yaml "
                         "(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=None, help="scene seed (default: the task's, tasks.yaml)")
@@ -113,6 +112,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
     parser.add_argument("--max-steps", type=int, default=None,
                         help="episode limit in policy steps (decoded chunks of the task's arms); default: the "
                              "task's step limit")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
+    parser = _ArgumentParser(
+        prog="dry_run", description="MuJoCo simulator + the full VLA graph for one episode; writes report.json, "
+                                    "overlay.mp4 and run.mcap into a run folder.")
+    add_episode_arguments(parser)
     parser.add_argument("--out", default=None, help="run folder (default: runs/<UTC timestamp>)")
     parser.add_argument("--real-time-factor", type=float, default=DEFAULT_REAL_TIME_FACTOR,
                         help="simulator's sim seconds per wall second; 0 = as fast as possible "
@@ -148,6 +154,39 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
                       node_parameters=parse_node_parameters(args.param), robot=args.robot)
     validate(options)
     return options
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse exits 2 on a bad argument, which this tool documents as "completed without the
+    normal path": raise instead, so that main() exits 1 (a bad argument) with one line."""
+
+    def error(self, message: str):
+        raise ValueError(message)
+
+
+def config_problems(specs: Sequence[graph.NodeSpec], options: Options) -> List[str]:
+    """One line per problem of the nodes' parameter files and overrides (unknown or misspelled
+    names, wrong types, out-of-range values, NaN, YAML errors: graph.config_check), and a params
+    file whose actor output_mode the run would override with --output-mode."""
+    from sim2real_vla_ros.graph.config_check import check_spec, read_file_values
+
+    problems: List[str] = []
+    seen = set()
+    for spec in specs:
+        for problem in check_spec(spec):
+            if problem not in seen:  # a YAML error of a shared file: once
+                seen.add(problem)
+                problems.append(problem)
+        # The installed config/vla.yaml's output_mode is the default that --output-mode replaces
+        # (as the launch argument does); a file the user gave must not be overridden silently.
+        if options.params_file and spec.name in {graph.actor_node_name(arm) for arm in options.arms}:
+            for path in spec.parameter_files:
+                value, where = read_file_values(path, spec.full_name)[0].get("output_mode", (None, ""))
+                if value is not None and value != options.output_mode:
+                    problems.append(f"{where}: node {spec.full_name}: output_mode '{value}' would be overridden by "
+                                    f"--output-mode {options.output_mode} (the simulator's command interface follows "
+                                    f"--output-mode): pass --output-mode {value} or remove it from the file")
+    return problems
 
 
 def parse_node_parameters(items: Sequence[str]) -> Dict[str, Dict[str, object]]:
@@ -417,6 +456,7 @@ class DryRun:
         self.data = RunData()
         self.failure = ""
         self._shutdown_requested = False
+        self._recorder_ros = None  # (node, context) of the recorder until release_recorder()
 
     def log(self, text: str) -> None:
         if not self.options.quiet:
@@ -485,7 +525,7 @@ class DryRun:
         driver = graph.PIPER_DRIVER_NODE if self.options.robot == "emulated-can" else None
         connections = graph.expected_connections(arms=self.options.arms, output_mode=self.options.output_mode,
                                                  namespace=self.options.namespace, robot_driver=driver)
-        services = graph.expected_services(namespace=self.options.namespace)
+        services = graph.expected_services(namespace=self.options.namespace, arms=self.options.arms)
         state = {"missing": None, "publishers_ok_at": None}
 
         def connected() -> bool:
@@ -614,8 +654,12 @@ class DryRun:
         return summary
 
     # -------------------------------------------------------------- main
-    def run(self) -> dict:
-        """Run everything; returns the report (``report['run']['failure']`` set on infrastructure failure)."""
+    def run(self, release: bool = True) -> dict:
+        """Run everything; returns the report (``report['run']['failure']`` set on infrastructure failure).
+
+        ``release=False`` leaves the recorder node for `release_recorder` (``main`` prints the
+        summary first).
+        """
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
@@ -626,8 +670,21 @@ class DryRun:
         wall_start = time.monotonic()
         # This process joins the run's domain too (the recorder); set before rclpy.init reads it.
         os.environ.update({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(self.domain_id)})
-        specs = graph_specs(self.options)
-        self._fill_static(specs)
+        try:
+            specs = graph_specs(self.options)
+            # Every parameter file and override is checked before any process starts.
+            problems = config_problems(specs, self.options)
+            if problems:
+                for problem in problems:
+                    print(f"[FATAL] {problem}", file=sys.stderr, flush=True)
+                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+                raise DryRunError(f"configuration: {problems[0]}{more}")
+            self._fill_static(specs)
+        except (DryRunError, ValueError) as exc:
+            self.failure = str(exc)
+            self.log(f"FAILED: {self.failure}")
+            self.data.episode.total_wall_s = time.monotonic() - wall_start
+            return self._finish()
         planner = next(spec for spec in specs if spec.name == graph.PLANNER_NODE)
         overlay_fps = float(graph.expected_parameters(planner).get("overlay_rate_hz", 5.0))
         context = rclpy.Context()
@@ -663,15 +720,39 @@ class DryRun:
                 child.died_during_run = child.died_during_run or not child.alive()
             self._shutdown_requested = True
             stop_all(self.children)
+            # The recorder's own shutdown, in the order of nodes.shutdown: its executor (and the
+            # spinning thread) first, then the recording; the node and the context last, after
+            # report.json is written (release_recorder).
             executor.shutdown(timeout_sec=2.0)
             if spinner.is_alive():
                 spinner.join(timeout=5.0)
             if recorder is not None:
                 recorder.close()
-            node.destroy_node()
-            context.try_shutdown()
         self.data.episode.total_wall_s = time.monotonic() - wall_start
-        return self._finish()
+        report = self._finish()
+        self._recorder_ros = (node, context)
+        if release:
+            self.release_recorder(exit_code(report), bounded_exit=False)
+        return report
+
+    def release_recorder(self, code: int, bounded_exit: bool = True) -> None:
+        """Destroy the recorder node and shut its context down, under a shutdown watchdog.
+
+        Called once report.json is written, so that nothing of the run is lost if destroying the
+        node hangs in DDS (issue 14): the watchdog then ends this process with ``code``. With
+        ``bounded_exit`` (``main``: the process ends with the run) it stays armed until the
+        process has exited; otherwise it stands down once the recorder is released.
+        """
+        if self._recorder_ros is None:
+            return
+        node, context = self._recorder_ros
+        self._recorder_ros = None
+        watchdog = ShutdownWatchdog(RECORDER_NODE, exit_code=code).arm()
+        release_node(node, None, watchdog)  # its executor was shut down before recorder.close()
+        watchdog.step("the recorder's context shutdown (rclpy.shutdown)")
+        context.try_shutdown()
+        if not bounded_exit:
+            watchdog.cancel()
 
     def _finish(self) -> dict:
         data = self.data
@@ -684,6 +765,9 @@ class DryRun:
             data.settings["robot_driver"] = self._driver_summary()
         data.settings["clean_shutdown"] = all(not child.killed and child.proc.returncode == 0
                                               for child in self.children)
+        # Exit 0 but ended by its shutdown watchdog (nodes.shutdown): a hang that was bounded, not a clean stop.
+        data.settings["shutdown_watchdog_nodes"] = [child.name for child in self.children
+                                                    if WATCHDOG_MARK in child.output]
         if not data.episode.end_reason:
             data.episode.end_reason = "infrastructure failure"
         report = run_report.build_report(data)  # never raises: a failed section is in report['errors']
@@ -704,7 +788,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"dry run: bad argument: {exc}", file=sys.stderr)
         return 1
     dry_run = DryRun(options)
-    report = dry_run.run()
+    report = dry_run.run(release=False)
+    if dry_run.failure.startswith("configuration:"):
+        # The [FATAL] lines said it; the empty run's checks would only repeat it as noise.
+        print(f"dry run: configuration error, no node started (exit 1); {dry_run.folder}/report.json", file=sys.stderr)
+        dry_run.release_recorder(1)
+        return 1
     for line in run_report.summary_lines(report):
         print(line)
     verdict = run_report.verdict(report)
@@ -712,6 +801,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"dry run {verdict['outcome']}: {dry_run.folder}/report.json, run.mcap, {overlay}")
     for reason in verdict["reasons"]:
         print(f"dry run: {reason}", file=sys.stderr)
+    sys.stdout.flush()
+    dry_run.release_recorder(verdict["exit_code"])
     return verdict["exit_code"]
 
 

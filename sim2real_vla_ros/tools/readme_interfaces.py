@@ -141,8 +141,9 @@ def write(path: str = README) -> None:
     with open(path, encoding="utf-8") as stream:
         text = stream.read()
     start, end = text.index(START) + len(START), text.index(END)
+    table = render()  # before the file is opened for writing: a failing render must not empty README.md
     with open(path, "w", encoding="utf-8") as stream:
-        stream.write(text[:start] + "\n" + render() + "\n" + text[end:])
+        stream.write(text[:start] + "\n" + table + "\n" + text[end:])
 
 
 def main(argv=None) -> int:

@@ -215,7 +215,10 @@ class Recorder:
             if full not in self._schemas:
                 text = ros2_msgdef.concatenated_definition(full, read_installed_definition)
                 self._schemas[full] = self._writer.register_schema(full, SCHEMA_ENCODING, text.encode("utf-8"))
-            self._channels[plan.topic] = self._writer.register_channel(plan.topic, MESSAGE_ENCODING,
+            # The channel carries the resolved name (/joint_states), as ros2 bag writes it: the plan's
+            # topics are relative where a namespace applies (core.vocabulary).
+            self._channels[plan.topic] = self._writer.register_channel(self.node.resolve_topic_name(plan.topic),
+                                                                       MESSAGE_ENCODING,
                                                                        self._schemas[full])
         callback = self._callback(plan, msg_type)
         self._subscriptions.append(self.node.create_subscription(msg_type, plan.topic, callback, self._qos(plan.qos),

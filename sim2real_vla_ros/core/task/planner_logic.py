@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
+from sim2real_vla_ros.core.bounded_text import MAX_ECHO_CHARS, bounded
 from sim2real_vla_ros.core.policy.bundle import UnknownInstructionError
 from sim2real_vla_ros.core.policy.observation import masked_model_input
 from sim2real_vla_ros.core.task.affordance_chain import (AffordanceChain, ChainPhase, PredictionOutcome,
@@ -110,6 +111,8 @@ class PlannerCore:
         self.task: Optional[str] = None
         self.last_error = ""
         self.estop = False
+        self.run_started_s: Optional[float] = None  # when the current run started (actors move only for a
+        # run started after their last e-stop release: core/control/motion_permit.py)
         self.seq = 0  # affordances made current so far: a new value = a new target
         self.latest_image: Any = None
         self.latest_image_stamp_s: Optional[float] = None
@@ -127,14 +130,19 @@ class PlannerCore:
             return self._refuse("e-stop is engaged; release it with /vla/set_estop (data: false) before starting")
         if not text:
             return self._refuse("no instruction: set the 'instruction' parameter or publish /vla/instruction")
+        if len(text) > MAX_ECHO_CHARS:
+            # No instruction of a bundle is this long; the text itself is never echoed whole.
+            return self._refuse(f"instruction of {len(text)} characters refused (longer than {MAX_ECHO_CHARS}): "
+                                f"{bounded(text, 80)!r}")
         try:
             embedding = self.bundle.instruction_embedding(text)
         except UnknownInstructionError as exc:
-            return self._refuse(str(exc))
+            return self._refuse(bounded(str(exc)))
         restarted = self.chain.phase == ChainPhase.RUNNING
         if restarted:
             self.chain.stop(f"restarted by {source}", now_s)
         self.chain.start(text, now_s)
+        self.run_started_s = float(now_s)
         self.embedding = np.array(embedding[None], dtype=np.float32)
         self.task = self.task_name(text)
         self.last_error = ""
@@ -145,6 +153,7 @@ class PlannerCore:
         return self._refuse(message)
 
     def _refuse(self, message: str) -> Tuple[bool, str]:
+        message = bounded(message)
         self.faults.fault("start_refused", message)
         self.last_error = message
         return False, message
@@ -224,7 +233,8 @@ class PlannerCore:
         """
         state = self.chain.state
         record = plan_state_record(state, self.seq, now_s, task=self.task, estop=self.estop,
-                                   last_error=self.last_error, image_size=native_size)
+                                   last_error=self.last_error, image_size=native_size,
+                                   run_started=self.run_started_s)
         comparable = {k: v for k, v in record.items() if k != "stamp"}
         plan_state = None
         if comparable != self._published_state:

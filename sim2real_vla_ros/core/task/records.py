@@ -35,7 +35,8 @@ PHASES = tuple(phase.value for phase in ChainPhase)
 
 # ----------------------------------------------------------------------------- plan state
 def plan_state_record(state: ChainState, seq: int, stamp_s: float, task: Optional[str] = None,
-                      estop: bool = False, last_error: str = "", image_size: Optional[tuple] = None) -> dict:
+                      estop: bool = False, last_error: str = "", image_size: Optional[tuple] = None,
+                      run_started: Optional[float] = None) -> dict:
     """The plan-state record of a chain snapshot.
 
     Parameters
@@ -55,6 +56,8 @@ def plan_state_record(state: ChainState, seq: int, stamp_s: float, task: Optiona
     image_size : tuple of int, optional
         cam_high's native (width, height), the frame of the published pixel keypoints; None
         while unknown.
+    run_started : float, optional
+        When the current run was started; None before the first start.
     """
     current = state.current
     arms = {}
@@ -72,6 +75,7 @@ def plan_state_record(state: ChainState, seq: int, stamp_s: float, task: Optiona
         "retries": state.retries, "total_retries": state.total_retries, "achieved_count": state.achieved_count,
         "replan_requested": state.replan_requested, "reason": state.last_reason, "estop": bool(estop),
         "last_error": last_error, "image_size": list(image_size) if image_size else None,
+        "run_started": None if run_started is None else float(run_started),
     }
 
 
