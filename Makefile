@@ -61,9 +61,11 @@ bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 	$(PY) benchmarks/readme_tables.py
 
-# README's parameter tables, from each node module's PARAMETERS (a test fails when they are stale).
+# README's parameter tables (each node module's PARAMETERS) and interface reference (the .msg/.srv/.action
+# files and graph.contract); a test fails when either is stale.
 readme: setup
 	$(PY) -m sim2real_vla_ros.tools.readme_parameters
+	$(PY) -m sim2real_vla_ros.tools.readme_interfaces
 
 # Regenerates the committed reference bundle (needs torch: the CPU wheel on these machines).
 bundle: setup

@@ -144,9 +144,34 @@ def two_hosts_section(data):
         "|---|---|---|---|---|---|", *images])
 
 
+def safety_section(data):
+    after, before = data["results_us"]["after"], data["results_us"]["before"]
+    rows = [f"| `{name}` | {before[name]['p50_us']:.1f} | {after[name]['p50_us']:.1f} |"
+            if name in before else f"| `{name}` (new) | - | {after[name]['p50_us']:.1f} |"
+            for name in ("filter", "trajectory_tail", "reading_check", "commanded")]
+    return "\n".join([
+        f"**Safety checks per call** (`bench_safety.py`: before = commit {data.get('baseline_commit', '?')}, after = the "
+        f"last-line invariant check and the joint-reading validator, interleaved in one process, p50 in us, "
+        f"{_machine(data)}):", "",
+        "| call | before p50 (us) | after p50 (us) |", "|---|---|---|", *rows, "",
+        f"Added per 50 Hz tick: {data['added_us']['per_tick_p50_us']:.0f} us at p50 (4 readings a tick) of the 20 ms budget."])
+
+
+def collision_guard_section(data):
+    checks, tick = data["checks"], data["actor_tick"]
+    rows = [f"| {name.replace('_', ' ')} | {r['cpu_p50_us']:.0f} | {r['cpu_p99_us']:.0f} |"
+            for name, r in checks.items() if isinstance(r, dict)]
+    return "\n".join([
+        f"**Collision guard** (`bench_collision_guard.py`, thread CPU time per call, {_machine(data)}):", "",
+        "| call | CPU p50 (us) | CPU p99 (us) |", "|---|---|---|", *rows,
+        f"| actor tick before / after the guard | {tick['before']['cpu_p50_us']:.0f} / {tick['after']['cpu_p50_us']:.0f} "
+        f"| {tick['before']['cpu_p99_us']:.0f} / {tick['after']['cpu_p99_us']:.0f} |"])
+
+
 SECTIONS = (("bench_sim", sim_section), ("bench_fast", fast_section), ("bench_models", models_section),
             ("bench_async_actor", async_section), ("bench_actor_node", actor_node_section),
-            ("bench_two_hosts", two_hosts_section))
+            ("bench_two_hosts", two_hosts_section), ("safety", safety_section),
+            ("collision_guard", collision_guard_section))
 
 
 def render() -> str:

@@ -2,13 +2,17 @@
 
 Masked images at the model resolution, an affordance that switches target every
 ``TARGET_PERIOD_S`` (so the policy keeps the arm moving), and ``/joint_states`` that echo the
-actor's own commands (perfect tracking) unless the arm is in ``blocked`` (it stays put). Used by test_node_actor.py and
+actor's own commands (perfect tracking) unless the arm is in ``blocked`` (it stays put). It also
+plays the planner's part in the e-stop protocol: a 4 Hz heartbeat (``planner_alive``) and a
+running plan_state whose ``run_started`` is renewed (a new start, as an operator's /vla/start)
+whenever an actor reports ``hold_reason: awaiting_start`` and ``auto_start`` is set. Used by test_node_actor.py and
 benchmarks/bench_actor_node.py.
 """
 import numpy as np
 from geometry_msgs.msg import Point32, PolygonStamped
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool
+from diagnostic_msgs.msg import DiagnosticArray
+from std_msgs.msg import Bool, Header
 
 from ros_harness import NodeProcess, REPO
 from sim2real_vla_ros.core.policy.bundle import load_instruction_embeddings, read_manifest
@@ -16,6 +20,8 @@ from sim2real_vla_ros.core.robot import ALL_JOINT_NAMES
 from sim2real_vla_ros.nodes import common
 from sim2real_vla_ros.paths import share_path
 from sim2real_vla_ros.core.vocabulary import WRIST_CAMERA
+from sim2real_vla_interfaces.msg import Affordance, PlanState
+from sim2real_vla_ros.nodes.task_messages import to_time
 
 MODULE = "sim2real_vla_ros.nodes.actor"
 VLA_YAML = f"{REPO}/config/vla.yaml"
@@ -59,9 +65,43 @@ class FakeWorld:
                                           lambda msg, arm=arm: self._follow(arm, msg), common.COMMAND_QOS)
         self.index = 0
         self._publish_affordances()
+        self.planner_alive = True
+        self.auto_start = True
+        self.runs_started = 0
+        self._last_start_s = -1e9
+        self.plan_pub = self.node.create_publisher(PlanState, "/vla/plan_state", common.LATCHED_QOS)
+        self.heartbeat_pub = self.node.create_publisher(Header, "/vla/planner/heartbeat", common.HEARTBEAT_QOS)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, common.COMMAND_QOS)
         self.timers = [self.node.create_timer(0.05, self._publish_images),
                        self.node.create_timer(0.01, self._publish_joint_states),
-                       self.node.create_timer(TARGET_PERIOD_S, self._next_target)]
+                       self.node.create_timer(TARGET_PERIOD_S, self._next_target),
+                       self.node.create_timer(0.25, self._heartbeat)]
+
+    def start_run(self):
+        """A new task run (what /vla/start does): plan_state running, run_started = now."""
+        self._last_start_s = self.now()
+        self.runs_started += 1
+        state = PlanState(phase=PlanState.PHASE_RUNNING, index=self.index, instruction=instruction(),
+                          has_run=True, run_started=to_time(self._last_start_s), estop=False)
+        state.header.stamp = self.node.get_clock().now().to_msg()
+        state.affordances = [Affordance(arm=slot, index=self.index, image_width=TOP_W, image_height=TOP_H)
+                             for slot in (Affordance.ARM_LEFT, Affordance.ARM_RIGHT)]
+        self.plan_pub.publish(state)
+
+    def _heartbeat(self):
+        if self.planner_alive:
+            beat = Header(frame_id="fake-planner")
+            beat.stamp = self.node.get_clock().now().to_msg()
+            self.heartbeat_pub.publish(beat)
+
+    def _on_diagnostics(self, array):
+        if not self.auto_start or self.now() - self._last_start_s < 1.0:
+            return
+        for status in array.status:
+            values = {kv.key: kv.value for kv in status.values}
+            if values.get("hold_reason") == "awaiting_start" and not values.get("permit.estop_latched") == "True":
+                self.start_run()
+                return
 
     def now(self):
         return common.now_seconds(self.node)

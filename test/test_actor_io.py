@@ -178,16 +178,14 @@ def test_undecodable_decoder_can_be_switched_off_per_inference():
 
 def test_actor_plan_inputs_takes_instruction_and_image_size_and_drops_unknown_instructions():
     from sim2real_vla_ros.core.control.actor_io import actor_plan_inputs
-    from sim2real_vla_ros.core.task.payloads import PLAN_STATE_SCHEMA
-
     def embedding(text):
         if text != "pour the water":
             raise LookupError(f"unknown instruction {text!r}")
 
-    payload = {"schema": PLAN_STATE_SCHEMA, "instruction": "pour the water", "image_size": [640, 480]}
+    payload = {"instruction": "pour the water", "image_size": [640, 480]}
     assert actor_plan_inputs(payload, embedding) == ("pour the water", (640, 480), None)
     instruction, size, problem = actor_plan_inputs({**payload, "instruction": "dance", "image_size": [0, 1]},
                                                    embedding)
     assert (instruction, size) == ("", None) and "dance" in problem
-    with pytest.raises(ValueError, match="schema"):
-        actor_plan_inputs({"schema": "other/1"}, embedding)
+    with pytest.raises(ValueError, match="mapping"):
+        actor_plan_inputs("not a plan", embedding)

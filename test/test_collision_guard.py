@@ -16,6 +16,7 @@ from sim2real_vla_ros.core.control.collision_guard import (DEFAULT_MARGINS_M, Co
 from sim2real_vla_ros.core.control.safety import DEFAULT_MAX_ACCELERATION
 from sim2real_vla_ros.core.task.tasks import get_task, load_tasks
 from sim2real_vla_ros.core.vocabulary import ARMS
+from sim_contacts import robot_contacts
 
 DT = 0.02
 PHYSICS_STEPS = 10  # 2 ms physics: one 50 Hz tick
@@ -47,25 +48,6 @@ def handover_collision_course():
 def arm_arm_distance(scene, left, right) -> float:
     slack, _pair, _kind = scene.clearance(left, right, {"self": -1.0, "table": -1.0, "body": -1.0}, horizon_m=0.5)
     return slack
-
-
-def robot_contacts(sim, groups) -> collections.Counter:
-    """Physics contacts now, by kind: arm_arm, self, table (objects and the floor not counted)."""
-    m, d = sim.model, sim.data
-    side_of = {}
-    for side, links in groups.arm.items():
-        for link in links:
-            side_of[m.body(link).id] = side
-    table = m.body("table_link").id
-    out = collections.Counter()
-    for contact in d.contact[: d.ncon]:
-        b1, b2 = m.geom_bodyid[contact.geom1], m.geom_bodyid[contact.geom2]
-        s1, s2 = side_of.get(b1), side_of.get(b2)
-        if s1 and s2:
-            out["arm_arm" if s1 != s2 else "self"] += 1
-        elif (s1 or s2) and table in (b1, b2):
-            out["table"] += 1
-    return out
 
 
 def drive(sim, goals, guards, seconds, speed=0.6):

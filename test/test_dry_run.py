@@ -78,7 +78,8 @@ def test_the_normal_path_worked(dry_run):
     assert left["chunks_decoded"] > 0 and left["commands"] > 0
     assert left["limits"]["within_limits"] and left["limits"]["non_finite"] == 0
     assert left["controller_points"]["within_limits"]
-    assert left["rate_hz_sim"] > 0.5 * left["nominal_rate_hz"]  # the rate itself: test_graph_live
+    # No rate here: this episode's rate depends on the machine's load (a rate is measured by
+    # benchmarks; test_graph_live checks the control period in sim time).
     assert report["validator"]["decisions"] > 0
 
 

@@ -10,7 +10,7 @@ from sim2real_vla_ros.core.control.actor_controller import FaultCounter
 from sim2real_vla_ros.core.perception.masking import CameraMasker
 from sim2real_vla_ros.core.policy.bundle import load_bundle
 from sim2real_vla_ros.core.task.affordance_chain import ChainPhase, PredictionOutcome
-from sim2real_vla_ros.core.task.payloads import parse_plan_state, parse_validator_event
+from sim2real_vla_ros.core.task.records import parse_plan_state, parse_validator_event
 from sim2real_vla_ros.core.task.planner_logic import PlannerConfig, PlannerCore
 from sim2real_vla_ros.core.task.tasks import default_task_name, get_task
 from sim2real_vla_ros.core.task.validator_gate import GateEvent
@@ -101,7 +101,7 @@ def test_planner_core_holds_affordances_without_a_native_size(bundle, masked):
 
 
 def _plan_for(arms=("left",), seq=1, index=0):
-    payload = {"schema": "vla_plan_state/1", "phase": "running", "index": index,
+    payload = {"phase": "running", "index": index,
                "affordance": {"seq": seq, "index": index},
                "arms": {arm: {"active": arm in arms, "keypoints_norm": [[0.5, 0.5]] * 4 if arm in arms else []}
                         for arm in ("left", "right")}}
@@ -123,8 +123,8 @@ def test_validator_core_opens_after_dwell_and_consecutive_positives(bundle, mask
             core.on_image(camera, image, now)
         core.on_joint_state("left", np.zeros(7), now)
         decided = core.tick(now)
-        if decided.event_payload is not None:
-            events.append((now, parse_validator_event(decided.event_payload)))
+        if decided.event_record is not None:
+            events.append((now, parse_validator_event(decided.event_record)))
     assert len(events) == 1
     when, (event, index, _reason) = events[0]
     # 3 positives at 0.0, 0.2, 0.4 (N = 3) and the 0.5 s dwell: the gate opens at the 0.6 s tick.

@@ -12,6 +12,7 @@ import pytest
 from sim2real_vla_ros.core.control import collision, homing
 from sim2real_vla_ros.core.task.tasks import get_task, load_tasks
 from sim2real_vla_ros.core.vocabulary import ARMS
+from sim_contacts import robot_contacts
 
 DT = 0.02
 
@@ -100,19 +101,6 @@ def teleport(sim, q14):
         sim.set_arm_positions(side, q14[7 * index: 7 * index + 7])
 
 
-def robot_contacts(sim, groups):
-    m, d = sim.model, sim.data
-    side_of = {m.body(link).id: side for side, links in groups.arm.items() for link in links}
-    table = m.body("table_link").id
-    out = collections.Counter()
-    for contact in d.contact[: d.ncon]:
-        b1, b2 = m.geom_bodyid[contact.geom1], m.geom_bodyid[contact.geom2]
-        s1, s2 = side_of.get(b1), side_of.get(b2)
-        if s1 and s2:
-            out["arm_arm" if s1 != s2 else "self"] += 1
-        elif (s1 or s2) and table in (b1, b2):
-            out["table"] += 1
-    return out
 
 
 @pytest.mark.parametrize("task_name", list(load_tasks()))

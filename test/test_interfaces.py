@@ -58,7 +58,7 @@ def test_enum_constants_match_the_core_vocabularies():
     from sim2real_vla_ros.core.control.safety import SafetyEventKind
     from sim2real_vla_ros.core.task import validator_gate
     from sim2real_vla_ros.core.task.affordance_chain import ChainPhase
-    from sim2real_vla_ros.core.task.payloads import EVENT_WIRE_NAMES
+    from sim2real_vla_ros.core.task.records import EVENT_WIRE_NAMES
     from sim2real_vla_ros.core.vocabulary import ARMS
 
     for msg_type in (Affordance, ArmValidation, ActorStatus, ArmProgress):
@@ -169,8 +169,8 @@ def peer_and_probe():
             probe.subscribe(message_class(name), f"{PREFIX}/msg/{name}", LATCHED_QOS)
         yield peer, probe
     finally:
-        probe.shutdown()
         code = peer.stop()
+        probe.shutdown()
         rclpy.try_shutdown()
         assert code == 0, f"interface_peer exited with {code}:\n{peer.output[-3000:]}"
 

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Point32, PolygonStamped
 from rcl_interfaces.srv import ListParameters, SetParameters
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Bool, Float64MultiArray
+from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
 
 from actor_world import BUNDLE, MODULE, RATE_HZ, TICK_S, VLA_YAML, FakeWorld, start_actor
@@ -38,6 +40,7 @@ def probe():
     probe.subscribe(Float64MultiArray, "/left_arm_position_controller/commands", common.COMMAND_QOS)
     probe.subscribe(JointState, "/master/joint_right", common.COMMAND_QOS)
     probe.subscribe(DiagnosticArray, "/diagnostics", common.COMMAND_QOS)
+    probe.subscribe(Bool, "/vla/estop", common.LATCHED_QOS)
     probe.world = FakeWorld(probe)
     probe.clock = WallClock(probe)
     yield probe
@@ -235,6 +238,68 @@ class TestClosedLoop:
             probe.world.set_estop(False)
             wait_moving(probe, "left", actor)  # released: a fresh chunk, and the arm moves again
 
+    def test_a_release_alone_never_moves_the_arm_only_a_new_start_does(self, actor, probe):
+        wait_moving(probe, "left", actor)
+        probe.world.auto_start = False
+        try:
+            response = probe.call(SetBool, "/actor_left/set_estop", SetBool.Request(data=True), processes=[actor])
+            assert response.success
+            # The actor republished the engage (latched) for every other node.
+            wait_for(lambda: any(m.data for m in probe.received("/vla/estop")), 10.0, "the actor's latched engage")
+            wait_for(lambda: (diagnostics(probe, "actor_left") or {}).get("hold_reason") == "estop", 10.0,
+                     "hold_reason estop", processes=[actor])
+            released = probe.world.now()
+            assert probe.call(SetBool, "/actor_left/set_estop", SetBool.Request(data=False), processes=[actor]).success
+            wait_for(lambda: (diagnostics(probe, "actor_left") or {}).get("hold_reason") == "awaiting_start", 10.0,
+                     "hold_reason awaiting_start after the release", processes=[actor])
+            wait_for(lambda: commands(probe, "left", released + 1.5)[0].size >= 10, 20.0,
+                     "1.5 s of commands after the release", processes=[actor])
+            _, after = commands(probe, "left", released + TICK_S)
+            assert np.ptp(after, axis=0).max() == 0.0, "the arm moved after a release without a new start"
+        finally:
+            probe.world.auto_start = True
+        probe.world.start_run()
+        wait_moving(probe, "left", actor)
+
+    def test_a_silent_planner_holds_the_arm_within_the_heartbeat_timeout(self, actor, probe):
+        wait_moving(probe, "left", actor)
+        lost_before = counter(probe, "actor_left", "permit.count.planner_lost")
+        probe.world.planner_alive = False
+        stopped = probe.world.now()
+        try:
+            wait_for(lambda: (diagnostics(probe, "actor_left") or {}).get("hold_reason") == "planner_lost", 20.0,
+                     "hold_reason planner_lost", processes=[actor])
+            assert counter(probe, "actor_left", "permit.count.planner_lost") == lost_before + 1
+            _, moving = commands(probe, "left", stopped - 1.0)
+            speed = np.abs(np.diff(moving[:, :6], axis=0)).max() / TICK_S
+            # 1.5 s timeout (+ the last heartbeat's period, 0.25 s), then a controlled stop at 8 rad/s^2.
+            deadline = stopped + 1.5 + 0.25 + speed / 8.0 + 3 * TICK_S
+            wait_for(lambda: commands(probe, "left", deadline + 0.5)[0].size >= 5, 20.0, "commands after the deadline",
+                     processes=[actor])
+            _, after = commands(probe, "left", deadline)
+            assert np.ptp(after, axis=0).max() < 1e-9, "still moving after the heartbeat timeout"
+        finally:
+            probe.world.planner_alive = True
+        wait_moving(probe, "left", actor)  # the same planner process is back: its run goes on
+
+    def test_an_affordance_index_that_is_no_chain_index_holds(self, actor, probe):
+        wait_moving(probe, "left", actor)
+        before = counter(probe, "actor_left", "fault.malformed_affordance")
+        message = PolygonStamped()
+        message.header.stamp = probe.node.get_clock().now().to_msg()
+        message.polygon.points = [Point32(x=100.0, y=100.0, z=float("nan"))] * 3
+        probe.world.timers[2].cancel()  # no target switch meanwhile
+        try:
+            probe.world.affordance_pubs["left"].publish(message)
+            wait_for(lambda: counter(probe, "actor_left", "fault.malformed_affordance") > before, 10.0,
+                     "malformed_affordance counted", processes=[actor])
+            wait_for(lambda: (diagnostics(probe, "actor_left") or {}).get("target_index") == "none", 10.0,
+                     "no target", processes=[actor])
+        finally:
+            probe.world.timers[2].reset()
+            probe.world._next_target()
+        wait_moving(probe, "left", actor)
+
     def test_a_silent_camera_makes_the_actor_hold_within_the_staleness_limit(self, actor, probe):
         wait_moving(probe, "left", actor)
         max_age = 0.5  # config/vla.yaml actor_left max_input_age_s.wrist
@@ -320,8 +385,11 @@ class TestFaultInjection:
         wait_for(lambda: counter(probe, "actor_right", "inference.decode_failed/invalid_id") >= 3
                  and counter(probe, "actor_right", "inference.ok") >= 3, 40.0,
                  "actor_right: undecodable token sequences counted and clean ones executed", processes=[left, right])
-        assert counter(probe, "actor_left", "fault.chunk_dropped.non_finite") >= 3
-        assert counter(probe, "actor_right", "fault.inference_failure.decode_failed/invalid_id") >= 3
+        # The pipeline counts an outcome before the controller counts the fault (one diagnostics
+        # message can fall between the two): wait for the fault counts too.
+        wait_for(lambda: counter(probe, "actor_left", "fault.chunk_dropped.non_finite") >= 3
+                 and counter(probe, "actor_right", "fault.inference_failure.decode_failed/invalid_id") >= 3, 20.0,
+                 "the faults counted", processes=[left, right])
         wait_moving(probe, "left", left)  # execution continues from the valid chunks
         wait_moving(probe, "right", right)
 
@@ -357,7 +425,8 @@ def test_missing_model_file_and_bad_arm_fail_at_startup_with_a_clear_message(tmp
     assert missing.wait_exit(60.0) == 1, missing.output
     assert "[FATAL] BundleError" in missing.output and "actor_decoder.onnx" in missing.output, missing.output
     assert bad_arm.wait_exit(60.0) == 1, bad_arm.output
-    assert "[FATAL] ValueError: parameter 'arm' = 'middle'" in bad_arm.output, bad_arm.output
+    # Checked against the node's PARAMETERS before rclpy.init: one line naming where, the node and the parameter.
+    assert "[FATAL] command line -p: node /actor_left: parameter 'arm' = 'middle'" in bad_arm.output, bad_arm.output
 
 
 def test_a_request_threshold_shorter_than_the_crossfade_is_warned_at_startup():
@@ -367,4 +436,24 @@ def test_a_request_threshold_shorter_than_the_crossfade_is_warned_at_startup():
         wait_for(lambda: "request_threshold_s 0.2 < crossfade_s 0.4" in process.output, 60.0,
                  "actor_left's start-up warning", processes=[process])
     finally:
+        stop(process)
+
+
+def test_a_restarted_actor_comes_up_held_until_a_new_start(probe):
+    """An actor (re)started while a task runs does not join it: it holds until the next start."""
+    probe.world.auto_start = False
+    probe.world.start_run()  # the run that was going on before this actor came up
+    process = start_actor("right")
+    try:
+        wait_for(lambda: (diagnostics(probe, "actor_right") or {}).get("hold_reason") == "awaiting_start", 60.0,
+                 "actor_right holding, awaiting a start", processes=[process])
+        up = probe.world.now()
+        wait_for(lambda: commands(probe, "right", up + 2.0)[0].size >= 10, 30.0, "2 s of actor_right commands",
+                 processes=[process])
+        _, held = commands(probe, "right", up)
+        assert np.ptp(held, axis=0).max() == 0.0, "a restarted actor moved without a new start"
+        probe.world.start_run()
+        wait_moving(probe, "right", process)
+    finally:
+        probe.world.auto_start = True
         stop(process)

@@ -1,5 +1,4 @@
 """planner node as a real process: start/stop/e-stop services, affordances, markers, overlay, gate events."""
-import json
 import os
 import shutil
 
@@ -15,12 +14,15 @@ from sensor_msgs.msg import Image
 from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
+from sim2real_vla_interfaces.msg import PlanState, ValidatorEvent
+from sim2real_vla_interfaces.srv import StartTask
 from visualization_msgs.msg import Marker, MarkerArray
 
 from model_factory import INSTRUCTIONS, make_constant_model, write_bundle
 from ros_harness import REPO, NodeProcess, Probe, wait_for
 from sim2real_vla_ros import graph
 from sim2real_vla_ros.nodes import common
+from sim2real_vla_ros.nodes.task_messages import plan_state_from_msg
 
 pytestmark = pytest.mark.integration
 MODULE = "sim2real_vla_ros.nodes.planner"
@@ -76,7 +78,7 @@ def probe():
     probe = Probe("planner_probe", use_sim_time=False)
     for arm in ("left", "right"):
         probe.subscribe(PolygonStamped, f"/vla/affordance/{arm}", common.LATCHED_QOS)
-    probe.subscribe(String, "/vla/plan_state", common.LATCHED_QOS)
+    probe.subscribe(PlanState, "/vla/plan_state", common.LATCHED_QOS)
     probe.subscribe(MarkerArray, "/vla/affordance_markers", common.COMMAND_QOS)
     probe.subscribe(Image, "/vla/affordance_overlay", common.SENSOR_QOS)
     probe.subscribe(DiagnosticArray, "/diagnostics", common.COMMAND_QOS)
@@ -97,7 +99,7 @@ def node(bundle_dir, probe):
 
 def plan_state(probe):
     messages = probe.received("/vla/plan_state")
-    return json.loads(messages[-1].data) if messages else None
+    return plan_state_from_msg(messages[-1]) if messages else None
 
 
 def polygon(probe, arm):
@@ -110,8 +112,8 @@ def call(probe, srv, name, request, node):
     return probe.call(srv, name, request, timeout=20.0, processes=[node])
 
 
-def start(probe, node):
-    response = call(probe, Trigger, "/vla/start", Trigger.Request(), node)
+def start(probe, node, instruction=""):
+    response = call(probe, StartTask, "/vla/start", StartTask.Request(instruction=instruction), node)
     assert response.success, response.message
     return response
 
@@ -145,23 +147,24 @@ def test_start_publishes_affordances_markers_overlay_and_latched_state(node, pro
     # Latched: a subscriber that joins now still gets the state.
     late = Probe("planner_late_joiner", use_sim_time=False)
     try:
-        late.subscribe(String, "/vla/plan_state", common.LATCHED_QOS)
+        late.subscribe(PlanState, "/vla/plan_state", common.LATCHED_QOS)
         late_state = wait_for(lambda: late.received("/vla/plan_state"), 10.0, "latched plan_state")
-        assert json.loads(late_state[-1].data)["phase"] == "running"
+        assert late_state[-1].phase == PlanState.PHASE_RUNNING
     finally:
         late.shutdown()
 
 
 def test_validator_events_advance_replan_and_abort(node, probe):
-    events = probe.node.create_publisher(String, "/vla/validator/event", common.COMMAND_QOS)
+    events = probe.node.create_publisher(ValidatorEvent, "/vla/validator/event", common.COMMAND_QOS)
     wait_for(lambda: events.get_subscription_count() > 0, 10.0, "planner subscribed to validator events")
     start(probe, node)
     first = wait_state(probe, node, lambda s: s["affordance"] is not None and s["index"] == 0, "affordance 0")
 
     def send(event, index):
-        events.publish(common.json_message({"schema": "vla_validator_event/1", "event": event, "index": index,
-                                            "retries": 0, "reason": "test", "stamp": 0.0}))
-    events.publish(String(data="{not json"))  # malformed: counted, ignored
+        code = {"open": ValidatorEvent.EVENT_OPEN, "replan": ValidatorEvent.EVENT_REPLAN,
+                "abort": ValidatorEvent.EVENT_ABORT}[event]
+        events.publish(ValidatorEvent(event=code, index=index, retries=0, reason="test"))
+    events.publish(ValidatorEvent(event=42, index=0, reason="no such event"))  # malformed: counted, ignored
     send("open", 0)
     state = wait_state(probe, node, lambda s: s["index"] == 1 and s["affordance"] is not None, "affordance 1")
     assert state["achieved_count"] == 1 and state["affordance"]["seq"] > first["affordance"]["seq"]
@@ -199,7 +202,7 @@ def test_unknown_instruction_is_refused_and_node_keeps_running(node, probe):
         type=ParameterType.PARAMETER_STRING, string_value="juggle three eggs"))])
     result = call(probe, SetParameters, "/planner/set_parameters", request, node)
     assert result.results[0].successful
-    response = call(probe, Trigger, "/vla/start", Trigger.Request(), node)
+    response = call(probe, StartTask, "/vla/start", StartTask.Request(), node)
     assert not response.success
     assert "juggle three eggs" in response.message and INSTRUCTIONS[0] in response.message
     state = wait_state(probe, node, lambda s: "juggle" in s["last_error"], "the refusal in plan_state")
@@ -211,6 +214,22 @@ def test_unknown_instruction_is_refused_and_node_keeps_running(node, probe):
                "started from /vla/instruction")
     assert call(probe, Trigger, "/vla/stop", Trigger.Request(), node).success
     wait_state(probe, node, lambda s: s["phase"] == "idle" and s["affordance"] is None, "stopped")
+
+
+def test_start_takes_the_instruction_from_the_request_and_checks_task_name_and_length(node, probe):
+    response = start(probe, node, INSTRUCTIONS[1])
+    assert INSTRUCTIONS[1] in response.message
+    wait_state(probe, node, lambda s: s["phase"] == "running" and s["instruction"] == INSTRUCTIONS[1],
+               "started with the request's instruction")
+    mismatch = call(probe, StartTask, "/vla/start", StartTask.Request(instruction=INSTRUCTIONS[0],
+                                                                       task_name="no_such_task"), node)
+    assert not mismatch.success and "no_such_task" in mismatch.message
+    too_long = call(probe, StartTask, "/vla/start", StartTask.Request(instruction="x" * 600), node)
+    assert not too_long.success and "600 characters" in too_long.message
+    # An empty instruction = the last one started (Trigger's semantics).
+    again = start(probe, node)
+    assert INSTRUCTIONS[1] in again.message
+    assert call(probe, Trigger, "/vla/stop", Trigger.Request(), node).success
 
 
 def test_estop_is_latched_holds_and_blocks_start(node, probe):
@@ -226,7 +245,7 @@ def test_estop_is_latched_holds_and_blocks_start(node, probe):
         late.shutdown()
     wait_state(probe, node, lambda s: s["estop"] and s["phase"] == "idle", "held by the e-stop")
     wait_for(lambda: polygon(probe, "left").polygon.points == [], 10.0, "empty polygons", processes=[node])
-    refused = call(probe, Trigger, "/vla/start", Trigger.Request(), node)
+    refused = call(probe, StartTask, "/vla/start", StartTask.Request(), node)
     assert not refused.success and "e-stop" in refused.message
     assert call(probe, SetBool, "/vla/set_estop", SetBool.Request(data=False), node).success
     wait_state(probe, node, lambda s: not s["estop"], "e-stop released")
@@ -246,7 +265,7 @@ def test_missing_model_file_fails_at_startup(bundle_dir, tmp_path):
 def test_bad_parameter_fails_at_startup(bundle_dir):
     process = NodeProcess(MODULE, "planner_bad_param", params={"bundle_path": bundle_dir, "planner_rate_hz": -2.0})
     assert process.wait_exit(timeout=30.0) == 1, process.output
-    assert "[FATAL] ValueError: parameter 'planner_rate_hz' = -2.0" in process.output
+    assert "[FATAL] command line -p: node /planner_bad_param: parameter 'planner_rate_hz' = -2.0" in process.output
 
 
 def planner_diagnostics(probe):
@@ -265,18 +284,29 @@ def test_timer_runs_at_planner_rate_in_sim_time(node, probe):
 
     A timer can only fire at sim instants its process observes: when this 2-core machine starves
     the node, /clock arrives in a burst and rcl skips the periods it jumped over (by design), so
-    the measured rate may fall below 5 Hz but never above it. On the wall clock it runs faster
-    than 5 Hz, which a wall-time timer could not.
+    the rate may fall below 5 Hz in sim time but never rise above it. So the upper bound is
+    asserted over the whole time, and the rate itself is awaited (with a deadline) in a window of
+    3 s of sim time; how fast that is on the wall clock depends on the load and is not asserted.
     """
+    rate, window_s = 5.0, 3.0
     first = wait_for(lambda: (r := planner_diagnostics(probe)) and float(r[-1][2]["tick_rate_hz"]) > 0 and r[-1],
                      20.0, "planner diagnostics with a tick rate", processes=[node])
-    last = wait_for(lambda: (r := planner_diagnostics(probe)) and r[-1][0] - first[0] >= 3.0 and r[-1], 20.0,
-                    "3 s more of planner diagnostics", processes=[node])
-    ticks = int(last[2]["ticks"]) - int(first[2]["ticks"])
-    sim_elapsed, wall_elapsed = last[1] - first[1], last[0] - first[0]
-    assert sim_elapsed / wall_elapsed > 1.5, "the fake clock should run clearly faster than wall time"
-    assert 3.5 <= ticks / sim_elapsed <= 5.25, (ticks, sim_elapsed)
-    assert ticks / wall_elapsed > 1.2 * 5.0, (ticks, wall_elapsed)
+
+    def window_at_rate():
+        rows = [row for row in planner_diagnostics(probe) if row[1] >= first[1]]
+        last = rows[-1]
+        for _, stamp, values in reversed(rows):
+            if last[1] - stamp >= window_s:
+                ticks = int(last[2]["ticks"]) - int(values["ticks"])
+                return ticks >= 0.7 * rate * (last[1] - stamp) and (ticks, last[1] - stamp)
+        return None
+
+    ticks, span = wait_for(window_at_rate, 60.0, f"{window_s} s of sim time in which the planner ticked at "
+                           f"{rate} Hz (70 %)", processes=[node])
+    last = planner_diagnostics(probe)[-1]
+    all_ticks, sim_elapsed = int(last[2]["ticks"]) - int(first[2]["ticks"]), last[1] - first[1]
+    print(f"planner: {ticks} ticks in {span:.2f} s sim; {all_ticks} in {sim_elapsed:.2f} s sim overall")
+    assert all_ticks <= rate * sim_elapsed + 1, (all_ticks, sim_elapsed)
 
 
 def test_declares_every_parameter_of_its_vla_yaml_section(node, probe):
@@ -284,3 +314,61 @@ def test_declares_every_parameter_of_its_vla_yaml_section(node, probe):
     expected = set(graph.expected_parameters(spec))
     response = call(probe, ListParameters, "/planner/list_parameters", ListParameters.Request(), node)
     assert expected <= set(response.result.names), expected - set(response.result.names)
+
+
+def test_heartbeat_names_the_planner_process(node, probe):
+    from std_msgs.msg import Header
+
+    probe.subscribe(Header, "/vla/planner/heartbeat", common.HEARTBEAT_QOS)
+    beats = wait_for(lambda: len(probe.received("/vla/planner/heartbeat")) >= 3 and probe.received(
+        "/vla/planner/heartbeat"), 20.0, "three planner heartbeats", processes=[node])
+    assert len({beat.frame_id for beat in beats}) == 1 and beats[0].frame_id
+
+
+def test_a_huge_instruction_is_refused_and_never_echoed_whole(node, probe):
+    huge = "x" * 1_000_000
+    publisher = probe.node.create_publisher(String, "/vla/instruction", common.LATCHED_QOS)
+    publisher.publish(String(data=huge))
+    state = wait_state(probe, node, lambda s: "1000000 characters refused" in s["last_error"], "the refusal")
+    assert len(str(state)) < 8000, "plan_state carries the huge string"
+    assert max(len(line) for line in node.output.splitlines()) < 4000, "the log carries the huge string"
+    response = call(probe, StartTask, "/vla/start", StartTask.Request(), node)  # the parameter's instruction
+    assert response.success and len(response.message) < 2000
+    probe.node.destroy_publisher(publisher)
+
+
+def test_a_restarted_planner_comes_up_idle_and_keeps_an_engaged_estop(bundle_dir, node, probe):
+    """Runs last: it replaces the module's planner. The e-stop engaged before the restart (held by
+    an actor's latched mirror, here the probe's publisher) and the latched instruction reach
+    the new planner: it comes up engaged and idle; the release alone starts nothing."""
+    node.stop()
+    instruction = probe.node.create_publisher(String, "/vla/instruction", common.LATCHED_QOS)
+    instruction.publish(String(data=INSTRUCTIONS[0]))
+    mirror = probe.node.create_publisher(Bool, "/vla/estop", common.LATCHED_QOS)
+    mirror.publish(Bool(data=True))
+    count_before = len(probe.received("/vla/plan_state"))
+    restarted = NodeProcess(MODULE, "planner", params_file=VLA_YAML, params={
+        "bundle_path": bundle_dir, "use_sim_time": True, "planner_rate_hz": 5.0,
+        "image_width": NATIVE_W, "image_height": NATIVE_H})
+    try:
+        def new_state():
+            states = [plan_state_from_msg(m) for m in probe.received("/vla/plan_state")[count_before:]]
+            return states[-1] if states and states[-1]["estop"] else None
+
+        state = wait_for(new_state, 60.0, "the restarted planner's plan_state with the e-stop engaged",
+                         processes=[restarted])
+        assert state["phase"] == "idle"
+        refused = call(probe, StartTask, "/vla/start", StartTask.Request(), restarted)
+        assert not refused.success and "e-stop" in refused.message
+        assert call(probe, SetBool, "/vla/set_estop", SetBool.Request(data=False), restarted).success
+        wait_state(probe, restarted, lambda s: not s["estop"], "released")
+        assert plan_state(probe)["phase"] == "idle", "a release alone started the task"
+        # The latched instruction was kept for /vla/start, not started.
+        assert "instruction_not_started" in restarted.output
+        started = call(probe, StartTask, "/vla/start", StartTask.Request(), restarted)
+        assert started.success and INSTRUCTIONS[0] in started.message
+        wait_state(probe, restarted, lambda s: s["phase"] == "running" and s["run_started"] is not None, "running")
+    finally:
+        probe.node.destroy_publisher(instruction)
+        probe.node.destroy_publisher(mirror)
+        assert restarted.stop() in (0, -2), restarted.output

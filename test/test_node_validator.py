@@ -5,7 +5,6 @@ A scripted validator (the ``scripted_probabilities`` test hook) only starts with
 true: those tests run the planner and the validator on a /clock that the probe publishes with
 the system time (``WallClock``), so the probe's wall-time stamps stay comparable.
 """
-import json
 import os
 import shutil
 import threading
@@ -17,8 +16,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PolygonStamped
 from rcl_interfaces.srv import ListParameters
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import String
-from std_srvs.srv import Trigger
+from sim2real_vla_interfaces.msg import PlanState, TaskState, ValidatorEvent
+from sim2real_vla_interfaces.srv import StartTask
 
 from model_factory import INSTRUCTIONS, make_constant_model, write_bundle
 from ros_harness import REPO, NodeProcess, Probe, WallClock, wait_for
@@ -26,6 +25,8 @@ from sim2real_vla_ros import graph
 from sim2real_vla_ros.core.policy.bundle import load_bundle
 from sim2real_vla_ros.core.robot import arm_joint_names
 from sim2real_vla_ros.nodes import common
+from sim2real_vla_ros.nodes.task_messages import (plan_state_from_msg, plan_state_to_msg, task_state_from_msg,
+                                                  validator_event_from_msg)
 from sim2real_vla_ros.core.vocabulary import CAMERAS
 
 pytestmark = pytest.mark.integration
@@ -76,9 +77,9 @@ class SyntheticInputs:
 def probe():
     rclpy.init()
     probe = Probe("validator_probe", use_sim_time=False)
-    for topic in ("/vla/plan_state", "/vla/task_state"):
-        probe.subscribe(String, topic, common.LATCHED_QOS)
-    probe.subscribe(String, "/vla/validator/event", common.COMMAND_QOS)
+    probe.subscribe(PlanState, "/vla/plan_state", common.LATCHED_QOS)
+    probe.subscribe(TaskState, "/vla/task_state", common.LATCHED_QOS)
+    probe.subscribe(ValidatorEvent, "/vla/validator/event", common.COMMAND_QOS)
     probe.subscribe(PolygonStamped, "/vla/affordance/left", common.LATCHED_QOS)
     probe.subscribe(DiagnosticArray, "/diagnostics", common.COMMAND_QOS)
     probe.inputs = SyntheticInputs(probe)
@@ -89,13 +90,17 @@ def probe():
     rclpy.shutdown()
 
 
-def last_json(probe, topic):
+RECORD_OF = {"/vla/plan_state": plan_state_from_msg, "/vla/task_state": task_state_from_msg}
+
+
+def last_record(probe, topic):
+    """The newest message of a typed task topic as its record (core.task.records)."""
     messages = probe.received(topic)
-    return json.loads(messages[-1].data) if messages else None
+    return RECORD_OF[topic](messages[-1]) if messages else None
 
 
 def events(probe):
-    return [json.loads(m.data) for m in probe.received("/vla/validator/event")]
+    return [validator_event_from_msg(m) for m in probe.received("/vla/validator/event")]
 
 
 def validator_values(probe):
@@ -132,14 +137,14 @@ def test_scripted_positive_validator_opens_the_gate_and_the_planner_advances(bun
     planner, validator = start_graph(bundle_dir, probe, {"scripted_probabilities": "1.0"})
     nodes = [planner, validator]
     try:
-        response = probe.call(Trigger, "/vla/start", Trigger.Request(), timeout=20.0)
+        response = probe.call(StartTask, "/vla/start", StartTask.Request(), timeout=20.0)
         assert response.success, response.message
-        wait_for(lambda: (s := last_json(probe, "/vla/plan_state")) and s["index"] >= 2, 30.0,
+        wait_for(lambda: (s := last_record(probe, "/vla/plan_state")) and s["index"] >= 2, 30.0,
                  "the planner at affordance 2", processes=nodes)
         opened = [e for e in events(probe) if e["event"] == "open"]
         assert [e["index"] for e in opened[:2]] == [0, 1], events(probe)
-        assert all(e["schema"] == "vla_validator_event/1" and e["reason"] for e in opened)
-        task = last_json(probe, "/vla/task_state")
+        assert all(e["reason"] and e["seq"] for e in opened)
+        task = last_record(probe, "/vla/task_state")
         assert task["decisions_count"] >= 4 and task["arms"]["right"]["prob"] is None, task
         wait_for(lambda: (p := probe.received("/vla/affordance/left")) and p[-1].polygon.points
                  and p[-1].polygon.points[0].z >= 2.0, 10.0, "left affordance #2", processes=nodes)
@@ -159,17 +164,17 @@ def test_scripted_negative_validator_replans_then_aborts_and_the_planner_holds(b
                                      {"max_retries": 1})
     nodes = [planner, validator]
     try:
-        assert probe.call(Trigger, "/vla/start", Trigger.Request(), timeout=20.0).success
+        assert probe.call(StartTask, "/vla/start", StartTask.Request(), timeout=20.0).success
         wait_for(lambda: any(e["event"] == "abort" for e in events(probe)), 30.0, "an abort event", processes=nodes)
         sequence = [(e["event"], e["index"]) for e in events(probe)]
         assert sequence == [("replan", 0), ("abort", 0)], sequence
-        state = wait_for(lambda: (s := last_json(probe, "/vla/plan_state")) and s["phase"] == "aborted" and s, 10.0,
+        state = wait_for(lambda: (s := last_record(probe, "/vla/plan_state")) and s["phase"] == "aborted" and s, 10.0,
                          "planner aborted", processes=nodes)
         assert state["affordance"] is None and state["total_retries"] == 1
         # plan_state is published just before the affordances: wait for the empty polygon.
         wait_for(lambda: probe.received("/vla/affordance/left")[-1].polygon.points == [], 10.0,
                  "hold: an empty left affordance", processes=nodes)
-        task = wait_for(lambda: (t := last_json(probe, "/vla/task_state")) and t["phase"] == "aborted" and t, 10.0,
+        task = wait_for(lambda: (t := last_record(probe, "/vla/task_state")) and t["phase"] == "aborted" and t, 10.0,
                         "task_state aborted", processes=nodes)
         assert task["last_event"] == "abort" and not task["arms"]["left"]["achieved"]
     finally:
@@ -184,13 +189,15 @@ def test_model_probability_reaches_task_state_and_stale_joints_are_counted(bundl
     probe.clear("/diagnostics")
     validator = NodeProcess(VALIDATOR, "validator", params={"bundle_path": bundle_dir, "validator_rate_hz": 10.0,
                                                             "diagnostics_rate_hz": 5.0})
-    plan = probe.node.create_publisher(String, "/vla/plan_state", common.LATCHED_QOS)
-    plan.publish(common.json_message({
-        "schema": "vla_plan_state/1", "phase": "running", "index": 0, "instruction": INSTRUCTIONS[0],
-        "affordance": {"seq": 1, "index": 0}, "arms": {"left": {"active": True, "keypoints_norm": KEYPOINTS[0, 0]},
-                                                       "right": {"active": False, "keypoints_norm": []}}}))
+    plan = probe.node.create_publisher(PlanState, "/vla/plan_state", common.LATCHED_QOS)
+    plan.publish(plan_state_to_msg({
+        "stamp": 1.0, "phase": "running", "index": 0, "instruction": INSTRUCTIONS[0], "retries": 0,
+        "total_retries": 0, "achieved_count": 0, "replan_requested": False, "image_size": [640, 480],
+        "affordance": {"seq": 1, "index": 0, "obs_stamp": 1.0, "current_since": 1.0},
+        "arms": {"left": {"active": True, "keypoints_norm": KEYPOINTS[0, 0].tolist()},
+                 "right": {"active": False, "keypoints_norm": []}}}))
     try:
-        task = wait_for(lambda: (t := last_json(probe, "/vla/task_state")) and t["arms"]["left"]["prob"] is not None
+        task = wait_for(lambda: (t := last_record(probe, "/vla/task_state")) and t["arms"]["left"]["prob"] is not None
                         and t, 20.0, "a model decision in task_state", processes=[validator])
         assert task["arms"]["left"]["prob"] == pytest.approx(expected, abs=1e-6)
         assert task["arms"]["left"]["active"] and not task["arms"]["right"]["active"]
@@ -203,10 +210,10 @@ def test_model_probability_reaches_task_state_and_stale_joints_are_counted(bundl
         probe.inputs.joint_states_on.clear()  # the arm's joint states go silent
         wait_for(lambda: int(validator_values(probe).get("count.stale_input.joint_state.left", 0)) > 0, 10.0,
                  "stale joint states counted in /diagnostics", processes=[validator])
-        decisions = last_json(probe, "/vla/task_state")["decisions_count"]
+        decisions = last_record(probe, "/vla/task_state")["decisions_count"]
         wait_for(lambda: int(validator_values(probe).get("count.stale_input.joint_state.left", 0)) > 3, 10.0,
                  "more stale ticks", processes=[validator])
-        assert last_json(probe, "/vla/task_state")["decisions_count"] == decisions, "no decision on stale inputs"
+        assert last_record(probe, "/vla/task_state")["decisions_count"] == decisions, "no decision on stale inputs"
     finally:
         probe.inputs.joint_states_on.set()
         probe.node.destroy_publisher(plan)
@@ -227,7 +234,8 @@ def test_bad_scripted_probability_fails_at_startup(bundle_dir):
     process = NodeProcess(VALIDATOR, "validator_bad_param", params={"bundle_path": bundle_dir,
                                                                     "scripted_probabilities": "always"})
     assert process.wait_exit(timeout=30.0) == 1, process.output
-    assert "[FATAL] ValueError: parameter 'scripted_probabilities' = 'always'" in process.output
+    assert "[FATAL] command line -p: node /validator_bad_param: parameter 'scripted_probabilities' = 'always'" \
+        in process.output
 
 
 def test_a_scripted_validator_without_use_sim_time_is_refused_at_startup(bundle_dir):

@@ -15,7 +15,7 @@ from sim2real_vla_ros.tools import readme_parameters
 VLA_YAML = f"{REPO}/config/vla.yaml"
 # The test / dry-run hooks, by node: refused at start-up unless use_sim_time is true.
 TEST_HOOKS = {"validator": {"scripted_probabilities"}, "actor": {"fault_injection", "inference_delay_s"},
-              "actor_inference": {"fault_injection", "inference_delay_s"}}
+              "actor_inference": {"fault_injection", "inference_delay_s"}, "planner": {"autostart"}}
 MODULES = {title: module for title, _names, module in readme_parameters.NODES}
 
 

@@ -27,7 +27,7 @@ def chunk_at(recv_s: float, stamp_s: float, steps: int = 25, dt: float = DT, sta
 
 
 def plan_state(phase, index, seq, achieved=0, reason=""):
-    return {"schema": "vla_plan_state/1", "phase": phase, "index": index,
+    return {"phase": phase, "index": index,
             "affordance": None if seq is None else {"seq": seq, "index": index}, "achieved_count": achieved,
             "reason": reason}
 

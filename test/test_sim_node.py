@@ -131,19 +131,21 @@ def test_cameras_publish_at_the_configured_rate_in_sim_time(probe, sim):
         return np.unique([stamp_to_seconds(m.header.stamp) for m in probe.received(f"/{camera}/image_raw")])
 
     def window_covered():
-        spans = [stamps_of(c) for c in expected]
-        return all(len(s) > 1 and s[-1] - s[0] >= window for s in spans)
+        # The window, and two consecutive frames of each camera (one period apart) somewhere in it.
+        spans = {c: stamps_of(c) for c in expected}
+        return all(len(s) > 1 and s[-1] - s[0] >= window and np.any(np.abs(np.diff(s) - 1.0 / expected[c]) < 1e-3)
+                   for c, s in spans.items())
 
-    wait_for(window_covered, 30.0, f"{window} s of sim time of images from every camera", processes=[sim])
+    wait_for(window_covered, 30.0, f"{window} s of sim time of images from every camera, two of them consecutive",
+             processes=[sim])
     for camera, rate in expected.items():
         stamps = stamps_of(camera)
         # Frames are exactly one period apart in sim time, never closer. Sensor-data QoS is best
         # effort: when this shared 2-core machine is busy the probe (a Python executor taking
-        # 230 kB images next to 100 Hz joint states) may lose some, so 70 % must arrive.
-        intervals = np.diff(stamps)
-        assert np.median(intervals) == pytest.approx(1.0 / rate, abs=1e-3), (camera, stamps)
-        assert np.min(intervals) == pytest.approx(1.0 / rate, abs=1e-3), (camera, stamps)
-        assert len(stamps) - 1 >= 0.7 * (stamps[-1] - stamps[0]) * rate, (camera, stamps)
+        # 230 kB images next to 100 Hz joint states) loses some, and how many depends on the load,
+        # so the schedule is checked, not the delivery rate: every gap is a whole number of periods.
+        periods = np.diff(stamps) * rate
+        assert np.all(np.abs(periods - np.round(periods)) < 1e-3 * rate) and periods.min() > 0.5, (camera, stamps)
         images = probe.received(f"/{camera}/image_raw")
         image = images[-1]
         assert (image.height, image.width, image.encoding) == (240, 320, "rgb8")

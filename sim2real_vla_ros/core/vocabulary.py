@@ -50,6 +50,7 @@ TF_STATIC = "/tf_static"
 ESTOP = "vla/estop"
 INSTRUCTION = "vla/instruction"
 PLAN_STATE = "vla/plan_state"
+PLANNER_HEARTBEAT = "vla/planner/heartbeat"
 TASK_STATE = "vla/task_state"
 VALIDATOR_EVENT = "vla/validator/event"
 AFFORDANCE_MARKERS = "vla/affordance_markers"
@@ -61,7 +62,11 @@ SIM_TASK_STATUS = "sim/task_status"
 START_SERVICE = "vla/start"
 STOP_SERVICE = "vla/stop"
 SET_ESTOP_SERVICE = "vla/set_estop"
+ACTOR_SET_ESTOP_SERVICE = "set_estop"  # private to each actor: /actor_<arm>/set_estop
 SIM_RESET_SERVICE = "sim/reset"
+
+# --------------------------------------------------------------------------- actions
+EXECUTE_TASK_ACTION = "vla/execute_task"
 
 
 def _arm(arm: str) -> str:
@@ -120,6 +125,11 @@ def actor_inferred_chunk_topic(arm: str) -> str:
 def actor_command_topic(arm: str) -> str:
     """The command an arm's actor actually sent each tick (after the safety filter)."""
     return f"vla/actor_{_arm(arm)}/command"
+
+
+def actor_status_topic(arm: str) -> str:
+    """An arm's actor after each control tick (sim2real_vla_interfaces/ActorStatus)."""
+    return f"vla/actor_{_arm(arm)}/status"
 
 
 def trajectory_controller(arm: str) -> str:

@@ -25,7 +25,7 @@ graph.vla_nodes(...)``). Pure Python: no launch, launch_ros or rclpy import at m
 from sim2real_vla_ros.core.vocabulary import ARMS, CAMERAS, OUTPUT_MODES, arm_command_topic  # noqa: F401 (used as graph.X)
 from sim2real_vla_ros.graph.command_line import ros_param_value, to_command
 from sim2real_vla_ros.graph.contract import (EXTERNAL_INPUTS, TopicEnds, expected_connections, expected_parameters,
-                                             expected_services, external_inputs)
+                                             expected_actions, expected_services, external_inputs, topic_types)
 from sim2real_vla_ros.graph.launch_adapter import include_launch, launch_node_kwargs
 from sim2real_vla_ros.graph.parameter_files import load_node_section
 from sim2real_vla_ros.graph.specs import (
@@ -42,7 +42,7 @@ from sim2real_vla_ros.graph.specs import (
 __all__ = [
     "ARMS", "CAMERAS", "OUTPUT_MODES", "arm_command_topic",
     "ros_param_value", "to_command",
-    "EXTERNAL_INPUTS", "TopicEnds", "expected_connections", "expected_parameters", "expected_services",
+    "EXTERNAL_INPUTS", "TopicEnds", "topic_types", "expected_actions", "expected_connections", "expected_parameters", "expected_services",
     "external_inputs",
     "include_launch", "launch_node_kwargs",
     "load_node_section",

@@ -23,10 +23,54 @@ from sim2real_vla_ros.graph.specs import (CAMERA_MASK_NODE, COMMAND_INTERFACES, 
 
 @dataclass(frozen=True)
 class TopicEnds:
-    """Who must publish and who must subscribe a topic (node names; empty = outside the graph)."""
+    """Who must publish and who must subscribe a topic (node names; empty = outside the graph),
+    and the topic's message type (``package/msg/Type``)."""
 
     publishers: frozenset[str]
     subscribers: frozenset[str]
+    type_name: str = ""
+
+
+_TASK = "sim2real_vla_interfaces/msg/"
+_COMMAND_TYPES = {"trajectory": "trajectory_msgs/msg/JointTrajectory", "stream": "std_msgs/msg/Float64MultiArray",
+                  "vendor": "sensor_msgs/msg/JointState"}
+
+
+def topic_types() -> dict[str, str]:
+    """Relative (vocabulary) topic name -> its message type, for every topic a graph may have.
+
+    The task-level topics carry ``sim2real_vla_interfaces`` types; only the user's
+    ``vla/instruction``, ``robot_description`` and the simulator's privileged
+    ``sim/task_status`` (per-task criteria, JSON) are ``std_msgs/String``.
+    """
+    types = {
+        vocab.CLOCK: "rosgraph_msgs/msg/Clock", vocab.DIAGNOSTICS: "diagnostic_msgs/msg/DiagnosticArray",
+        vocab.JOINT_STATES: "sensor_msgs/msg/JointState", vocab.ROBOT_DESCRIPTION: "std_msgs/msg/String",
+        vocab.TF: "tf2_msgs/msg/TFMessage", vocab.TF_STATIC: "tf2_msgs/msg/TFMessage",
+        vocab.ESTOP: "std_msgs/msg/Bool", vocab.INSTRUCTION: "std_msgs/msg/String",
+        vocab.PLANNER_HEARTBEAT: "std_msgs/msg/Header",
+        vocab.PLAN_STATE: _TASK + "PlanState", vocab.TASK_STATE: _TASK + "TaskState",
+        vocab.VALIDATOR_EVENT: _TASK + "ValidatorEvent",
+        vocab.AFFORDANCE_MARKERS: "visualization_msgs/msg/MarkerArray",
+        vocab.AFFORDANCE_OVERLAY: "sensor_msgs/msg/Image", vocab.SIM_TASK_STATUS: "std_msgs/msg/String",
+    }
+    for camera in CAMERAS:
+        types[vocab.camera_image_topic(camera)] = "sensor_msgs/msg/Image"
+        types[vocab.camera_info_topic(camera)] = "sensor_msgs/msg/CameraInfo"
+        types[vocab.mask_topic(camera)] = "sensor_msgs/msg/Image"
+        types[vocab.masked_topic(camera)] = "sensor_msgs/msg/Image"
+    for arm in ARMS:
+        types[vocab.affordance_topic(arm)] = "geometry_msgs/msg/PolygonStamped"
+        types[vocab.actor_chunk_topic(arm)] = "trajectory_msgs/msg/JointTrajectory"
+        types[vocab.actor_command_topic(arm)] = "sensor_msgs/msg/JointState"
+        types[vocab.actor_status_topic(arm)] = _TASK + "ActorStatus"
+        types[vocab.actor_request_topic(arm)] = "std_msgs/msg/Header"
+        types[vocab.actor_inferred_chunk_topic(arm)] = "trajectory_msgs/msg/JointTrajectory"
+        types[vocab.vendor_command_topic(arm)] = "sensor_msgs/msg/JointState"
+        types[vocab.vendor_state_topic(arm)] = "sensor_msgs/msg/JointState"
+        for mode, type_name in _COMMAND_TYPES.items():
+            types[arm_command_topic(arm, mode)] = type_name
+    return types
 
 
 def expected_connections(arms: Sequence[str] = ARMS, output_mode: str = "trajectory",
@@ -124,16 +168,19 @@ def expected_connections(arms: Sequence[str] = ARMS, output_mode: str = "traject
     # holds on /vla/estop.
     subscribe(PLANNER_NODE, vocab.masked_topic(vocab.TOP_CAMERA), vocab.VALIDATOR_EVENT, vocab.INSTRUCTION,
               vocab.camera_info_topic(vocab.TOP_CAMERA), vocab.ESTOP)
+    # ExecuteTask feedback: the validator's view and the actors' progress.
+    subscribe(PLANNER_NODE, vocab.TASK_STATE, *(vocab.actor_status_topic(arm) for arm in arms))
     publish(PLANNER_NODE, *(vocab.affordance_topic(arm) for arm in ARMS), vocab.PLAN_STATE,
-            vocab.AFFORDANCE_MARKERS, vocab.AFFORDANCE_OVERLAY, vocab.ESTOP)
+            vocab.AFFORDANCE_MARKERS, vocab.AFFORDANCE_OVERLAY, vocab.ESTOP, vocab.PLANNER_HEARTBEAT)
 
     # The actor also reads the latched plan_state: the instruction (only the planner knows it
     # when a task is started by service) and the pixel frame of the affordance.
     for arm, actor in zip(arms, actors):
         subscribe(actor, vocab.masked_topic(vocab.TOP_CAMERA), vocab.masked_topic(WRIST_CAMERA[arm]), vocab.JOINT_STATES,
-                  vocab.affordance_topic(arm), vocab.PLAN_STATE, vocab.ESTOP)
+                  vocab.affordance_topic(arm), vocab.PLAN_STATE, vocab.ESTOP, vocab.PLANNER_HEARTBEAT)
+        # Every actor keeps the e-stop latch and republishes it (latched): it outlives the planner.
         publish(actor, arm_command_topic(arm, output_mode), vocab.actor_chunk_topic(arm),
-                vocab.actor_command_topic(arm))
+                vocab.actor_command_topic(arm), vocab.actor_status_topic(arm), vocab.ESTOP)
         if split_inference:
             inference = actor_inference_node_name(arm)
             publish(actor, vocab.actor_request_topic(arm))
@@ -150,16 +197,24 @@ def expected_connections(arms: Sequence[str] = ARMS, output_mode: str = "traject
 
     for node in vla:
         publish(node, vocab.DIAGNOSTICS)
-    return {absolute(topic, namespace): TopicEnds(frozenset(pubs[topic]), frozenset(subs[topic]))
+    types = topic_types()
+    return {absolute(topic, namespace): TopicEnds(frozenset(pubs[topic]), frozenset(subs[topic]), types[topic])
             for topic in sorted(pubs)}
 
 
-def expected_services(simulator: Optional[str] = SIM_NODE, namespace: str = "") -> dict[str, str]:
-    """Fully qualified service name -> the node that must offer it."""
-    services = {vocab.START_SERVICE: PLANNER_NODE, vocab.STOP_SERVICE: PLANNER_NODE, vocab.SET_ESTOP_SERVICE: PLANNER_NODE}
+def expected_services(simulator: Optional[str] = SIM_NODE, namespace: str = "",
+                      arms: Sequence[str] = ARMS) -> dict[str, str]:
+    """Fully qualified service name -> the node that must offer it (each actor: its own e-stop)."""
+    services = {vocab.START_SERVICE: PLANNER_NODE, vocab.STOP_SERVICE: PLANNER_NODE, vocab.SET_ESTOP_SERVICE: PLANNER_NODE,
+                **{f"{actor_node_name(arm)}/{vocab.ACTOR_SET_ESTOP_SERVICE}": actor_node_name(arm) for arm in arms}}
     if simulator is not None:
         services[vocab.SIM_RESET_SERVICE] = simulator
     return {absolute(name, namespace): node for name, node in services.items()}
+
+
+def expected_actions(namespace: str = "") -> dict[str, str]:
+    """Fully qualified action name -> the node that must serve it."""
+    return {absolute(vocab.EXECUTE_TASK_ACTION, namespace): PLANNER_NODE}
 
 
 def external_inputs(namespace: str = "") -> tuple[str, ...]:

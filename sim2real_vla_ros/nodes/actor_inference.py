@@ -14,7 +14,7 @@ Topic (relative names; core.vocabulary)   Type                            Direct
 vla/masked/cam_high, vla/masked/<wrist>   sensor_msgs/Image               in (sensor QoS)
 joint_states                              sensor_msgs/JointState          in (sensor QoS)
 vla/affordance/<arm>                      geometry_msgs/PolygonStamped    in (latched)
-vla/plan_state                            std_msgs/String (JSON)          in (latched)
+vla/plan_state                            sim2real_vla_interfaces/PlanState (latched, in)
 vla/actor_<arm>/request                   std_msgs/Header                 in (reliable, depth 1)
 vla/actor_<arm>/inferred_chunk            trajectory_msgs/JointTrajectory out (reliable, depth 1)
 /diagnostics                              diagnostic_msgs/DiagnosticArray out
@@ -42,7 +42,8 @@ from geometry_msgs.msg import PolygonStamped
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Header, String
+from std_msgs.msg import Header
+from sim2real_vla_interfaces.msg import PlanState
 from trajectory_msgs.msg import JointTrajectory
 
 from sim2real_vla_ros.core import vocabulary as vocab
@@ -58,6 +59,7 @@ from sim2real_vla_ros.core.policy.observation import LatencyWindow
 from sim2real_vla_ros.core.robot import arm_joint_names, arm_limits
 from sim2real_vla_ros.core.vocabulary import WRIST_CAMERA
 from sim2real_vla_ros.nodes import common
+from sim2real_vla_ros.nodes.task_messages import plan_state_from_msg
 from sim2real_vla_ros.nodes.actor import PARAMETERS as ACTOR_PARAMETERS
 from sim2real_vla_ros.nodes.common import Param
 from sim2real_vla_ros.nodes.node_support import BackgroundWorker, FaultLog, LevelTracker, load_node_bundle
@@ -141,7 +143,7 @@ class ActorInferenceNode(Node):
                                  common.SENSOR_QOS)
         self.create_subscription(PolygonStamped, vocab.affordance_topic(self.arm),
                                  guard(self._on_affordance, "affordance_callback_error"), common.LATCHED_QOS)
-        self.create_subscription(String, vocab.PLAN_STATE, guard(self._on_plan_state, "plan_state_callback_error"),
+        self.create_subscription(PlanState, vocab.PLAN_STATE, guard(self._on_plan_state, "plan_state_callback_error"),
                                  common.LATCHED_QOS)
         self.create_subscription(Header, vocab.actor_request_topic(self.arm),
                                  guard(self._on_request, "request_callback_error"), SPLIT_QOS)
@@ -179,10 +181,10 @@ class ActorInferenceNode(Node):
         pixels = np.array([(p.x, p.y) for p in points], dtype=np.float64).reshape(-1, 2)
         self.inputs.on_affordance(pixels, points[0].z if points else None, common.stamp_to_seconds(msg.header.stamp))
 
-    def _on_plan_state(self, msg: String) -> None:
+    def _on_plan_state(self, msg: PlanState) -> None:
         try:
-            payload = common.parse_json_message(msg, required=("schema",))
-            instruction, image_size, problem = actor_plan_inputs(payload, self.bundle.instruction_embedding)
+            instruction, image_size, problem = actor_plan_inputs(plan_state_from_msg(msg),
+                                                                 self.bundle.instruction_embedding)
         except ValueError as exc:
             self.faults.fault("malformed_plan_state", str(exc))
             return

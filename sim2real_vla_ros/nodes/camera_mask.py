@@ -7,7 +7,10 @@ replace older ones, and the next set is formed from the newest frames only. Para
 Subscriptions
 -------------
 /cam_high/image_raw, /cam_left_wrist/image_raw, /cam_right_wrist/image_raw : sensor_msgs/Image
-    rgb8 / bgr8 camera frames (sensor-data QoS).
+    rgb8 / bgr8 camera frames (sensor-data QoS). Reliability, history and depth can be
+    overridden per topic at start-up with ROS 2's QoS override parameters, e.g.
+    ``qos_overrides./cam_high/image_raw.subscription.reliability: reliable`` (README, "Camera
+    frames": what the robot's camera drivers need).
 
 Publications
 ------------
@@ -27,6 +30,7 @@ import threading
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import Image
 
 from sim2real_vla_ros.core import vocabulary as vocab
@@ -83,7 +87,8 @@ class CameraMaskNode(Node):
             lambda exc: self.faults.fault("inference_callback_error", f"{type(exc).__name__}: {exc}"))
         for name in CAMERAS:
             on_image = self.faults.guard(lambda msg, n=name: self._on_image(n, msg), "image_callback_error")
-            self.create_subscription(Image, vocab.camera_image_topic(name), on_image, common.SENSOR_QOS)
+            self.create_subscription(Image, vocab.camera_image_topic(name), on_image, common.SENSOR_QOS,
+                                     qos_overriding_options=QoSOverridingOptions.with_default_policies())
         self.mask_pubs = {n: self.create_publisher(Image, vocab.mask_topic(n), common.SENSOR_QOS) for n in CAMERAS}
         self.masked_pubs = {n: self.create_publisher(Image, vocab.masked_topic(n), common.SENSOR_QOS)
                             for n in CAMERAS}

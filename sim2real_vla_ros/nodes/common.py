@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import faulthandler
 import json
+import math
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
@@ -31,6 +33,8 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from sim2real_vla_ros.nodes.shutdown import ShutdownWatchdog, release_node
+
 # --- QoS by role -------------------------------------------------------------------
 #: Camera images and masks: best effort, newest only (a late frame is worthless).
 SENSOR_QOS = qos_profile_sensor_data
@@ -41,6 +45,11 @@ COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          history=HistoryPolicy.KEEP_LAST,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+#: Liveness heartbeats: reliable, newest only, never replayed to a late joiner (an old beat
+#: must not make a dead publisher look alive).
+HEARTBEAT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                           history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE)
 
 # --- images ------------------------------------------------------------------------
 _CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
@@ -151,8 +160,10 @@ def now_seconds(node: Node) -> float:
 
 
 # --- JSON payloads in std_msgs/String ----------------------------------------------
+# Only outside the VLA graph's task topics (those are sim2real_vla_interfaces types): the
+# simulator's privileged /sim/task_status and the piper driver's emulator fault injection.
 def json_message(payload: Mapping[str, Any]) -> String:
-    """Wrap a JSON-serialisable payload in std_msgs/String (we cannot build .msg packages here)."""
+    """Wrap a JSON-serialisable payload in std_msgs/String."""
     return String(data=json.dumps(payload, sort_keys=True, default=_json_default))
 
 
@@ -239,6 +250,8 @@ class Param:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"parameter '{self.name}' = {given!r}: must be a number")
             value = float(value)
+            if not math.isfinite(value):  # inf passes a check like `v >= 0`: no parameter takes NaN or inf
+                raise ValueError(f"parameter '{self.name}' = {given!r}: must be a finite number")
         if self.check is not None and not self.check(value):
             raise ValueError(f"parameter '{self.name}' = {given!r}: must be {self.requirement or 'valid'}")
         return value
@@ -395,48 +408,98 @@ SPIN_POLL_S = 0.1
 """Longest the main loop waits before it looks at a SIGINT request again (s)."""
 
 
-def run_node(node_factory: Callable[[], Node], executor_factory=None) -> int:
+def run_node(node_factory: Callable[[], Node], executor_factory=None,
+             exit_code: Optional[Callable[[Node], int]] = None) -> int:
     """Standard main(): init, build the node (start-up errors exit 1 with one message), spin.
 
-    Returns the process exit code. A node that raises during construction (bad parameter,
-    missing model file) logs one clear error line and exits 1 instead of printing a traceback.
+    Returns the process exit code: 0, or ``exit_code(node)`` when given (read once the node
+    has stopped spinning; the simulator returns 1 after a simulation failure). A node that
+    raises during construction (bad parameter, missing model file) logs one clear error line
+    and exits 1 instead of printing a traceback.
 
     SIGINT (Ctrl-C, a launcher stopping the node) and SIGTERM only set a flag that the spin
-    loop reads at least every ``SPIN_POLL_S``; then the node is destroyed in order (its worker
-    thread first), the context is shut down and the process exits 0. rclpy's signal handlers
-    are not installed, because each of its stop paths failed here at the end of dry runs (every
-    process stops at once, and no message or sim-time timer wakes an executor again): Python's
+    loop reads at least every ``SPIN_POLL_S``. rclpy's signal handlers are not installed,
+    because each of its stop paths failed here at the end of dry runs (every process stops at
+    once, and no message or sim-time timer wakes an executor again): Python's
     KeyboardInterrupt, raised at an arbitrary point of the main thread, landed inside rclpy (a
     RuntimeError from ``take_message``, exit 1); without it, the executor sometimes slept on
     forever (1 stop in 3 for a minimal node); and rclpy's handler thread shutting the context
     down while the executor built its wait set raised RCLError (2 dry runs in 16).
+
+    Then the shutdown (``nodes.shutdown``): the executor is shut down, the node destroyed (its
+    own threads first) and the context shut down, in that order, under a watchdog that ends
+    the process with the same exit code if it is not over within ``SHUTDOWN_DEADLINE_S``
+    (plus under a second when a C call holds the GIL), after one line saying what was still
+    held and every thread's stack. The watchdog stays armed until the process has exited, so
+    it also bounds the interpreter's own finalisation: run_node is a process entry point.
     SIGUSR1 prints every thread's stack to stderr (faulthandler), for a node that does not stop.
     """
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     interrupted = _InterruptFlag()
     signal.signal(signal.SIGINT, interrupted.set)
     signal.signal(signal.SIGTERM, interrupted.set)
+    problems = startup_config_problems(node_factory)
+    if problems:  # before rclpy.init: a misspelled name or a bad value never reaches a node
+        for problem in problems:
+            print(f"[FATAL] {problem}", flush=True)
+        return 1
+    code = 0
     try:
-        with rclpy.init(signal_handler_options=rclpy.signals.SignalHandlerOptions.NO) as initialised:
+        init = rclpy.init(signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    except Exception as exc:  # rcl refused the command line or a --params-file: one line, not a traceback
+        print(f"[FATAL] rclpy.init refused the command line or a --params-file: {_one_line(exc)}", flush=True)
+        return 1
+    try:
+        with init as initialised:
             context = initialised.context
             try:
                 node = node_factory()
             except Exception as exc:  # start-up failure: one clear message, non-zero exit
-                if interrupted.raised or not context.ok():
-                    return 0  # stopped while starting: nothing failed
-                print(f"[FATAL] {type(exc).__name__}: {exc}", flush=True)
-                return 1
+                code = 0 if interrupted.raised or not context.ok() else 1  # stopped while starting: no failure
+                if code:
+                    print(f"[FATAL] {type(exc).__name__}: {exc}", flush=True)
+                # Shutting the context down destroys the half-built node (and the DDS participant).
+                ShutdownWatchdog("run_node", exit_code=code).arm().step(
+                    "the context shutdown after a failed start-up (rclpy.shutdown destroys the half-built node)")
+                return code
             executor = executor_factory() if executor_factory else rclpy.executors.SingleThreadedExecutor()
             executor.add_node(node)
             try:
                 while not interrupted.raised and context.ok():
                     executor.spin_once(timeout_sec=SPIN_POLL_S)
             finally:
-                executor.remove_node(node)
-                node.destroy_node()
+                failed = sys.exc_info()[0] is not None  # an exception from a callback: exit 1 (traceback)
+                code = 1 if failed else int(exit_code(node)) if exit_code is not None else 0
+                watchdog = ShutdownWatchdog(node.get_name(), exit_code=code).arm()
+                release_node(node, executor, watchdog)
+                watchdog.step("the context shutdown (rclpy.shutdown)")
+            # leaving the with block shuts the context down, under the armed watchdog
     except ExternalShutdownException:
         pass
-    return 0
+    return code
+
+
+def startup_config_problems(node_factory, argv: Optional[Sequence[str]] = None) -> list:
+    """One line per problem of the parameters this process was started with (``--params-file``
+    and ``-p`` after ``--ros-args``) against the node module's ``PARAMETERS``: unknown names,
+    wrong types, out-of-range values, NaN, unreadable files (graph.config_check)."""
+    from sim2real_vla_ros.graph.config_check import check_command_line
+
+    module = sys.modules.get(getattr(node_factory, "__module__", ""), None)
+    params = getattr(module, "PARAMETERS", None)
+    if params is None:
+        return []
+    spec = getattr(module, "__spec__", None)  # python -m: __module__ is __main__, the spec has the name
+    default_name = (spec.name if spec is not None else node_factory.__module__).rsplit(".", 1)[-1]
+    try:
+        return check_command_line(sys.argv if argv is None else argv, params, default_name)
+    except Exception as exc:  # the check itself must never be the crash it is there to prevent
+        return [f"parameter check failed: {type(exc).__name__}: {_one_line(exc)}"]
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " | ".join(lines)[:500] or type(exc).__name__
 
 
 class _InterruptFlag:

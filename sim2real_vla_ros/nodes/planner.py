@@ -7,10 +7,12 @@ Subscriptions
 -------------
 /vla/masked/cam_high : sensor_msgs/Image rgb8
     Newest masked top image (from camera_mask); the planner model's observation.
-/vla/validator/event : std_msgs/String JSON
+/vla/validator/event : sim2real_vla_interfaces/ValidatorEvent
     ``open`` advances the chain, ``replan`` re-plans the same step, ``abort`` aborts and holds.
 /vla/instruction : std_msgs/String (latched)
-    Setting it (re)starts the task with that instruction.
+    Setting it (re)starts the task with that instruction. A sample written before this planner
+    process started (the latched one a restarted planner receives) only sets the instruction
+    for the next /vla/start: a restarted planner never resumes a task by itself.
 /vla/estop : std_msgs/Bool (latched)
     Engaged (from any publisher) stops the task: empty affordances, arms hold.
 /cam_high/camera_info : sensor_msgs/CameraInfo
@@ -22,28 +24,43 @@ Publications
 /vla/affordance/left, /vla/affordance/right : geometry_msgs/PolygonStamped (latched)
     Keypoints in native cam_high pixels, z = affordance index, stamp = the observation the
     prediction came from, frame cam_high_optical_frame; empty polygon = arm idle / hold.
-/vla/plan_state : std_msgs/String JSON (latched), schema ``vla_plan_state/1`` (core.payloads)
+/vla/plan_state : sim2real_vla_interfaces/PlanState (latched)
+    Phase, index, retries, instruction, task, per-arm ``Affordance`` (keypoints in native
+    cam_high pixels, or the model's while the native size is unknown), e-stop, reason.
 /vla/affordance_markers : visualization_msgs/MarkerArray
     Keypoints on their camera rays at ``marker_depth_m`` in cam_high_optical_frame.
 /vla/affordance_overlay : sensor_msgs/Image rgb8, keypoints drawn on the newest cam_high image.
 /vla/estop : std_msgs/Bool (latched), set by /vla/set_estop. Nothing is published at start-up:
-    a restarted planner must not release an e-stop engaged before it came up.
+    a restarted planner must not release an e-stop engaged before it came up (the actors keep
+    the latch and republish it, so an engaged e-stop reaches a restarted planner).
+/vla/planner/heartbeat : std_msgs/Header, HEARTBEAT_RATE_HZ from the executor thread; stamp =
+    node clock, frame_id = this process's boot id. The actors hold when it stops
+    (core/control/motion_permit.py) and treat a new boot id as a restart.
 /diagnostics : diagnostic_msgs/DiagnosticArray
 
 Services
 --------
-/vla/start : std_srvs/Trigger
-    Start (or restart) with the last instruction (topic) or the ``instruction`` parameter;
-    fails with the reason (unknown instruction, e-stop engaged) and the node keeps running.
+/vla/start : sim2real_vla_interfaces/StartTask
+    Start (or restart) with the request's instruction; an empty one = the last instruction
+    (topic) or the ``instruction`` parameter (what std_srvs/Trigger did); fails with the reason (unknown instruction, e-stop engaged) and the node keeps running.
 /vla/stop : std_srvs/Trigger
     Stop the task and hold (phase idle, empty affordances).
 /vla/set_estop : std_srvs/SetBool
     true engages the e-stop (task stopped, arms hold), false releases it (start again to resume).
+
+Actions
+-------
+/vla/execute_task : sim2real_vla_interfaces/ExecuteTask (nodes/task_action.py)
+    Run one task to its end: feedback at the planner rate (phase, index, per-arm progress from
+    /vla/task_state and /vla/actor_<arm>/status, which it subscribes), result from the chain's
+    phase, the goal's timeout or max_steps; cancel = stop and hold.
 """
 from __future__ import annotations
 
 import sys
 import threading
+import time
+import uuid
 from typing import Optional
 
 import numpy as np
@@ -51,31 +68,40 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point, Point32, PolygonStamped
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
-from std_msgs.msg import Bool, ColorRGBA, String
+from std_msgs.msg import Bool, ColorRGBA, Header, String
 from std_srvs.srv import SetBool, Trigger
+from sim2real_vla_interfaces.msg import PlanState, ValidatorEvent
+from sim2real_vla_interfaces.srv import StartTask
 from visualization_msgs.msg import Marker, MarkerArray
 
 from sim2real_vla_ros.core import vocabulary as vocab
+from sim2real_vla_ros.core.bounded_text import bounded
 from sim2real_vla_ros.core.task.affordance_chain import denormalise_keypoints
 from sim2real_vla_ros.core.task.planner_logic import PlannerConfig, PlannerCore
 from sim2real_vla_ros.core.perception.camera_pairing import RateMeter
 from sim2real_vla_ros.core.policy.observation import pixels_to_optical_points
 from sim2real_vla_ros.core.perception.overlay import ARM_COLORS, draw_affordances
-from sim2real_vla_ros.core.task.payloads import EVENT_WIRE_NAMES, parse_validator_event
+from sim2real_vla_ros.core.task.records import EVENT_WIRE_NAMES, parse_validator_event
 from sim2real_vla_ros.nodes import common
+from sim2real_vla_ros.nodes.task_action import ExecuteTaskServer
+from sim2real_vla_ros.nodes.task_messages import plan_state_to_msg, validator_event_from_msg
 from sim2real_vla_ros.nodes.common import Param
 from sim2real_vla_ros.nodes.node_support import (BUNDLE_PARAMETERS, DIAGNOSTICS_RATE, BackgroundWorker, FaultLog,
                                                  LevelTracker, load_node_bundle)
 from sim2real_vla_ros.core.vocabulary import ARMS
 
 FRAME_ID = "cam_high_optical_frame"
+HEARTBEAT_RATE_HZ = 4.0
+"""Heartbeat rate: the actors' planner_timeout_s (1.5 s) is 6 heartbeat periods, so a loaded
+executor may miss 5 in a row before the arms hold."""
 OVERLAY_SOURCES = ("masked", "raw")
 
 PARAMETERS = (
     *BUNDLE_PARAMETERS,
     Param("instruction", "", "Task instruction used by /vla/start (must have an embedding in the bundle); '' = "
           "wait for /vla/instruction", read_only=False),
-    Param("autostart", False, "Start with 'instruction' at the first timer tick (no /vla/start needed)"),
+    Param("autostart", False, "Start with 'instruction' at the first timer tick (no /vla/start needed); refused "
+          "without use_sim_time: a respawned planner would restart the task by itself", test_hook=True),
     Param("planner_rate_hz", 2.0, "Planner timer rate (Hz, node clock: sim time under use_sim_time)",
           lambda v: 0.0 < v <= 50.0, "in (0, 50]"),
     Param("chain_length", 1, "K: previous affordances the planner is conditioned on (checked against the model)",
@@ -119,6 +145,8 @@ class PlannerNode(Node):
         self._levels = LevelTracker()
         self._lock = threading.Lock()  # the core is not thread-safe: executor and tick threads share it
         self._instruction = self.instruction_param
+        self.boot_id = uuid.uuid4().hex[:12]
+        self._started_wall_ns = time.time_ns()  # DDS source timestamps are system time
         # Every decision (chain, task, what to publish) lives in the ROS-free core, shared with
         # the in-process runner; this node translates messages to and from it.
         self.core = PlannerCore(self.bundle, PlannerConfig(
@@ -169,6 +197,7 @@ class PlannerNode(Node):
 
     def destroy_node(self) -> None:
         self._tick_worker.stop()
+        self._execute_task.destroy()
         super().destroy_node()
 
     def _create_interfaces(self) -> None:
@@ -186,22 +215,27 @@ class PlannerNode(Node):
                                      common.SENSOR_QOS)
         self.create_subscription(CameraInfo, vocab.camera_info_topic(vocab.TOP_CAMERA), guard(self._on_camera_info, "callback_error"),
                                  common.SENSOR_QOS)
-        self.create_subscription(String, vocab.VALIDATOR_EVENT, guard(self._on_validator_event, "callback_error"),
+        self.create_subscription(ValidatorEvent, vocab.VALIDATOR_EVENT, guard(self._on_validator_event, "callback_error"),
                                  common.COMMAND_QOS)
         self.create_subscription(String, vocab.INSTRUCTION, guard(self._on_instruction, "callback_error"),
                                  common.LATCHED_QOS)
         self.create_subscription(Bool, vocab.ESTOP, guard(self._on_estop, "callback_error"), common.LATCHED_QOS)
         self.affordance_pubs = {arm: self.create_publisher(PolygonStamped, vocab.affordance_topic(arm), common.LATCHED_QOS)
                                 for arm in ARMS}
-        self.state_pub = self.create_publisher(String, vocab.PLAN_STATE, common.LATCHED_QOS)
+        self.state_pub = self.create_publisher(PlanState, vocab.PLAN_STATE, common.LATCHED_QOS)
         self.marker_pub = self.create_publisher(MarkerArray, vocab.AFFORDANCE_MARKERS, common.COMMAND_QOS)
         self.overlay_pub = self.create_publisher(Image, vocab.AFFORDANCE_OVERLAY, common.SENSOR_QOS)
         self.estop_pub = self.create_publisher(Bool, vocab.ESTOP, common.LATCHED_QOS)
+        self.heartbeat_pub = self.create_publisher(Header, vocab.PLANNER_HEARTBEAT, common.HEARTBEAT_QOS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, vocab.DIAGNOSTICS, common.COMMAND_QOS)
-        self.create_service(Trigger, vocab.START_SERVICE, self._handle_start)
+        self.create_service(StartTask, vocab.START_SERVICE, self._handle_start)
         self.create_service(Trigger, vocab.STOP_SERVICE, self._handle_stop)
         self.create_service(SetBool, vocab.SET_ESTOP_SERVICE, self._handle_set_estop)
+        self._execute_task = ExecuteTaskServer(self, self._start, self._stop_task, self._chain_state, self.rate_hz)
         self.create_timer(1.0 / self.rate_hz, self._tick_worker.wake)
+        # On the executor, not in the tick thread: it says the process and its executor are alive;
+        # a slow model run does not stop it (the actors' affordance age covers a stuck model).
+        self.create_timer(1.0 / HEARTBEAT_RATE_HZ, guard(self._publish_heartbeat, "heartbeat_error"))
         self.create_timer(1.0 / self.overlay_rate_hz, guard(self._publish_visuals, "visuals_error"))
         self.create_timer(1.0 / self.diagnostics_rate_hz, guard(self._publish_diagnostics, "diagnostics_error"))
 
@@ -234,22 +268,33 @@ class PlannerNode(Node):
                 scale = np.diag([self._native_size[0] / msg.width, self._native_size[1] / msg.height, 1.0])
                 self._intrinsics = scale @ intrinsics
 
-    def _on_instruction(self, msg: String) -> None:
+    def _on_instruction(self, msg: String, info) -> None:
+        # ``info`` (rclpy MessageInfo) must stay a required argument: rclpy passes it only to a
+        # callback that cannot be called with the message alone.
+        written_ns = info.get("source_timestamp", 0) if isinstance(info, dict) else 0
+        if written_ns and written_ns < self._started_wall_ns:
+            # The latched sample of an instruction sent before this process started: a restarted
+            # planner must not resume a task by itself (a start is needed after any release).
+            with self._lock:
+                self._instruction = msg.data.strip()
+            self.faults.fault("instruction_not_started", "latched /vla/instruction written before this planner "
+                              f"started ({bounded(msg.data, 80)!r}): kept for the next /vla/start, not started")
+            return
         ok, message = self._start(msg.data, vocab.INSTRUCTION)
         if ok:
             self.get_logger().info(f"/vla/instruction: {message}")
 
-    def _on_validator_event(self, msg: String) -> None:
+    def _on_validator_event(self, msg: ValidatorEvent) -> None:
         try:
-            event, index, reason = parse_validator_event(common.parse_json_message(msg))
+            event, index, reason = parse_validator_event(validator_event_from_msg(msg))
         except ValueError as exc:
             self.faults.fault("malformed_validator_event", str(exc))
             return
         now = common.now_seconds(self)
         with self._lock:
             if self.core.on_gate_event(event, index, now):
-                self.get_logger().info(f"validator {EVENT_WIRE_NAMES[event]} for affordance {index}: {reason} -> "
-                                       f"{self.chain.state.last_reason}")
+                self.get_logger().info(f"validator {EVENT_WIRE_NAMES[event]} for affordance {index}: "
+                                       f"{bounded(reason)} -> {bounded(self.chain.state.last_reason)}")
             self._publish_state_locked(now)
 
     def _on_estop(self, msg: Bool) -> None:
@@ -263,10 +308,16 @@ class PlannerNode(Node):
         if changed:
             self.get_logger().warning(f"e-stop {'ENGAGED' if engaged else 'released'} ({source})")
 
+    def _publish_heartbeat(self) -> None:
+        beat = Header(frame_id=self.boot_id)
+        beat.stamp = self.get_clock().now().to_msg()
+        self.heartbeat_pub.publish(beat)
+
     # ------------------------------------------------------------------ services
     def _handle_start(self, request, response):
         try:
-            response.success, response.message = self._start(None, vocab.START_SERVICE)
+            response.success, response.message = self._start(request.instruction or None, vocab.START_SERVICE,
+                                                              request.task_name)
             if response.success:
                 self.get_logger().info(f"/vla/start: {response.message}")
         except Exception as exc:  # never let a service callback raise
@@ -274,11 +325,19 @@ class PlannerNode(Node):
             response.success, response.message = False, f"start failed: {type(exc).__name__}: {exc}"
         return response
 
-    def _handle_stop(self, request, response):
+    def _stop_task(self, source: str) -> None:
+        """Stop the task and hold (phase idle, empty affordances)."""
         now = common.now_seconds(self)
         with self._lock:
-            self.core.stop(vocab.STOP_SERVICE, now)
+            self.core.stop(source, now)
             self._publish_state_locked(now)
+
+    def _chain_state(self):
+        with self._lock:
+            return self.chain.state
+
+    def _handle_stop(self, request, response):
+        self._stop_task(vocab.STOP_SERVICE)
         response.success, response.message = True, "stopped: arms hold (empty affordances)"
         return response
 
@@ -291,15 +350,33 @@ class PlannerNode(Node):
                             else "e-stop released: call /vla/start to resume")
         return response
 
-    def _start(self, instruction: Optional[str], source: str) -> tuple:
-        """Start or restart the chain; returns (success, message)."""
+    def _start(self, instruction: Optional[str], source: str, task_name: str = "") -> tuple:
+        """Start or restart the chain; returns (success, message).
+
+        ``instruction`` None = the last one; ``task_name`` (optional) must be the tasks.yaml task
+        of the instruction.
+        """
         with self._lock:
             text = (self._instruction if instruction is None else instruction).strip()
+        # rclpy does not check string bounds on receipt (README, Interfaces): the core refuses an
+        # instruction longer than StartTask's string<=512 (core.bounded_text.MAX_ECHO_CHARS).
+        if task_name and _task_name(text) != task_name:
+            return self._refused(f"task_name {bounded(task_name, 64)!r} does not match the instruction "
+                                 f"{bounded(text, 80)!r} "
+                                 f"(its task: {_task_name(text)!r})")
         now = common.now_seconds(self)
         with self._lock:
             ok, message = self.core.start(text, now, source)
             if ok:
                 self._instruction = text
+            self._publish_state_locked(now)
+        return ok, message
+
+    def _refused(self, message: str) -> tuple:
+        """A start refused before it reached the core (counted, shown in plan_state)."""
+        now = common.now_seconds(self)
+        with self._lock:
+            ok, message = self.core.refuse(message)
             self._publish_state_locked(now)
         return ok, message
 
@@ -331,7 +408,7 @@ class PlannerNode(Node):
         """Publish plan_state and the affordances when they changed (caller holds the lock)."""
         publication = self.core.publication(now, self._native_size)
         if publication.plan_state is not None:
-            self.state_pub.publish(common.json_message(publication.plan_state))
+            self.state_pub.publish(plan_state_to_msg(publication.plan_state, self._native_size or self.model_size))
         for arm, target in (publication.affordances or {}).items():
             msg = PolygonStamped()
             msg.header.frame_id = FRAME_ID

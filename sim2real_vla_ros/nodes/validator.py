@@ -12,15 +12,16 @@ Subscriptions
 -------------
 /vla/masked/cam_high, /vla/masked/cam_left_wrist, /vla/masked/cam_right_wrist : sensor_msgs/Image rgb8
 /joint_states : sensor_msgs/JointState (``<side>_joint1..7`` used per arm)
-/vla/plan_state : std_msgs/String JSON (latched; phase, index, active arms, normalised keypoints,
-    ``affordance.seq`` that changes with every new target)
+/vla/plan_state : sim2real_vla_interfaces/PlanState (latched; phase, index, per-arm affordances
+    with their pixel keypoints and image size, ``seq`` that changes with every new target)
 
 Publications
 ------------
-/vla/validator/event : std_msgs/String JSON (reliable, depth 10), schema ``vla_validator_event/1``:
-    {event: open|replan|abort, index, retries, reason, stamp}
-/vla/task_state : std_msgs/String JSON (latched), schema ``vla_task_state/1``: phase, index,
-    per-arm {active, achieved, consecutive, prob}, retries, last_reason, decisions_count
+/vla/validator/event : sim2real_vla_interfaces/ValidatorEvent (reliable, depth 10):
+    EVENT_OPEN | EVENT_REPLAN | EVENT_ABORT for an index and seq, retries, reason
+/vla/task_state : sim2real_vla_interfaces/TaskState (latched): phase, index, seq, per-arm
+    ArmValidation (active, probability, decision, consecutive, achieved), GateState, last_reason,
+    decisions_count
 /diagnostics : diagnostic_msgs/DiagnosticArray
 """
 from __future__ import annotations
@@ -30,17 +31,18 @@ import sys
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import String
+from sim2real_vla_interfaces.msg import PlanState, TaskState, ValidatorEvent
 
 from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros.core.vocabulary import ARMS, WRIST_CAMERA
 from sim2real_vla_ros.core.policy.observation import joint_vector
-from sim2real_vla_ros.core.task.payloads import parse_plan_state
+from sim2real_vla_ros.core.task.records import parse_plan_state
 from sim2real_vla_ros.core.robot import arm_joint_names
 from sim2real_vla_ros.core.task.validator_logic import (MODEL_SOURCE, ValidatorConfig, ValidatorCore,
                                                         parse_scripted_probability)
 from sim2real_vla_ros.nodes import common
 from sim2real_vla_ros.nodes.common import Param
+from sim2real_vla_ros.nodes.task_messages import plan_state_from_msg, task_state_to_msg, validator_event_to_msg
 from sim2real_vla_ros.nodes.node_support import (BUNDLE_PARAMETERS, DIAGNOSTICS_RATE, BackgroundWorker, FaultLog,
                                                  LevelTracker, load_node_bundle)
 
@@ -140,10 +142,10 @@ class ValidatorNode(Node):
                                      common.SENSOR_QOS)
         self.create_subscription(JointState, vocab.JOINT_STATES, guard(self._on_joint_states, "callback_error"),
                                  common.SENSOR_QOS)
-        self.create_subscription(String, vocab.PLAN_STATE, guard(self._on_plan_state, "callback_error"),
+        self.create_subscription(PlanState, vocab.PLAN_STATE, guard(self._on_plan_state, "callback_error"),
                                  common.LATCHED_QOS)
-        self.event_pub = self.create_publisher(String, vocab.VALIDATOR_EVENT, common.COMMAND_QOS)
-        self.state_pub = self.create_publisher(String, vocab.TASK_STATE, common.LATCHED_QOS)
+        self.event_pub = self.create_publisher(ValidatorEvent, vocab.VALIDATOR_EVENT, common.COMMAND_QOS)
+        self.state_pub = self.create_publisher(TaskState, vocab.TASK_STATE, common.LATCHED_QOS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, vocab.DIAGNOSTICS, common.COMMAND_QOS)
         self.create_timer(1.0 / self.rate_hz, self._decision_worker.wake)
         self.create_timer(1.0 / self.diagnostics_rate_hz, guard(self._publish_diagnostics, "diagnostics_error"))
@@ -165,9 +167,9 @@ class ValidatorNode(Node):
                 continue
             self.core.on_joint_state(arm, values, stamp_s)
 
-    def _on_plan_state(self, msg: String) -> None:
+    def _on_plan_state(self, msg: PlanState) -> None:
         try:
-            plan = parse_plan_state(common.parse_json_message(msg), self.keypoints_per_arm)
+            plan = parse_plan_state(plan_state_from_msg(msg), self.keypoints_per_arm)
         except ValueError as exc:
             self.faults.fault("malformed_plan_state", str(exc))
             return
@@ -177,11 +179,11 @@ class ValidatorNode(Node):
     def _on_tick(self) -> None:
         now = common.now_seconds(self)
         decided = self.core.tick(now)
-        if decided.event_payload is not None:
-            self.event_pub.publish(common.json_message(decided.event_payload))
+        if decided.event_record is not None:
+            self.event_pub.publish(validator_event_to_msg(decided.event_record))
             self.get_logger().info(decided.reason)
         if decided.task_state is not None:
-            self.state_pub.publish(common.json_message(decided.task_state))
+            self.state_pub.publish(task_state_to_msg(decided.task_state))
 
     def _publish_diagnostics(self) -> None:
         faults = self.faults.snapshot()

@@ -49,6 +49,7 @@ CLI: ``python -m sim2real_vla_ros.sim.in_process --task T --seed S --duration-s 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import sys
@@ -69,14 +70,14 @@ from sim2real_vla_ros.core.control.vendor import urdf_to_vendor, vendor_to_arm
 from sim2real_vla_ros.core.perception.camera_pairing import FramePairer
 from sim2real_vla_ros.core.perception.masking import CameraMasker
 from sim2real_vla_ros.core.task import tasks
-from sim2real_vla_ros.core.task.payloads import parse_plan_state, parse_validator_event
+from sim2real_vla_ros.core.task.records import parse_plan_state, parse_validator_event
 from sim2real_vla_ros.core.task.planner_logic import PlannerConfig, PlannerCore
 from sim2real_vla_ros.core.task.validator_logic import ValidatorConfig, ValidatorCore, parse_scripted_probability
 from sim2real_vla_ros.core.vocabulary import CAMERAS, TOP_CAMERA, WRIST_CAMERA
+from sim2real_vla_ros.tools.dry_run import DEFAULT_DURATION_S, add_episode_arguments
 
 SUMMARY_SCHEMA = "vla_in_process_summary/1"
 TERMINAL_PHASES = ("succeeded", "failed", "aborted")
-DEFAULT_DURATION_S = 45.0  # as the dry run's default episode limit
 # Commands within this of a limit count as inside (float round-off of clipped values), as in run_report.
 LIMIT_TOLERANCE = 1e-6
 
@@ -415,8 +416,9 @@ class InProcessRunner:
                     self.actors[arm].on_affordance(target.pixels, target.index if target.pixels.shape[0] else None,
                                                    target.stamp_s)
         if publication.plan_state is not None:
-            # Through JSON, as on the wire: the subscribers parse exactly what the node would send.
-            payload = json.loads(json.dumps(publication.plan_state, sort_keys=True))
+            # A copy, as each subscriber gets its own message; the nodes send the same record as a
+            # PlanState (nodes/task_messages, round trip tested) and parse it back the same way.
+            payload = copy.deepcopy(publication.plan_state)
             self._plan_states.append((now, payload))
             self.validator.on_plan(parse_plan_state(payload, self.bundle.manifest.keypoints_per_arm))
             for actor in self.actors.values():
@@ -424,8 +426,8 @@ class InProcessRunner:
 
     def _validator(self, now: float) -> None:
         decided = self.validator.tick(now)
-        if decided.event_payload is not None:
-            payload = json.loads(json.dumps(decided.event_payload, sort_keys=True))
+        if decided.event_record is not None:
+            payload = copy.deepcopy(decided.event_record)
             self._events.append((now, payload))
             event, index, _reason = parse_validator_event(payload)
             self.planner.on_gate_event(event, index, now)
@@ -589,8 +591,8 @@ class InProcessRunner:
 def affordance_indices(current: Iterable[Tuple[Any, Any]]) -> List[int]:
     """The index of each new current affordance, in order (a re-plan repeats its index).
 
-    ``current`` holds the ``(index, affordance seq)`` of successive ``/vla/plan_state``
-    payloads (seq None = no current affordance), so the dry run's report (its affordance
+    ``current`` holds the ``(index, affordance seq)`` of successive plan-state records
+    (``/vla/plan_state``) (seq None = no current affordance), so the dry run's report (its affordance
     history has both fields) gives the comparable sequence.
     """
     indices, last_seq = [], None
@@ -624,13 +626,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[RunnerOptions, Opt
     parser = argparse.ArgumentParser(
         prog="in_process", description="One episode of a task: the MuJoCo simulator and the VLA graph's logic "
                                        "in one process (no ROS), as fast as the CPU allows; prints a JSON summary.")
-    parser.add_argument("--task", default=tasks.default_task_name(), help="task in config/tasks.yaml "
-                        "(default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=None, help="scene seed (default: the task's, tasks.yaml)")
-    parser.add_argument("--duration-s", type=float, default=DEFAULT_DURATION_S,
-                        help="episode length limit in sim seconds (default: %(default)s)")
-    parser.add_argument("--max-steps", type=int, default=None,
-                        help="episode limit in policy chunks of the task's arms (default: the task's step limit)")
+    add_episode_arguments(parser)
     parser.add_argument("--output-mode", choices=graph.OUTPUT_MODES, default="trajectory",
                         help="actor output, applied as the sim node applies it (default: %(default)s)")
     parser.add_argument("--bundle", default="", help="model bundle folder (default: the installed models/reference)")

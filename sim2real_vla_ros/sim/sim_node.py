@@ -536,16 +536,7 @@ class SimNode(Node):
 
 def main(args=None) -> None:
     """Console script ``sim_mujoco``: exits non-zero on a bad parameter or a simulation failure."""
-    created: List[SimNode] = []
-
-    def factory() -> SimNode:
-        created.append(SimNode())
-        return created[-1]
-
-    code = run_node(factory)
-    if created and created[-1].failed:
-        code = 1
-    sys.exit(code)
+    sys.exit(run_node(SimNode, exit_code=lambda node: 1 if node.failed else 0))
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros import graph
 from sim2real_vla_ros.tools import run_report
 from sim2real_vla_ros.core.vocabulary import CAMERAS
+from sim2real_vla_ros.nodes.shutdown import WATCHDOG_MARK, ShutdownWatchdog, release_node
 from sim2real_vla_ros.tools.run_report import JointLimitTable, NodeRun, RunData
 
 RECORDER_NODE = "dry_run_recorder"
@@ -106,12 +107,10 @@ class Options:
     two_hosts_tag: str = ""  # set inside the robot namespace: the namespaces' tag (internal)
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
+def add_episode_arguments(parser: argparse.ArgumentParser) -> None:
+    """--task, --seed, --duration-s, --max-steps: what one episode is (the dry run and the in-process runner)."""
     from sim2real_vla_ros.core.task import tasks
 
-    parser = argparse.ArgumentParser(
-        prog="dry_run", description="MuJoCo simulator + the full VLA graph for one episode; writes report.json, "
-                                    "overlay.mp4 and run.mcap into a run folder.")
     parser.add_argument("--task", default=tasks.default_task_name(), help="task in config/tasks.yaml "
                         "(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=None, help="scene seed (default: the task's, tasks.yaml)")
@@ -120,6 +119,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
     parser.add_argument("--max-steps", type=int, default=None,
                         help="episode limit in policy steps (decoded chunks of the task's arms); default: the "
                              "task's step limit")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
+    parser = _ArgumentParser(
+        prog="dry_run", description="MuJoCo simulator + the full VLA graph for one episode; writes report.json, "
+                                    "overlay.mp4 and run.mcap into a run folder.")
+    add_episode_arguments(parser)
     parser.add_argument("--out", default=None, help="run folder (default: runs/<UTC timestamp>)")
     parser.add_argument("--real-time-factor", type=float, default=DEFAULT_REAL_TIME_FACTOR,
                         help="simulator's sim seconds per wall second; 0 = as fast as possible "
@@ -166,6 +172,39 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
                       two_hosts=args.two_hosts or bool(args.inside_two_hosts), two_hosts_tag=args.inside_two_hosts)
     validate(options)
     return options
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse exits 2 on a bad argument, which this tool documents as "completed without the
+    normal path": raise instead, so that main() exits 1 (a bad argument) with one line."""
+
+    def error(self, message: str):
+        raise ValueError(message)
+
+
+def config_problems(specs: Sequence[graph.NodeSpec], options: Options) -> List[str]:
+    """One line per problem of the nodes' parameter files and overrides (unknown or misspelled
+    names, wrong types, out-of-range values, NaN, YAML errors: graph.config_check), and a params
+    file whose actor output_mode the run would override with --output-mode."""
+    from sim2real_vla_ros.graph.config_check import check_spec, read_file_values
+
+    problems: List[str] = []
+    seen = set()
+    for spec in specs:
+        for problem in check_spec(spec):
+            if problem not in seen:  # a YAML error of a shared file: once
+                seen.add(problem)
+                problems.append(problem)
+        # The installed config/vla.yaml's output_mode is the default that --output-mode replaces
+        # (as the launch argument does); a file the user gave must not be overridden silently.
+        if options.params_file and spec.name in {graph.actor_node_name(arm) for arm in options.arms}:
+            for path in spec.parameter_files:
+                value, where = read_file_values(path, spec.full_name)[0].get("output_mode", (None, ""))
+                if value is not None and value != options.output_mode:
+                    problems.append(f"{where}: node {spec.full_name}: output_mode '{value}' would be overridden by "
+                                    f"--output-mode {options.output_mode} (the simulator's command interface follows "
+                                    f"--output-mode): pass --output-mode {value} or remove it from the file")
+    return problems
 
 
 def parse_node_parameters(items: Sequence[str]) -> Dict[str, Dict[str, object]]:
@@ -387,9 +426,10 @@ def record_plans(options: Options) -> list:
         TopicPlan(vocab.JOINT_STATES, "sensor_msgs/msg/JointState", RELIABLE, max_rate_hz=50.0),
         TopicPlan(vocab.SIM_TASK_STATUS, "std_msgs/msg/String", LATCHED, extract="sim_status"),
         TopicPlan(vocab.INSTRUCTION, "std_msgs/msg/String", LATCHED),
-        TopicPlan(vocab.PLAN_STATE, "std_msgs/msg/String", LATCHED, extract="plan_state"),
-        TopicPlan(vocab.TASK_STATE, "std_msgs/msg/String", LATCHED, extract="task_state"),
-        TopicPlan(vocab.VALIDATOR_EVENT, "std_msgs/msg/String", RELIABLE, extract="validator_event"),
+        TopicPlan(vocab.PLAN_STATE, "sim2real_vla_interfaces/msg/PlanState", LATCHED, extract="plan_state"),
+        TopicPlan(vocab.TASK_STATE, "sim2real_vla_interfaces/msg/TaskState", LATCHED, extract="task_state"),
+        TopicPlan(vocab.VALIDATOR_EVENT, "sim2real_vla_interfaces/msg/ValidatorEvent", RELIABLE,
+                  extract="validator_event"),
         TopicPlan(vocab.ESTOP, "std_msgs/msg/Bool", LATCHED),
         TopicPlan(vocab.AFFORDANCE_MARKERS, "visualization_msgs/msg/MarkerArray", RELIABLE),
         TopicPlan(vocab.AFFORDANCE_OVERLAY, "sensor_msgs/msg/Image", SENSOR, max_rate_hz=image_rate,
@@ -439,6 +479,7 @@ class DryRun:
         self.data = RunData()
         self.failure = ""
         self._shutdown_requested = False
+        self._recorder_ros = None  # (node, context) of the recorder until release_recorder()
 
     def log(self, text: str) -> None:
         if not self.options.quiet:
@@ -517,7 +558,7 @@ class DryRun:
         connections = graph.expected_connections(arms=self.options.arms, output_mode=self.options.output_mode,
                                                  namespace=self.options.namespace, robot_driver=driver,
                                                  split_inference=self.options.split_inference)
-        services = graph.expected_services(namespace=self.options.namespace)
+        services = graph.expected_services(namespace=self.options.namespace, arms=self.options.arms)
         state = {"missing": None, "publishers_ok_at": None}
 
         def connected() -> bool:
@@ -646,8 +687,12 @@ class DryRun:
         return summary
 
     # -------------------------------------------------------------- main
-    def run(self) -> dict:
-        """Run everything; returns the report (``report['run']['failure']`` set on infrastructure failure)."""
+    def run(self, release: bool = True) -> dict:
+        """Run everything; returns the report (``report['run']['failure']`` set on infrastructure failure).
+
+        ``release=False`` leaves the recorder node for `release_recorder` (``main`` prints the
+        summary first).
+        """
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
@@ -660,8 +705,21 @@ class DryRun:
         os.environ.update({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(self.domain_id)})
         if self.options.two_hosts_tag:  # the recorder is on the robot host: it must see the GPU side too
             os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SUBNET"
-        specs = graph_specs(self.options)
-        self._fill_static(specs)
+        try:
+            specs = graph_specs(self.options)
+            # Every parameter file and override is checked before any process starts.
+            problems = config_problems(specs, self.options)
+            if problems:
+                for problem in problems:
+                    print(f"[FATAL] {problem}", file=sys.stderr, flush=True)
+                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+                raise DryRunError(f"configuration: {problems[0]}{more}")
+            self._fill_static(specs)
+        except (DryRunError, ValueError) as exc:
+            self.failure = str(exc)
+            self.log(f"FAILED: {self.failure}")
+            self.data.episode.total_wall_s = time.monotonic() - wall_start
+            return self._finish()
         planner = next(spec for spec in specs if spec.name == graph.PLANNER_NODE)
         overlay_fps = float(graph.expected_parameters(planner).get("overlay_rate_hz", 5.0))
         context = rclpy.Context()
@@ -697,15 +755,39 @@ class DryRun:
                 child.died_during_run = child.died_during_run or not child.alive()
             self._shutdown_requested = True
             stop_all(self.children)
+            # The recorder's own shutdown, in the order of nodes.shutdown: its executor (and the
+            # spinning thread) first, then the recording; the node and the context last, after
+            # report.json is written (release_recorder).
             executor.shutdown(timeout_sec=2.0)
             if spinner.is_alive():
                 spinner.join(timeout=5.0)
             if recorder is not None:
                 recorder.close()
-            node.destroy_node()
-            context.try_shutdown()
         self.data.episode.total_wall_s = time.monotonic() - wall_start
-        return self._finish()
+        report = self._finish()
+        self._recorder_ros = (node, context)
+        if release:
+            self.release_recorder(exit_code(report), bounded_exit=False)
+        return report
+
+    def release_recorder(self, code: int, bounded_exit: bool = True) -> None:
+        """Destroy the recorder node and shut its context down, under a shutdown watchdog.
+
+        Called once report.json is written, so that nothing of the run is lost if destroying the
+        node hangs in DDS (issue 14): the watchdog then ends this process with ``code``. With
+        ``bounded_exit`` (``main``: the process ends with the run) it stays armed until the
+        process has exited; otherwise it stands down once the recorder is released.
+        """
+        if self._recorder_ros is None:
+            return
+        node, context = self._recorder_ros
+        self._recorder_ros = None
+        watchdog = ShutdownWatchdog(RECORDER_NODE, exit_code=code).arm()
+        release_node(node, None, watchdog)  # its executor was shut down before recorder.close()
+        watchdog.step("the recorder's context shutdown (rclpy.shutdown)")
+        context.try_shutdown()
+        if not bounded_exit:
+            watchdog.cancel()
 
     def _finish(self) -> dict:
         data = self.data
@@ -718,6 +800,9 @@ class DryRun:
             data.settings["robot_driver"] = self._driver_summary()
         data.settings["clean_shutdown"] = all(not child.killed and child.proc.returncode == 0
                                               for child in self.children)
+        # Exit 0 but ended by its shutdown watchdog (nodes.shutdown): a hang that was bounded, not a clean stop.
+        data.settings["shutdown_watchdog_nodes"] = [child.name for child in self.children
+                                                    if WATCHDOG_MARK in child.output]
         if not data.episode.end_reason:
             data.episode.end_reason = "infrastructure failure"
         report = run_report.build_report(data)  # never raises: a failed section is in report['errors']
@@ -767,7 +852,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if options.two_hosts and not options.two_hosts_tag:
         return run_on_two_hosts(options, list(sys.argv[1:] if argv is None else argv))
     dry_run = DryRun(options)
-    report = dry_run.run()
+    report = dry_run.run(release=False)
+    if dry_run.failure.startswith("configuration:"):
+        # The [FATAL] lines said it; the empty run's checks would only repeat it as noise.
+        print(f"dry run: configuration error, no node started (exit 1); {dry_run.folder}/report.json", file=sys.stderr)
+        dry_run.release_recorder(1)
+        return 1
     for line in run_report.summary_lines(report):
         print(line)
     verdict = run_report.verdict(report)
@@ -775,6 +865,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"dry run {verdict['outcome']}: {dry_run.folder}/report.json, run.mcap, {overlay}")
     for reason in verdict["reasons"]:
         print(f"dry run: {reason}", file=sys.stderr)
+    sys.stdout.flush()
+    dry_run.release_recorder(verdict["exit_code"])
     return verdict["exit_code"]
 
 

@@ -215,7 +215,10 @@ class Recorder:
             if full not in self._schemas:
                 text = ros2_msgdef.concatenated_definition(full, read_installed_definition)
                 self._schemas[full] = self._writer.register_schema(full, SCHEMA_ENCODING, text.encode("utf-8"))
-            self._channels[plan.topic] = self._writer.register_channel(plan.topic, MESSAGE_ENCODING,
+            # The channel carries the resolved name (/joint_states), as ros2 bag writes it: the plan's
+            # topics are relative where a namespace applies (core.vocabulary).
+            self._channels[plan.topic] = self._writer.register_channel(self.node.resolve_topic_name(plan.topic),
+                                                                       MESSAGE_ENCODING,
                                                                        self._schemas[full])
         callback = self._callback(plan, msg_type)
         self._subscriptions.append(self.node.create_subscription(msg_type, plan.topic, callback, self._qos(plan.qos),
@@ -257,8 +260,10 @@ class Recorder:
 
     # ------------------------------------------------------------------ extraction
     def _extractors(self) -> Dict[str, Callable]:
-        return {"plan_state": self._json_into("plan_states"), "task_state": self._json_into("task_states"),
-                "validator_event": self._json_into("validator_events"), "sim_status": self._json_into("sim_status"),
+        return {"plan_state": self._typed_into("plan_states", "plan_state_from_msg"),
+                "task_state": self._typed_into("task_states", "task_state_from_msg"),
+                "validator_event": self._typed_into("validator_events", "validator_event_from_msg"),
+                "sim_status": self._json_into("sim_status"),
                 "masked": self._masked, "affordance": self._affordance, "chunk": self._chunk,
                 "command": self._command, "trajectory": self._trajectory, "vendor_command": self._vendor_command,
                 "stream_command": self._stream_command,
@@ -270,7 +275,20 @@ class Recorder:
 
         return deserialize_message(bytes(data), msg_type)
 
+    def _typed_into(self, attribute: str, converter: str) -> Callable:
+        """A typed task message (PlanState, TaskState, ValidatorEvent) as the record the report reads."""
+        from sim2real_vla_ros.nodes import task_messages
+
+        to_record = getattr(task_messages, converter)
+
+        def extract(plan: TopicPlan, data: bytes, msg_type, recv: float) -> None:
+            record = to_record(self._deserialize(data, msg_type))
+            with self.lock:
+                getattr(self.data, attribute).append((recv, record))
+        return extract
+
     def _json_into(self, attribute: str) -> Callable:
+        """The simulator's privileged /sim/task_status (still JSON in std_msgs/String)."""
         def extract(plan: TopicPlan, data: bytes, msg_type, recv: float) -> None:
             payload = json.loads(self._deserialize(data, msg_type).data)
             if not isinstance(payload, dict):

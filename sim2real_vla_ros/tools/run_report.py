@@ -1,7 +1,8 @@
 """The dry run's JSON report, built from what the recorder saw (pure, ROS-free).
 
 The recorder (``tools/recorder.py``) turns the run's messages into plain records
-(:class:`RunData`: tuples of floats, strings and JSON payloads; no ROS types) and
+(:class:`RunData`: tuples of floats, strings and the plain records of ``core.task.records``,
+which the recorder gets from the typed messages through ``nodes.task_messages``; no ROS types) and
 :func:`build_report` computes everything the report says from them:
 
 - affordance advances (from ``/vla/plan_state``) and what the planner published per arm;

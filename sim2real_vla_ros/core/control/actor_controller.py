@@ -41,6 +41,7 @@ from sim2real_vla_ros.core.control.actor_io import (AffordanceError, InferenceRe
 from sim2real_vla_ros.core.control.chunk_executor import (BLEND_MODES, INTERPOLATIONS, ChunkExecutor, Setpoint,
                                                           SpliceReport, TickStats)
 from sim2real_vla_ros.core.control.collision_guard import CollisionGuard, OtherArmState
+from sim2real_vla_ros.core.control.motion_permit import MotionPermit
 from sim2real_vla_ros.core.control.joint_reading import (JointReadingValidator, ReadingVerdict, ValidatedJointState,
                                                          validator_diagnostics)
 from sim2real_vla_ros.core.control.safety import (SafetyDecision, SafetyEventKind, SafetyFilter, SafetyLimits,
@@ -50,6 +51,7 @@ from sim2real_vla_ros.core.policy.observation import LatencyWindow
 from sim2real_vla_ros.core.vocabulary import ARMS, INPUT_NAMES, OUTPUT_MODES
 
 SCHEDULES = ("async", "sync")
+MAX_CHAIN_INDEX = 1000  # the planner's max_steps upper bound: a larger affordance index is no chain index
 TIMING_STAGES = ("preprocess", "encoder", "denoiser", "token_generation", "decode", "unnormalise", "total")
 REVOLUTE = slice(0, 6)  # seam metrics in rad; the finger (m) is reported apart
 IMAGE_INPUTS = ("cam_high", "wrist")
@@ -219,11 +221,15 @@ class ActorController:
     other_limits : SafetyLimits, optional
         The other arm's limits (its maximum velocity and acceleration bound its motion between
         readings); required with ``guard``.
+    permit : MotionPermit, optional
+        The e-stop latch, start-after-release rule and planner heartbeat (motion_permit.py):
+        consulted at every tick, any hold reason holds like the e-stop; :meth:`set_estop` then
+        latches it. None (benchmarks, single-arm drivers): a plain e-stop flag.
     """
 
     def __init__(self, config: ActorConfig, limits: SafetyLimits, chunk_dt: float, keypoints_per_arm: int,
                  faults: Optional[FaultCounter] = None, urdf_limits=None, guard: Optional[CollisionGuard] = None,
-                 other_limits: Optional[SafetyLimits] = None) -> None:
+                 other_limits: Optional[SafetyLimits] = None, permit: Optional[MotionPermit] = None) -> None:
         if guard is not None and other_limits is None:
             raise ValueError("ActorController: a collision guard needs the other arm's limits (other_limits)")
         self.config = config
@@ -257,6 +263,8 @@ class ActorController:
         self._lock = threading.Lock()
         self._inputs = _Inputs()
         self._estop = False
+        self.permit = permit
+        self.hold_reason: Optional[str] = None
         self._was_active = False
         self._grid_origin: Optional[float] = None
         self._last_tick_s: Optional[float] = None
@@ -305,16 +313,20 @@ class ActorController:
     def on_affordance(self, pixels: np.ndarray, index: Optional[float], stamp_s: float) -> None:
         """The arm's affordance: (P, 2) pixels of cam_high and its chain index; no pixels = idle.
 
-        A new index (or idle -> active) asks for a new chunk at once. A non-finite index is
-        kept as -1 (an invalid target, never a match for the previous one).
+        A new index (or idle -> active) asks for a new chunk at once. An index that is not a
+        chain index (not finite, not an integer, outside [0, MAX_CHAIN_INDEX]: NaN, 1e30) or
+        non-finite pixels make no target: the arm holds (counted ``malformed_affordance``).
         """
         pixels = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
+        problem = None if pixels.shape[0] == 0 else affordance_problem(pixels, index)
+        if problem is not None:
+            self.faults.fault("malformed_affordance", problem)
         with self._lock:
             inputs = self._inputs
-            if pixels.shape[0] == 0:
+            if pixels.shape[0] == 0 or problem is not None:
                 inputs.target = None
             else:
-                chain_index = int(round(index)) if index is not None and math.isfinite(index) else -1
+                chain_index = int(round(index))
                 if inputs.target is None or inputs.target.index != chain_index:
                     inputs.target_seq += 1
                 inputs.target = Target(pixels, chain_index, stamp_s, inputs.target_seq)
@@ -326,8 +338,14 @@ class ActorController:
             self._inputs.plan_instruction = instruction
             self._inputs.plan_image_size = image_size
 
-    def set_estop(self, engaged: bool) -> bool:
-        """Engage / release the e-stop; returns whether it changed. Applied from the next tick."""
+    def set_estop(self, engaged: bool, now_s: Optional[float] = None) -> bool:
+        """Engage / release the e-stop; returns whether it changed. Applied from the next tick.
+
+        With a :class:`MotionPermit` the latch is the permit's: a release at ``now_s`` (None:
+        the next tick's time) needs a task run started after it before the arm moves again.
+        """
+        if self.permit is not None:
+            return self.permit.set(bool(engaged), now_s)
         changed = bool(engaged) != self._estop
         self._estop = bool(engaged)  # a plain attribute: atomic, never waits behind the inference
         return changed
@@ -359,7 +377,7 @@ class ActorController:
 
     @property
     def estop(self) -> bool:
-        return self._estop
+        return self.permit.engaged if self.permit is not None else self._estop
 
     @property
     def active(self) -> bool:
@@ -386,7 +404,12 @@ class ActorController:
     # ------------------------------------------------------------------ control tick
     def tick(self, now_s: float) -> TickOutput:
         """One control tick at ``now_s`` (the control clock: sim time under use_sim_time)."""
-        estop = self._estop
+        self.hold_reason = self.permit.hold_reason(now_s) if self.permit is not None else None
+        # The e-stop freezes the setpoint within this tick (safety.py rule 3); the other permit
+        # holds (awaiting a start, planner lost) make the arm idle: the controlled stop at the
+        # acceleration limit (rule 5), as a missing target does.
+        estop = self._estop or self.hold_reason == "estop"
+        permitted = self.hold_reason is None or self.hold_reason == "estop"
         measured, joint_stamp = self.joint_state.latest
         with self._lock:
             stamps = {**self._inputs.stamps, "joint_state": joint_stamp}
@@ -396,7 +419,7 @@ class ActorController:
             self._restart_after_clock_jump(now_s)
         self._last_tick_s = now_s
         self._ramp_velocity_limit()
-        active = target is not None and bool(instruction) and not estop
+        active = target is not None and bool(instruction) and not estop and permitted
         if active != self._was_active:
             # Idle or e-stop, and back: drop the plan, so that resuming starts from a fresh
             # chunk computed from where the arm is, not from a plan whose time has passed.
@@ -551,7 +574,7 @@ class ActorController:
         arrival). Returns the splice report, or None when the chunk was discarded or dropped
         (counted).
         """
-        if self._estop or not self._was_active or self.target() is None:
+        if self.estop or not self._was_active or self.target() is None:
             # The arm went idle or e-stopped while this ran: never execute it afterwards.
             self.faults.count("chunk_discarded_inactive")
             return None
@@ -613,7 +636,9 @@ class ActorController:
         target = self.target()
         values: Dict[str, Any] = {
             "arm": self.config.arm, "output_mode": self.config.output_mode, "blend": self.config.blend,
-            "schedule": self.config.schedule, "estop": self._estop, "active": self._was_active,
+            "schedule": self.config.schedule, "estop": self.estop, "active": self._was_active,
+            "hold_reason": self.hold_reason or "none",
+            **(self.permit.diagnostics() if self.permit is not None else {}),
             "target_index": "none" if target is None else target.index,
             "instruction": self.instruction() or "none", "inference_in_flight": self._in_flight,
             "inferences": self.inferences, "commands_published": self.commands,
@@ -630,6 +655,23 @@ class ActorController:
             **{f"tick.{key}": _none(value) for key, value in self.tick_stats.summary().items()},
         }
         return values
+
+
+def affordance_problem(pixels: np.ndarray, index: Optional[float]) -> Optional[str]:
+    """Why an affordance (P, 2 pixels, chain index ``z``) is no target, or None when it is valid."""
+    if isinstance(index, (bool, str)) or index is None:
+        return f"affordance index {index!r} is not a number"
+    try:
+        index = float(index)
+    except (TypeError, ValueError):
+        return f"affordance index {index!r} is not a number"
+    if not math.isfinite(index):
+        return f"affordance index {index!r} is not a finite number"
+    if abs(index - round(index)) > 1e-6 or not 0 <= round(index) <= MAX_CHAIN_INDEX:
+        return f"affordance index {index!r} is not a chain index (an integer in [0, {MAX_CHAIN_INDEX}])"
+    if not np.all(np.isfinite(pixels)):
+        return "affordance pixels are not finite"
+    return None
 
 
 def observation_of(snapshot: Snapshot, to_rgb: Callable[[Any], np.ndarray] = np.asarray) -> ActorObservation:

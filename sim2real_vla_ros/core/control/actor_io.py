@@ -75,8 +75,9 @@ def arm_state_from_joint_state(names: Sequence[str], positions: Sequence[float],
     return vector
 
 
-def actor_plan_inputs(payload: Mapping, instruction_embedding) -> tuple:
-    """What an actor takes from a plan_state payload: (instruction, image size, problem).
+def actor_plan_inputs(record: Mapping, instruction_embedding) -> tuple:
+    """What an actor takes from a plan-state record (``core.task.records``; the node gets it
+    from a ``PlanState`` message): (instruction, image size, problem).
 
     ``instruction_embedding(text)`` raises for an instruction the bundle does not know; such an
     instruction is dropped ('' = the arm idles) and ``problem`` says why (else None). The image
@@ -85,12 +86,11 @@ def actor_plan_inputs(payload: Mapping, instruction_embedding) -> tuple:
     Raises
     ------
     ValueError
-        The payload is not a plan state of this schema version.
+        The record is not a mapping.
     """
-    from sim2real_vla_ros.core.task.payloads import PLAN_STATE_SCHEMA
-
-    if payload.get("schema") != PLAN_STATE_SCHEMA:
-        raise ValueError(f"schema {payload.get('schema')!r}, expected {PLAN_STATE_SCHEMA!r}")
+    if not isinstance(record, Mapping):
+        raise ValueError(f"plan state must be a mapping, got {type(record).__name__}")
+    payload = record
     size = payload.get("image_size")
     image_size = None
     if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
@@ -146,6 +146,48 @@ def affordance_keypoints(points_xy: Sequence[Sequence[float]], width: float, hei
 
 
 # ----------------------------------------------------------------------------- outputs
+MAX_STATUS_REASONS = 16  # ActorStatus: string<=32[<=16] safety_reasons
+
+
+def actor_status_fields(controller, output, now_s: float, chunks_received: int) -> dict:
+    """The fields of an ``ActorStatus`` message after a control tick (plain values; the node
+    fills the message, ``header`` and ``arm`` aside).
+
+    Parameters
+    ----------
+    controller : ActorController
+        After its :meth:`tick`.
+    output : TickOutput
+        What the tick decided.
+    now_s : float
+        The tick time (control clock).
+    chunks_received : int
+        Chunks that came back from inference decoded (the pipeline's ``ok`` count).
+    """
+    target = controller.target()
+    spliced = int(controller.chunks.counters().get("accepted", 0))
+    steps = controller.chunks.remaining_steps(now_s)
+    reasons = []
+    for event in output.decision.reasons:
+        kind = event.kind.value
+        if kind not in reasons:
+            reasons.append(kind[:32])
+    delay_ms = controller.splice_delay.last_ms
+    return {
+        "active": bool(output.active), "estop": bool(controller.estop),
+        "target_index": -1 if target is None else int(target.index),
+        "inference_in_flight": bool(controller.inference_in_flight),
+        "chunks_received": int(chunks_received), "chunks_spliced": spliced,
+        # The executor numbers accepted chunks from 0 in splice order.
+        "chunk_id": spliced - 1,
+        "splice_delay_s": delay_ms * 1e-3 if math.isfinite(delay_ms) else 0.0,
+        "skipped_steps": int(controller.seam.get("last_skipped_steps", 0) or 0),
+        "horizon_steps": int(steps), "horizon_s": float(steps * controller.chunk_dt),
+        "held": bool(output.decision.held), "safety_reasons": reasons[:MAX_STATUS_REASONS],
+        "last_failure": str(getattr(controller, "_last_failure", None) or "")[:64],
+    }
+
+
 def stop_steps_bound(velocity: Optional[np.ndarray], max_velocity: np.ndarray, max_acceleration: np.ndarray,
                      dt: float, horizon: int) -> int:
     """Ticks enough to decelerate to rest after ``horizon`` more ticks of motion.
@@ -327,6 +369,6 @@ class UndecodableTokensDecoder:
         return outputs
 
 
-__all__ = ["AffordanceError", "FAULT_INJECTIONS", "InferenceRequest", "UndecodableTokensDecoder",
+__all__ = ["AffordanceError", "FAULT_INJECTIONS", "MAX_STATUS_REASONS", "actor_status_fields", "InferenceRequest", "UndecodableTokensDecoder",
            "VENDOR_JOINT_NAMES", "affordance_keypoints", "arm_state_from_joint_state", "inference_due",
            "inject_nan", "safe_trajectory_tail", "stop_steps_bound"]

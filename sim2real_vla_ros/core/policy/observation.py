@@ -189,6 +189,12 @@ class LatencyWindow:
         self._samples.append(float(milliseconds))
         self.total += 1
 
+    @property
+    def last_ms(self) -> float:
+        """The newest sample (ms); NaN while empty."""
+        samples = self._samples
+        return samples[-1] if samples else float("nan")
+
     def stats(self) -> Mapping[str, float]:
         """``{"p50_ms", "p99_ms", "max_ms", "count"}``; times are NaN while empty."""
         if not self._samples:

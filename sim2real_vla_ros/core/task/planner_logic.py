@@ -5,7 +5,7 @@
 embedding, e-stop, refusals) and the newest masked cam_high image; it decides at each tick
 whether a prediction is due (:meth:`prepare`), runs the planner model (:meth:`predict`),
 applies the answer (:meth:`on_outputs`) and the validator's events (:meth:`on_gate_event`),
-and says what the latched topics must carry now (:meth:`publication`: the plan_state payload
+and says what the latched topics must carry now (:meth:`publication`: the plan-state record
 and the per-arm affordances, each only when it changed). Two drivers run it:
 
 * the planner node (``nodes/planner.py``): messages in, publications out as messages, the
@@ -22,11 +22,12 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
+from sim2real_vla_ros.core.bounded_text import MAX_ECHO_CHARS, bounded
 from sim2real_vla_ros.core.policy.bundle import UnknownInstructionError
 from sim2real_vla_ros.core.policy.observation import masked_model_input
 from sim2real_vla_ros.core.task.affordance_chain import (AffordanceChain, ChainPhase, PredictionOutcome,
                                                          PredictionRequest, denormalise_keypoints)
-from sim2real_vla_ros.core.task.payloads import EVENT_WIRE_NAMES, plan_state_payload
+from sim2real_vla_ros.core.task.records import EVENT_WIRE_NAMES, plan_state_record
 from sim2real_vla_ros.core.vocabulary import ARMS
 
 
@@ -66,7 +67,7 @@ class AffordanceTarget:
 class PlannerPublication:
     """What the latched topics must carry now; None = unchanged since the last publication."""
 
-    plan_state: Optional[dict]
+    plan_state: Optional[dict]  # records.plan_state_record
     affordances: Optional[Dict[str, AffordanceTarget]]
 
 
@@ -110,6 +111,8 @@ class PlannerCore:
         self.task: Optional[str] = None
         self.last_error = ""
         self.estop = False
+        self.run_started_s: Optional[float] = None  # when the current run started (actors move only for a
+        # run started after their last e-stop release: core/control/motion_permit.py)
         self.seq = 0  # affordances made current so far: a new value = a new target
         self.latest_image: Any = None
         self.latest_image_stamp_s: Optional[float] = None
@@ -127,20 +130,30 @@ class PlannerCore:
             return self._refuse("e-stop is engaged; release it with /vla/set_estop (data: false) before starting")
         if not text:
             return self._refuse("no instruction: set the 'instruction' parameter or publish /vla/instruction")
+        if len(text) > MAX_ECHO_CHARS:
+            # No instruction of a bundle is this long; the text itself is never echoed whole.
+            return self._refuse(f"instruction of {len(text)} characters refused (longer than {MAX_ECHO_CHARS}): "
+                                f"{bounded(text, 80)!r}")
         try:
             embedding = self.bundle.instruction_embedding(text)
         except UnknownInstructionError as exc:
-            return self._refuse(str(exc))
+            return self._refuse(bounded(str(exc)))
         restarted = self.chain.phase == ChainPhase.RUNNING
         if restarted:
             self.chain.stop(f"restarted by {source}", now_s)
         self.chain.start(text, now_s)
+        self.run_started_s = float(now_s)
         self.embedding = np.array(embedding[None], dtype=np.float32)
         self.task = self.task_name(text)
         self.last_error = ""
         return True, f"{'restarted' if restarted else 'started'}: {text!r} (task {self.task or 'not in tasks.yaml'})"
 
+    def refuse(self, message: str) -> Tuple[bool, str]:
+        """Refuse a start the driver checked itself (counted, shown as ``last_error``)."""
+        return self._refuse(message)
+
     def _refuse(self, message: str) -> Tuple[bool, str]:
+        message = bounded(message)
         self.faults.fault("start_refused", message)
         self.last_error = message
         return False, message
@@ -219,13 +232,13 @@ class PlannerCore:
         is offered again at the next call.
         """
         state = self.chain.state
-        payload = plan_state_payload(state, self.seq, now_s, task=self.task, estop=self.estop,
-                                     last_error=self.last_error)
-        payload["image_size"] = list(native_size) if native_size else None
-        comparable = {k: v for k, v in payload.items() if k != "stamp"}
+        record = plan_state_record(state, self.seq, now_s, task=self.task, estop=self.estop,
+                                   last_error=self.last_error, image_size=native_size,
+                                   run_started=self.run_started_s)
+        comparable = {k: v for k, v in record.items() if k != "stamp"}
         plan_state = None
         if comparable != self._published_state:
-            plan_state, self._published_state = payload, comparable
+            plan_state, self._published_state = record, comparable
         affordances = None
         identity = self.seq if state.current is not None else None
         if identity != self._published_affordance:

@@ -4,8 +4,9 @@
 images, joint states and plan, and at each tick (:meth:`tick`) follows the plan (arming the
 :class:`~sim2real_vla_ros.core.task.validator_gate.ValidatorGate` for each new target,
 disarming it when the planner holds), runs the validator model for every active arm whose
-inputs are fresh, feeds the gate and returns its event (the ``/vla/validator/event`` payload)
-and the task state (``/vla/task_state``, when it changed). Two drivers run it: the validator
+inputs are fresh, feeds the gate and returns its event (a validator-event record,
+``core.task.records``) and the task state (a task-state record, when it changed); the node
+converts them to ``ValidatorEvent`` / ``TaskState`` messages. Two drivers run it: the validator
 node (``nodes/validator.py``, the tick in a worker thread) and the in-process runner
 (``sim/in_process.py``). Input methods may be called from another thread than :meth:`tick`
 (they only store, under a lock).
@@ -20,8 +21,8 @@ from typing import Any, Callable, Dict, Optional
 import numpy as np
 
 from sim2real_vla_ros.core.policy.observation import masked_model_input
-from sim2real_vla_ros.core.task.payloads import (EVENT_WIRE_NAMES, PlanView, task_state_payload,
-                                                 validator_event_payload)
+from sim2real_vla_ros.core.task.records import (EVENT_WIRE_NAMES, PlanView, task_state_record,
+                                                validator_event_record)
 from sim2real_vla_ros.core.task.validator_gate import GateEvent, ValidatorGate
 from sim2real_vla_ros.core.vocabulary import ARMS, TOP_CAMERA, WRIST_CAMERA
 
@@ -65,10 +66,10 @@ class ValidatorConfig:
 
 @dataclass(frozen=True)
 class ValidatorTick:
-    """What one tick decided: the event sent (payload, or None) and the task state (None = unchanged)."""
+    """What one tick decided: the event sent (record, or None) and the task state (None = unchanged)."""
 
     event: GateEvent
-    event_payload: Optional[dict]
+    event_record: Optional[dict]
     reason: str
     task_state: Optional[dict]
 
@@ -107,6 +108,7 @@ class ValidatorCore:
         self.decisions = 0
         self.events_sent = 0
         self.last_event = "none"
+        self.last_decisions: Dict[str, str] = {}  # arm -> the gate's last decision label
         self._published_state = None
 
     # ------------------------------------------------------------------ inputs
@@ -121,7 +123,7 @@ class ValidatorCore:
             self._joints[arm] = (float(stamp_s), np.asarray(positions, dtype=np.float64))
 
     def on_plan(self, plan: PlanView) -> None:
-        """The planner's newest plan (a parsed ``/vla/plan_state``)."""
+        """The planner's newest plan (a parsed plan-state record)."""
         with self._lock:
             self._plan_received = plan
 
@@ -135,10 +137,10 @@ class ValidatorCore:
             for arm in self.plan.active_arms:
                 self._decide(arm, now_s)
         event = self.gate.poll(now_s)
-        payload, reason = None, ""
+        record, reason = None, ""
         if event != GateEvent.NONE:
-            payload, reason = self._event(event, now_s)
-        return ValidatorTick(event, payload, reason, self._task_state(now_s))
+            record, reason = self._event(event, now_s)
+        return ValidatorTick(event, record, reason, self._task_state(now_s))
 
     def _follow_plan(self, plan: Optional[PlanView], now_s: float) -> None:
         """Arm the gate for a new target, or disarm it when the planner holds."""
@@ -148,11 +150,13 @@ class ValidatorCore:
             if previous is not None and previous.has_target:
                 self.gate.clear()
                 self.last_probs.clear()
+                self.last_decisions.clear()
                 self.last_reason = f"planner {plan.phase if plan else 'gone'}: no target"
             return
         if previous is None or previous.seq != plan.seq or not previous.has_target:
             self.gate.reset_for_new_affordance(plan.active_arms, now_s, plan.index)
             self.last_probs.clear()
+            self.last_decisions.clear()
             self.last_reason = (f"new target #{plan.index} (seq {plan.seq}) for {list(plan.active_arms)}; "
                                 f"retries {self.gate.retries}")
 
@@ -172,6 +176,7 @@ class ValidatorCore:
             self.faults.fault("validator_model_error", f"{arm}: {type(exc).__name__}: {exc}")
             return
         self.gate.update(arm, prob, now_s, min(top_stamp, wrist_stamp))
+        self.last_decisions[arm] = self.gate.decisions()[-1][3]
         self.last_probs[arm] = prob
         self.decisions += 1
 
@@ -221,18 +226,20 @@ class ValidatorCore:
             reason = f"not achieved within {config.step_timeout_s} s: re-plan {status.retries}/{config.max_retries}"
         else:
             reason = f"not achieved after {config.max_retries} re-plans: abort and hold"
-        payload = validator_event_payload(event, status.affordance_index, status.retries, reason, now_s)
+        seq = self.plan.seq if self.plan is not None else None
+        record = validator_event_record(event, status.affordance_index, status.retries, reason, now_s, seq)
         self.events_sent += 1
         self.last_event = EVENT_WIRE_NAMES[event]
         self.last_reason = f"{EVENT_WIRE_NAMES[event]} #{status.affordance_index}: {reason}"
         self.faults.count(f"event.{EVENT_WIRE_NAMES[event]}")
-        return payload, self.last_reason
+        return record, self.last_reason
 
     def _task_state(self, now_s: float) -> Optional[dict]:
-        payload = task_state_payload(self.plan, self.gate.status(now_s), self.last_probs, self.last_reason,
-                                     self.decisions, now_s, self.last_event)
-        comparable = {k: v for k, v in payload.items() if k not in ("stamp", "dwell_s")}
+        record = task_state_record(self.plan, self.gate.status(now_s), self.last_probs, self.last_reason,
+                                   self.decisions, now_s, self.last_event,
+                                   self.config.consecutive_required, self.last_decisions)
+        comparable = {k: v for k, v in record.items() if k not in ("stamp", "dwell_s")}
         if comparable == self._published_state:
             return None
         self._published_state = comparable
-        return payload
+        return record

@@ -1,15 +1,19 @@
-"""JSON payloads exchanged by the planner and the validator (carried in std_msgs/String).
+"""Plain records of what the planner and the validator publish (ROS-free).
 
-We cannot build custom .msg packages here (no rosidl toolchain), so the task-level messages
-are JSON objects with a ``schema`` key naming their version. Building and
-parsing them lives here, ROS-free, so the planner, the validator, the dry-run recorder and
-the tests agree on one definition. Parsers raise ``ValueError`` naming the bad field.
+The cores (``planner_logic``, ``validator_logic``) build these plain dicts; the nodes convert
+them to and from the typed messages of ``sim2real_vla_interfaces`` (``nodes/task_messages``),
+and the in-process runner passes them on as they are. One definition of the fields, so the
+planner, the validator, the actors, the dry-run recorder, the report and the tests agree.
+Parsers raise ``ValueError`` naming the bad field. Nothing here is JSON any more: no topic of
+the graph carries JSON (the records are what a typed message holds, as Python values).
 
-- ``/vla/plan_state`` (planner, latched): the chain phase, index, per-arm targets (normalised
-  keypoints, so the validator needs no camera_info), and ``affordance.seq``, which changes
-  whenever a new affordance becomes current (a new step or a re-plan of the same step).
-- ``/vla/validator/event`` (validator): ``open`` | ``replan`` | ``abort`` for an index.
-- ``/vla/task_state`` (validator, latched): what the gate sees per arm.
+- plan state (``vla/plan_state``, ``sim2real_vla_interfaces/PlanState``): the chain phase,
+  index, per-arm targets (normalised keypoints; the message carries them in pixels with their
+  image size), and ``affordance.seq``, which changes whenever a new affordance becomes current
+  (a new step or a re-plan of the same step).
+- validator event (``vla/validator/event``, ``ValidatorEvent``): ``open`` | ``replan`` |
+  ``abort`` for an index.
+- task state (``vla/task_state``, ``TaskState``): what the gate sees per arm.
 """
 from __future__ import annotations
 
@@ -23,10 +27,6 @@ from sim2real_vla_ros.core.task.affordance_chain import ChainPhase, ChainState
 from sim2real_vla_ros.core.task.validator_gate import GateEvent, GateStatus
 from sim2real_vla_ros.core.vocabulary import ARMS
 
-PLAN_STATE_SCHEMA = "vla_plan_state/1"
-VALIDATOR_EVENT_SCHEMA = "vla_validator_event/1"
-TASK_STATE_SCHEMA = "vla_task_state/1"
-
 #: Gate events as named on the wire; TIMEOUT_RETRY is "replan" there.
 EVENT_WIRE_NAMES = {GateEvent.OPEN: "open", GateEvent.TIMEOUT_RETRY: "replan", GateEvent.ABORT: "abort"}
 _EVENT_FROM_WIRE = {name: event for event, name in EVENT_WIRE_NAMES.items()}
@@ -34,9 +34,10 @@ PHASES = tuple(phase.value for phase in ChainPhase)
 
 
 # ----------------------------------------------------------------------------- plan state
-def plan_state_payload(state: ChainState, seq: int, stamp_s: float, task: Optional[str] = None,
-                       estop: bool = False, last_error: str = "") -> dict:
-    """The ``/vla/plan_state`` payload of a chain snapshot.
+def plan_state_record(state: ChainState, seq: int, stamp_s: float, task: Optional[str] = None,
+                      estop: bool = False, last_error: str = "", image_size: Optional[tuple] = None,
+                      run_started: Optional[float] = None) -> dict:
+    """The plan-state record of a chain snapshot.
 
     Parameters
     ----------
@@ -52,6 +53,11 @@ def plan_state_payload(state: ChainState, seq: int, stamp_s: float, task: Option
         Whether the e-stop is engaged.
     last_error : str
         Last refused command (e.g. an unknown instruction), "" if none.
+    image_size : tuple of int, optional
+        cam_high's native (width, height), the frame of the published pixel keypoints; None
+        while unknown.
+    run_started : float, optional
+        When the current run was started; None before the first start.
     """
     current = state.current
     arms = {}
@@ -64,17 +70,18 @@ def plan_state_payload(state: ChainState, seq: int, stamp_s: float, task: Option
         affordance = {"seq": int(seq), "index": current.index, "obs_stamp": current.obs_stamp_s,
                       "current_since": current.current_since_s}
     return {
-        "schema": PLAN_STATE_SCHEMA, "stamp": float(stamp_s), "phase": state.phase.value, "index": state.index,
+        "stamp": float(stamp_s), "phase": state.phase.value, "index": state.index,
         "instruction": state.instruction, "task": task, "arms": arms, "affordance": affordance,
         "retries": state.retries, "total_retries": state.total_retries, "achieved_count": state.achieved_count,
         "replan_requested": state.replan_requested, "reason": state.last_reason, "estop": bool(estop),
-        "last_error": last_error,
+        "last_error": last_error, "image_size": list(image_size) if image_size else None,
+        "run_started": None if run_started is None else float(run_started),
     }
 
 
 @dataclass(frozen=True, eq=False)
 class PlanView:
-    """What the validator needs from a plan-state payload.
+    """What the validator needs from a plan-state record.
 
     Attributes
     ----------
@@ -103,26 +110,27 @@ class PlanView:
         return self.phase == ChainPhase.RUNNING.value and self.seq is not None and bool(self.active_arms)
 
 
-def parse_plan_state(payload: Mapping[str, Any], keypoints_per_arm: Optional[int] = None) -> PlanView:
-    """Check a ``/vla/plan_state`` payload and extract a `PlanView`.
+def parse_plan_state(record: Mapping[str, Any], keypoints_per_arm: Optional[int] = None) -> PlanView:
+    """Check a plan-state record and extract a `PlanView`.
 
     Raises
     ------
     ValueError
-        Wrong schema, unknown phase, or malformed arms / keypoints (the message names the field).
+        Unknown phase, or malformed arms / keypoints (the message names the field).
     """
-    _check_schema(payload, PLAN_STATE_SCHEMA)
-    phase = payload.get("phase")
+    if not isinstance(record, Mapping):
+        raise ValueError("plan state must be a mapping")
+    phase = record.get("phase")
     if phase not in PHASES:
         raise ValueError(f"plan_state.phase {phase!r} is not one of {list(PHASES)}")
-    index = _int_field(payload, "index")
-    affordance = payload.get("affordance")
+    index = _int_field(record, "index")
+    affordance = record.get("affordance")
     seq = None
     if affordance is not None:
         if not isinstance(affordance, Mapping):
             raise ValueError("plan_state.affordance must be an object or null")
         seq = _int_field(affordance, "seq", "plan_state.affordance")
-    arms = payload.get("arms")
+    arms = record.get("arms")
     if not isinstance(arms, Mapping):
         raise ValueError("plan_state.arms must be an object")
     active, keypoints = [], {}
@@ -144,77 +152,75 @@ def parse_plan_state(payload: Mapping[str, Any], keypoints_per_arm: Optional[int
         active.append(arm)
         keypoints[arm] = points.astype(np.float32)
     return PlanView(phase=phase, index=index, seq=seq, active_arms=tuple(active), keypoints_norm=keypoints,
-                    instruction=str(payload.get("instruction") or ""))
+                    instruction=str(record.get("instruction") or ""))
 
 
 # ----------------------------------------------------------------------------- validator events
-def validator_event_payload(event: GateEvent, index: Optional[int], retries: int, reason: str,
-                            stamp_s: float) -> dict:
-    """The ``/vla/validator/event`` payload of a gate event (OPEN, TIMEOUT_RETRY or ABORT)."""
+def validator_event_record(event: GateEvent, index: Optional[int], retries: int, reason: str,
+                           stamp_s: float, seq: Optional[int] = None) -> dict:
+    """The validator-event record of a gate event (OPEN, TIMEOUT_RETRY or ABORT); ``seq`` is the
+    affordance (plan state ``affordance.seq``) it is for, None if unknown."""
     if event not in EVENT_WIRE_NAMES:
         raise ValueError(f"gate event {event!r} is not published (only {list(EVENT_WIRE_NAMES)})")
-    return {"schema": VALIDATOR_EVENT_SCHEMA, "event": EVENT_WIRE_NAMES[event], "index": index,
+    return {"event": EVENT_WIRE_NAMES[event], "index": index, "seq": seq,
             "retries": int(retries), "reason": reason, "stamp": float(stamp_s)}
 
 
-def parse_validator_event(payload: Mapping[str, Any]) -> tuple:
-    """``(GateEvent, index or None, reason)`` from a validator event payload.
+def parse_validator_event(record: Mapping[str, Any]) -> tuple:
+    """``(GateEvent, index or None, reason)`` from a validator-event record.
 
     Raises
     ------
     ValueError
-        Wrong schema, unknown event name, or a non-integer index.
+        Unknown event name, or a non-integer index.
     """
-    _check_schema(payload, VALIDATOR_EVENT_SCHEMA)
-    name = payload.get("event")
+    if not isinstance(record, Mapping):
+        raise ValueError("validator event must be a mapping")
+    name = record.get("event")
     if name not in _EVENT_FROM_WIRE:
         raise ValueError(f"validator event {name!r} is not one of {sorted(_EVENT_FROM_WIRE)}")
-    index = payload.get("index")
+    index = record.get("index")
     if index is not None:
-        index = _int_field(payload, "index", "validator event")
-    return _EVENT_FROM_WIRE[name], index, str(payload.get("reason") or "")
+        index = _int_field(record, "index", "validator event")
+    return _EVENT_FROM_WIRE[name], index, str(record.get("reason") or "")
 
 
 # ----------------------------------------------------------------------------- task state
-def task_state_payload(plan: Optional[PlanView], status: GateStatus, last_probs: Mapping[str, float],
-                       last_reason: str, decisions_count: int, stamp_s: float, last_event: str = "none") -> dict:
-    """The validator's latched ``/vla/task_state`` payload.
+def task_state_record(plan: Optional[PlanView], status: GateStatus, last_probs: Mapping[str, float],
+                      last_reason: str, decisions_count: int, stamp_s: float, last_event: str = "none",
+                      consecutive_required: int = 0, decisions: Optional[Mapping[str, str]] = None) -> dict:
+    """The validator's latched task-state record.
 
     ``last_event`` is the wire name of the last event sent (the gate forgets its own when
-    the planner stops or advances, the task state should not).
+    the planner stops or advances, the task state should not); ``decisions`` the gate's last
+    decision label per arm (``validator_gate.DECISION_*``; missing = none yet).
     """
+    decisions = decisions or {}
     arms = {}
     for arm in ARMS:
         prob = last_probs.get(arm)
         arms[arm] = {"active": plan is not None and plan.has_target and arm in plan.active_arms,
                      "achieved": bool(status.achieved.get(arm, False)),
                      "consecutive": int(status.consecutive.get(arm, 0)),
-                     "prob": None if prob is None or not math.isfinite(prob) else float(prob)}
+                     "prob": None if prob is None or not math.isfinite(prob) else float(prob),
+                     "decision": decisions.get(arm, "none")}
     return {
-        "schema": TASK_STATE_SCHEMA, "stamp": float(stamp_s),
+        "stamp": float(stamp_s),
         "phase": plan.phase if plan is not None else ChainPhase.IDLE.value,
         "index": plan.index if plan is not None else 0,
         "seq": plan.seq if plan is not None else None,
         "arms": arms, "armed": status.armed, "retries": status.retries,
-        "dwell_s": status.dwell_s, "last_event": last_event,
+        "dwell_s": status.dwell_s, "last_event": last_event, "consecutive_required": int(consecutive_required),
         "last_reason": last_reason, "decisions_count": int(decisions_count),
     }
 
 
-def _check_schema(payload: Mapping[str, Any], schema: str) -> None:
-    if not isinstance(payload, Mapping):
-        raise ValueError("payload must be a JSON object")
-    if payload.get("schema") != schema:
-        raise ValueError(f"schema {payload.get('schema')!r} is not {schema!r}")
-
-
-def _int_field(payload: Mapping[str, Any], key: str, where: str = "plan_state") -> int:
-    value = payload.get(key)
+def _int_field(record: Mapping[str, Any], key: str, where: str = "plan_state") -> int:
+    value = record.get(key)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{where}.{key} must be an integer, got {value!r}")
     return int(value)
 
 
-__all__ = ["PLAN_STATE_SCHEMA", "VALIDATOR_EVENT_SCHEMA", "TASK_STATE_SCHEMA", "EVENT_WIRE_NAMES", "PHASES",
-           "plan_state_payload", "PlanView", "parse_plan_state", "validator_event_payload", "parse_validator_event",
-           "task_state_payload"]
+__all__ = ["EVENT_WIRE_NAMES", "PHASES", "plan_state_record", "PlanView", "parse_plan_state",
+           "validator_event_record", "parse_validator_event", "task_state_record"]
