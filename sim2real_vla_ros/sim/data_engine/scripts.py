@@ -141,6 +141,30 @@ def pour_water_single(ex: Expert) -> None:
     _return_upright(ex, side, "bottle", start[:2])
 
 
+CUP_HOLD_LIFT_M = 0.08
+CUP_RECEIVE_Y_M = -0.06   # the cup is brought toward the middle, nearer the pouring arm
+
+
+def pour_water_dual(ex: Expert) -> None:
+    """Right arm lifts the cup and holds it out; left arm pours into it; both put back."""
+    view = ex.view()
+    bottle_start = view.objects["bottle"].pos.copy()
+    cup_start = view.objects["cup"].pos.copy()
+    radius = ex.sim._object_models["cup"].container.radius
+    _pick_upright(ex, "left", "bottle", grasp_height=0.10)
+    _pick_upright(ex, "right", "cup", grasp_height=0.05, lift_m=CUP_HOLD_LIFT_M)
+    view = ex.view()
+    p, r = view.tcp["right"]
+    target = p + np.array([0.0, max(0.0, CUP_RECEIVE_Y_M - cup_start[1]), 0.0])
+    ex.run_step(Step("move cup to receiving position", {"right": ab.move_to(target, r, linear=True)},
+                     sg.All((sg.Lifted("cup", 0.04, "right"), sg.Upright("cup", 10.0))), speed=0.6))
+    held = (sg.Lifted("cup", 0.035, "right"), sg.Upright("cup", 25.0))
+    _pour(ex, "left", "bottle", "cup", radius, extra=held)
+    _return_upright(ex, "right", "cup", cup_start[:2])
+    _return_upright(ex, "left", "bottle", bottle_start[:2])
+
+
 SCRIPTS: Dict[str, Callable[[Expert], None]] = {
     "pour_water_single": pour_water_single,
+    "pour_water_dual": pour_water_dual,
 }
