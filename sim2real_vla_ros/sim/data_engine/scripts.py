@@ -164,7 +164,124 @@ def pour_water_dual(ex: Expert) -> None:
     _return_upright(ex, "left", "bottle", bottle_start[:2])
 
 
+PAD_HALF_LENGTH_M = 0.025     # finger pad half-length along the approach (URDF)
+PAD_HALF_THICKNESS_M = 0.01   # finger pad half-width along link6 x
+PAD_TABLE_GAP_M = 0.002
+FLAT_LIFT_M = 0.08
+
+
+def _flat_grasp_height(table_z: float, rotation: np.ndarray) -> float:
+    """TCP height that puts the lowest point of the pads PAD_TABLE_GAP_M above the table."""
+    a, x = rotation[:, 2], rotation[:, 0]
+    return table_z + PAD_TABLE_GAP_M + PAD_HALF_LENGTH_M * abs(a[2]) + PAD_HALF_THICKNESS_M * abs(x[2])
+
+
+def _flat_place_poses(ex: Expert, obj: str, rotation, grasp_point, centre, target_xy, target_yaw, obj_yaw):
+    """Key poses (above, down) that put the object's centre on ``target_xy`` with ``target_yaw``,
+    given the TCP ``rotation`` / ``grasp_point`` it is (or will be) held with."""
+    view = ex.view()
+    centre_local = rotation.T @ (centre - grasp_point)
+    dyaw = math.atan2(math.sin(target_yaw - obj_yaw), math.cos(target_yaw - obj_yaw))
+    r_new = ab.axis_rotation([0, 0, 1], dyaw) @ rotation
+    centre_target = np.array([target_xy[0], target_xy[1],
+                              view.table_top_z + ex.sim._object_models[obj].height / 2 + 0.004])
+    down = centre_target - r_new @ centre_local
+    return ab.move_to(down + [0, 0, FLAT_LIFT_M], r_new) + ab.place(down, r_new)
+
+
+def _pick_flat(ex: Expert, side: str, obj: str, along_offset: float, target_xy=None, yaw_options=()) -> float:
+    """Grasp a lying object (fork, spoon, pen, carrot) from above across its long axis, lift it.
+
+    With ``target_xy`` the grasp orientation is chosen so that placing it there (with one of
+    ``yaw_options``) is reachable too: the held object keeps the approach pitch. Returns the
+    chosen target yaw (or the object's yaw).
+    """
+    view = ex.view()
+    state = view.objects[obj]
+    yaw = state.yaw
+    axis = np.array([math.cos(yaw), math.sin(yaw), 0.0])
+    point = state.pos + along_offset * axis
+    centre = view.center(obj)
+    chosen_yaw = [yaw]
+
+    def grasp_point(rotation):
+        return np.array([point[0], point[1], _flat_grasp_height(view.table_top_z, rotation)])
+
+    def build(rotation):
+        gp = grasp_point(rotation)
+        poses = ab.approach(side, obj, gp, rotation, standoff=0.06) + ab.lift(gp, rotation, FLAT_LIFT_M, finger=ab.OPEN)
+        if target_xy is None:
+            return poses
+        q0 = ex.q(side)
+        try:
+            segs = ex.solve_path(side, q0, poses)
+        except StepFailed:
+            return poses
+        for target_yaw in yaw_options:
+            place = _flat_place_poses(ex, obj, rotation, gp, centre, target_xy, target_yaw, yaw)
+            if ex.feasible(side, place, q_start=segs[-1][-1]):
+                chosen_yaw[0] = target_yaw
+                return poses
+        return poses + [ab.KeyPose(np.array([9.0, 9.0, 9.0]), rotation, ab.OPEN)]  # unreachable marker
+
+    rotation = ex.choose(side, ab.top_grasp_candidates(side, point, yaw), build)
+    if target_xy is not None:
+        build(rotation)  # sets chosen_yaw for the chosen rotation
+    gp = grasp_point(rotation)
+    ex.run_step(Step(f"approach {obj}", {side: ab.approach(side, obj, gp, rotation, standoff=0.06)}))
+    ex.run_step(Step(f"grasp {obj}", {side: ab.grasp(gp, rotation)}, sg.Grasped(obj, side), settle_s=0.3))
+    ex.run_step(Step(f"lift {obj}", {side: ab.lift(gp, rotation, FLAT_LIFT_M)},
+                     sg.Lifted(obj, 0.6 * FLAT_LIFT_M, side), speed=0.6))
+    return chosen_yaw[0]
+
+
+def _place_flat(ex: Expert, side: str, obj: str, target_xy, yaw_options, condition) -> None:
+    """Carry the held object so its centre lands on ``target_xy`` with one of ``yaw_options``,
+    lower it onto the table, release and retreat."""
+    view = ex.view()
+    p, r = view.tcp[side]
+    state = view.objects[obj]
+    centre_local = r.T @ (view.center(obj) - p)
+    obj_yaw_in_tcp = state.yaw
+    height_above = p[2] - view.center(obj)[2]
+    chosen = None
+    for target_yaw in yaw_options:
+        dyaw = math.atan2(math.sin(target_yaw - obj_yaw_in_tcp), math.cos(target_yaw - obj_yaw_in_tcp))
+        r_new = ab.axis_rotation([0, 0, 1], dyaw) @ r
+        centre_target = np.array([target_xy[0], target_xy[1],
+                                  view.table_top_z + ex.sim._object_models[obj].height / 2 + 0.004])
+        down = centre_target - r_new @ centre_local
+        up = down + [0, 0, FLAT_LIFT_M]
+        poses = ab.move_to(up, r_new) + ab.place(down, r_new)
+        if ex.feasible(side, poses):
+            chosen = (up, down, r_new)
+            break
+    if chosen is None:
+        raise StepFailed(f"move {obj} to its place (ik)", "no reachable placing pose")
+    up, down, r_new = chosen
+    ex.run_step(Step(f"move {obj} to its place", {side: ab.move_to(up, r_new)}, speed=0.7))
+    ex.run_step(Step(f"lower {obj}", {side: ab.place(down, r_new)}, speed=0.5))
+    ex.run_step(Step(f"release {obj}", {side: ab.release(down, r_new)}, sg.Released(obj), settle_s=0.3))
+    ex.run_step(Step(f"retreat from {obj}", {side: [ab.KeyPose(down + [0, 0, 0.08], r_new, ab.OPEN)]},
+                     condition))
+
+
+REARRANGE_LATERAL_M = 0.165   # fork / spoon centre from the plate centre (task: 0.12 .. 0.22)
+
+
+def table_rearrangement(ex: Expert) -> None:
+    """Left arm: fork to the left (+y) of the plate; right arm: spoon to its right."""
+    for side, obj, sign in (("left", "fork", 1.0), ("right", "spoon", -1.0)):
+        plate = ex.view().objects["plate"].pos
+        target = (plate[0], plate[1] + sign * REARRANGE_LATERAL_M)
+        # Laid along x (parallel to the plate's side, as a table is set), either way round.
+        yaw = _pick_flat(ex, side, obj, along_offset=-0.03, target_xy=target, yaw_options=(0.0, math.pi))
+        done = sg.All((sg.Released(obj), sg.NearXY(obj, target, 0.03), sg.OnTable(obj, 0.004, 5.0)))
+        _place_flat(ex, side, obj, target, (yaw,), done)
+
+
 SCRIPTS: Dict[str, Callable[[Expert], None]] = {
     "pour_water_single": pour_water_single,
     "pour_water_dual": pour_water_dual,
+    "table_rearrangement": table_rearrangement,
 }
