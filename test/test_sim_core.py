@@ -331,7 +331,7 @@ def test_scripted_pour_flips_the_pour_criteria(pour_sim):
     tilt = _tilt_quat(math.pi / 2, [1, 0, 0])
     mouth_offset = np.array([0.0, -0.2, 0.0])  # body +z -> world -y after the tilt
     body_pos = cup + np.array([0.0, 0.0, 0.15]) - mouth_offset
-    _hold_pose(sim, "bottle", body_pos, tilt, 0.6)
+    _hold_pose(sim, "bottle", body_pos, tilt, 1.8)  # > tasks.yaml pour_min_duration_s (1.5 s, uninterrupted)
     criteria = sim.task_status()["criteria"]
     assert criteria["pouring_now"] is True and criteria["poured"] is True, criteria
     assert criteria["max_tilt_deg"] == pytest.approx(90.0, abs=1.0)
@@ -429,7 +429,7 @@ def test_dual_pour_needs_the_cup_held_up_and_both_returned():
         # Pouring over the cup while it stands on the table does not count for this task.
         _hold_pose(sim, "bottle", cup_start + [0.0, 0.0, 0.15] - np.array([0.0, -0.2, 0.0]), tilt, 0.3)
         assert sim.task_status()["criteria"]["pour_time_s"] == 0.0
-        for _ in range(30):  # 0.6 s: cup held 8 cm up, bottle pouring into it
+        for _ in range(90):  # 1.8 s (> pour_min_duration_s 1.5 s): cup held 8 cm up, bottle pouring into it
             sim.set_object_pose("cup", cup_up)
             sim.set_object_pose("bottle", over_cup, tilt)
             sim.step(10)

@@ -156,13 +156,17 @@ class PourMonitor(SuccessMonitor):
 
     Pouring counts while the pourer's axis is at least ``tilt_min_deg`` from vertical, its
     ``mouth`` site is above the receiver's rim and within ``over_receiver_radius_m`` (xy) of
-    the receiver's axis. The pour time adds up over the episode.
+    the receiver's axis (tasks.yaml sets it to the cup's inner radius: the mouth is over the
+    opening). ``poured`` needs one *uninterrupted* pouring interval of
+    ``pour_min_duration_s``: brief passes (a tilt in and straight back out, or a mouth
+    sweeping across the cup) do not add up. ``pour_time_s`` reports the longest interval.
     """
 
     type_name = "pour"
 
     def _reset_history(self, snap):
         self.pour_time_s = 0.0
+        self.current_pour_s = 0.0
         self.max_tilt_deg = 0.0
 
     def _pouring_now(self, snap) -> bool:
@@ -176,7 +180,10 @@ class PourMonitor(SuccessMonitor):
     def _observe(self, snap, dt):
         self.max_tilt_deg = max(self.max_tilt_deg, snap.objects[self._param("pourer")].tilt_deg)
         if dt > 0.0 and self._pouring_now(snap):
-            self.pour_time_s += dt
+            self.current_pour_s += dt
+            self.pour_time_s = max(self.pour_time_s, self.current_pour_s)
+        elif dt > 0.0:
+            self.current_pour_s = 0.0
 
     def _returned(self, snap, name) -> Dict[str, object]:
         state, start = snap.objects[name], self.start.objects[name]
@@ -236,7 +243,13 @@ class DualPourMonitor(PourMonitor):
 
 
 class BesideMonitor(SuccessMonitor):
-    """Each object lies on the table on its side (left = +y) of the reference, level with it."""
+    """Each object lies flat on the table on its side (left = +y) of the reference, level with it.
+
+    ``lateral_min_m`` is measured from the object's centre, so tasks.yaml sets it to the
+    plate's radius plus the object's largest half-width (nothing of it on the plate);
+    ``rest_height_tol_m`` and ``max_tilt_deg`` (optional) keep an object propped on the rim
+    from counting as lying on the table.
+    """
 
     type_name = "beside"
 
@@ -258,6 +271,8 @@ class BesideMonitor(SuccessMonitor):
             lateral = float(center[1] - reference.pos[1]) * (1.0 if side == "left" else -1.0)
             along = abs(float(center[0] - reference.pos[0]))
             on_table = self.resting_on_table(snap, name, self._param("rest_height_tol_m"))
+            if "max_tilt_deg" in self.params:
+                on_table = on_table and snap.objects[name].tilt_deg <= self.params["max_tilt_deg"]
             placed = (self._param("lateral_min_m") <= lateral <= self._param("lateral_max_m")
                       and along <= self._param("along_tol_m") and on_table)
             out.update({f"{name}_lateral_m": lateral, f"{name}_along_m": along,

@@ -9,6 +9,7 @@ per-arm joint vectors are 7 values, joints 1-6 (rad) + joint7 (one finger, m), a
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -26,13 +27,28 @@ SUCCESS_TYPES = ("pour", "pour_dual", "beside", "inside", "basket", "pan")
 SUCCESS_OBJECT_KEYS = ("pourer", "receiver", "reference", "item", "container", "pan", "lid")
 TASK_FIELDS = ("title", "instruction", "arms", "steps", "step_limit", "objects", "init_joints", "success")
 
-# Footprint radius (m) of each kind for the non-overlap check when sampling a scene: a
-# conservative disc around the object's centre, not its exact shape (thin fork/spoon/pen/carrot
-# get a small disc since they may lie next to a plate rim; a lid sits on its pan and is not checked).
-KIND_CLEARANCE_M = {
-    "bottle": 0.035, "cup": 0.04, "plate": 0.09, "fork": 0.02, "spoon": 0.02, "pen": 0.01,
-    "holder": 0.045, "milk_box": 0.04, "basket": 0.10, "pan": 0.12, "lid": 0.0, "carrot": 0.02,
+# Footprint of each kind on the table, in the object's frame (x along its long axis, origin at
+# the centre of its footprint; sim/objects.py builds the same shapes): ("disc", cx, cy, r) or
+# ("rect", cx, cy, half_x, half_y). Sampling keeps whole footprints on the table, clear of the
+# robot and of each other (test_tasks checks these against the simulator's geometry).
+KIND_FOOTPRINT = {
+    "bottle": (("disc", 0.0, 0.0, 0.030),),
+    "cup": (("disc", 0.0, 0.0, 0.031),),
+    "plate": (("disc", 0.0, 0.0, 0.100),),
+    "fork": (("rect", 0.0, 0.0, 0.090, 0.012),),
+    "spoon": (("rect", 0.0, 0.0, 0.090, 0.020),),
+    "pen": (("rect", 0.0, 0.0, 0.072, 0.0056),),
+    "holder": (("rect", 0.0, 0.0, 0.040, 0.040),),
+    "milk_box": (("rect", 0.0, 0.0, 0.028, 0.0205),),
+    "basket": (("rect", 0.0, 0.0, 0.116, 0.086), ("rect", 0.0, 0.0, 0.03, 0.116)),
+    "pan": (("disc", 0.0, 0.0, 0.100), ("rect", 0.155, 0.0, 0.060, 0.012)),
+    "lid": (),
+    "carrot": (("rect", -0.011, 0.0, 0.071, 0.015),),
 }
+# Gap kept between footprints, and between a footprint and the table's edges. The table's near
+# edge (x_min) is 1 cm in front of the robot body, so an object inside it is clear of the robot.
+SCENE_OBJECT_GAP_M = 0.01
+SCENE_EDGE_MARGIN_M = 0.01
 SCENE_MAX_ATTEMPTS = 1000
 JITTER_IK_ITERATIONS = 8
 
@@ -351,20 +367,31 @@ def _check_unique_instructions(tasks: Mapping[str, TaskSpec]) -> None:
 
 
 # ------------------------------------------------------------------------------- sampling
-def sample_scene(task: TaskSpec, rng: np.random.Generator) -> dict[str, tuple[float, float, float]]:
+def sample_scene(task: TaskSpec, rng: np.random.Generator,
+                 table: Optional[tuple[float, float, float, float]] = None) -> dict[str, tuple[float, float, float]]:
     """Sample every object's ``(x, y, yaw_rad)`` uniformly inside its Table 5 ranges.
 
-    Objects that would overlap (footprint discs from :data:`KIND_CLEARANCE_M`) are resampled
-    as a whole scene, up to :data:`SCENE_MAX_ATTEMPTS` times; the result is therefore uniform
-    over the collision-free part of the ranges. Objects with ``on`` copy their support's pose.
+    A scene is kept only when every object's whole footprint (:data:`KIND_FOOTPRINT`) lies on
+    the table top at least :data:`SCENE_EDGE_MARGIN_M` inside its edges (which also keeps it
+    clear of the robot body, 1 cm behind the table's near edge) and at least
+    :data:`SCENE_OBJECT_GAP_M` from every other object's footprint; otherwise the whole scene
+    is resampled, up to :data:`SCENE_MAX_ATTEMPTS` times, so the result is uniform over the
+    valid part of the ranges. Objects with ``on`` copy their support's pose.
+
+    Parameters
+    ----------
+    table : (x_min, x_max, y_min, y_max), optional
+        The table top (default: the URDF's, robot.table_top()).
 
     Raises
     ------
     SceneSamplingError
-        When no collision-free scene is found; names the task and the pair that kept colliding.
+        When no valid scene is found; names the task and what kept failing.
     """
+    if table is None:
+        table = _default_table()
     free = [o for o in task.objects if o.on is None]
-    last_collision = ("", "")
+    last_problem = ""
     for _ in range(SCENE_MAX_ATTEMPTS):
         poses = {
             o.name: (
@@ -374,25 +401,102 @@ def sample_scene(task: TaskSpec, rng: np.random.Generator) -> dict[str, tuple[fl
             )
             for o in free
         }
-        collision = _first_collision(free, poses)
-        if collision is None:
+        problem = scene_problem(free, poses, table)
+        if problem is None:
             for obj in task.objects:
                 if obj.on is not None:
                     poses[obj.name] = poses[obj.on]
             return {o.name: poses[o.name] for o in task.objects}
-        last_collision = collision
+        last_problem = problem
     raise SceneSamplingError(
-        f"task {task.name!r}: no collision-free scene in {SCENE_MAX_ATTEMPTS} attempts "
-        f"({last_collision[0]} and {last_collision[1]} keep overlapping; check their ranges)"
+        f"task {task.name!r}: no valid scene in {SCENE_MAX_ATTEMPTS} attempts ({last_problem}; check the ranges)"
     )
 
 
-def _first_collision(objects: list, poses: Mapping[str, tuple]) -> Optional[tuple[str, str]]:
-    for i, a in enumerate(objects):
-        for b in objects[i + 1:]:
-            gap = math.dist(poses[a.name][:2], poses[b.name][:2])
-            if gap < KIND_CLEARANCE_M[a.kind] + KIND_CLEARANCE_M[b.kind]:
-                return a.name, b.name
+@functools.lru_cache(maxsize=1)
+def _default_table() -> tuple[float, float, float, float]:
+    from sim2real_vla_ros.core import robot
+
+    top = robot.table_top()
+    return (top.x_min, top.x_max, top.y_min, top.y_max)
+
+
+def footprint_polygons(kind: str, pose: tuple) -> list:
+    """The kind's footprint shapes placed at ``pose`` (x, y, yaw): ("disc", centre, r) or
+    ("rect", 4x2 corners)."""
+    x, y, yaw = pose
+    c, s = math.cos(yaw), math.sin(yaw)
+    rot = np.array([[c, -s], [s, c]])
+    out = []
+    for shape in KIND_FOOTPRINT[kind]:
+        centre = np.array([x, y]) + rot @ np.array(shape[1:3])
+        if shape[0] == "disc":
+            out.append(("disc", centre, shape[3]))
+        else:
+            hx, hy = shape[3], shape[4]
+            local = np.array([[hx, hy], [-hx, hy], [-hx, -hy], [hx, -hy]])
+            out.append(("rect", centre + local @ rot.T))
+    return out
+
+
+def _extent(shape) -> tuple[np.ndarray, np.ndarray]:
+    if shape[0] == "disc":
+        return shape[1] - shape[2], shape[1] + shape[2]
+    return shape[1].min(axis=0), shape[1].max(axis=0)
+
+
+def _shape_gap(a, b) -> float:
+    """Separation between two footprint shapes (negative or zero when they overlap)."""
+    if a[0] == "disc" and b[0] == "disc":
+        return float(np.linalg.norm(a[1] - b[1])) - a[2] - b[2]
+    if a[0] == "disc":
+        a, b = b, a
+    if b[0] == "disc":
+        return _point_polygon_distance(b[1], a[1]) - b[2]
+    return _rect_rect_gap(a[1], b[1])
+
+
+def _point_polygon_distance(point: np.ndarray, corners: np.ndarray) -> float:
+    """Distance from a point to a convex polygon (0 inside)."""
+    inside = True
+    best = math.inf
+    for i in range(len(corners)):
+        p, q = corners[i], corners[(i + 1) % len(corners)]
+        edge = q - p
+        t = float(np.clip((point - p) @ edge / (edge @ edge), 0.0, 1.0))
+        best = min(best, float(np.linalg.norm(point - (p + t * edge))))
+        if edge[0] * (point - p)[1] - edge[1] * (point - p)[0] < 0:
+            inside = False
+    return 0.0 if inside else best
+
+
+def _rect_rect_gap(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest separation over the rectangles' edge normals (separating axis test)."""
+    gap = -math.inf
+    for corners in (a, b):
+        for i in range(2):
+            edge = corners[i + 1] - corners[i]
+            axis = np.array([-edge[1], edge[0]]) / np.linalg.norm(edge)
+            pa, pb = a @ axis, b @ axis
+            gap = max(gap, float(max(pb.min() - pa.max(), pa.min() - pb.max())))
+    return gap
+
+
+def scene_problem(objects: list, poses: Mapping[str, tuple], table: tuple) -> Optional[str]:
+    """None when every footprint is on the table (with the edge margin) and apart; else why not."""
+    x_min, x_max, y_min, y_max = table
+    placed = {o.name: footprint_polygons(o.kind, poses[o.name]) for o in objects}
+    for name, shapes in placed.items():
+        for shape in shapes:
+            low, high = _extent(shape)
+            if (low[0] < x_min + SCENE_EDGE_MARGIN_M or high[0] > x_max - SCENE_EDGE_MARGIN_M
+                    or low[1] < y_min + SCENE_EDGE_MARGIN_M or high[1] > y_max - SCENE_EDGE_MARGIN_M):
+                return f"{name} off the table or against the robot"
+    names = list(placed)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if any(_shape_gap(sa, sb) < SCENE_OBJECT_GAP_M for sa in placed[a] for sb in placed[b]):
+                return f"{a} and {b} overlap"
     return None
 
 
