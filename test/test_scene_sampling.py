@@ -6,7 +6,6 @@ touching the robot.
 """
 import math
 
-import mujoco
 import numpy as np
 import pytest
 

@@ -12,12 +12,11 @@ direction and y the finger travel direction (see :mod:`.ik`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Dict, List, Optional
 
 import numpy as np
 
-from sim2real_vla_ros.core import robot
 from sim2real_vla_ros.sim.data_engine import subgoals as sg
 
 OPEN = 0.035      # joint7, fully open (m)

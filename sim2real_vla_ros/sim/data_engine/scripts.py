@@ -7,13 +7,13 @@ computed from the privileged scene when each step starts.
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, List
+from typing import Callable, Dict
 
 import numpy as np
 
 from sim2real_vla_ros.sim.data_engine import actions as ab
 from sim2real_vla_ros.sim.data_engine import subgoals as sg
-from sim2real_vla_ros.sim.data_engine.actions import KeyPose, Step
+from sim2real_vla_ros.sim.data_engine.actions import Step
 from sim2real_vla_ros.sim.data_engine.expert import Expert, StepFailed
 
 LIFT_M = 0.15
