@@ -323,8 +323,10 @@ class ActorNode(Node):
 
     # ------------------------------------------------------------------ inputs
     def _on_image(self, name: str, msg: Image) -> None:
-        # Converted to an array only when an inference uses it.
-        self.controller.on_image(name, msg, common.stamp_to_seconds(msg.header.stamp))
+        self.controller.on_image(name, self._image_payload(msg), common.stamp_to_seconds(msg.header.stamp))
+
+    def _image_payload(self, msg: Image):
+        return msg  # converted to an array only when an inference uses it
 
     def _on_joint_state(self, msg: JointState) -> None:
         try:

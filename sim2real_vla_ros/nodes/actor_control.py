@@ -114,6 +114,9 @@ class ActorControlNode(ActorNode):
     def _warm_up(self) -> None:
         pass  # no model on this host
 
+    def _image_payload(self, msg):
+        return msg.header  # only the stamps matter here (stale cameras hold); the pixels go to the GPU host
+
     def _stop_inference(self) -> None:
         pass
 
