@@ -311,6 +311,17 @@ class Simulator:
                                      if all((side, f) in contacts for f in fingers))
         return result
 
+    @property
+    def object_models(self) -> Dict[str, object]:
+        """Object name -> its :class:`~sim2real_vla_ros.sim.objects.ObjectModel` (sizes, sites, container)."""
+        return self._object_models
+
+    @property
+    def start_objects(self) -> Mapping[str, ObjectState]:
+        """Object states when the success monitor started this episode (now, before its first update)."""
+        start = self._monitor.start
+        return start.objects if start is not None else self.snapshot().objects
+
     def snapshot(self) -> SceneSnapshot:
         """Everything a success monitor needs, now."""
         return SceneSnapshot(

@@ -135,7 +135,7 @@ def _pour_pose(ex, side, r0, mouth_local, cup, end, angle, transfer_up):
 def pour_water_single(ex: Expert) -> None:
     side = "left"
     start = ex.view().objects["bottle"].pos.copy()
-    radius = ex.sim._object_models["cup"].container.radius
+    radius = ex.sim.object_models["cup"].container.radius
     _pick_upright(ex, side, "bottle", grasp_height=0.10)
     _pour(ex, side, "bottle", "cup", radius)
     _return_upright(ex, side, "bottle", start[:2])
@@ -150,7 +150,7 @@ def pour_water_dual(ex: Expert) -> None:
     view = ex.view()
     bottle_start = view.objects["bottle"].pos.copy()
     cup_start = view.objects["cup"].pos.copy()
-    radius = ex.sim._object_models["cup"].container.radius
+    radius = ex.sim.object_models["cup"].container.radius
     _pick_upright(ex, "left", "bottle", grasp_height=0.10)
     _pick_upright(ex, "right", "cup", grasp_height=0.05, lift_m=CUP_HOLD_LIFT_M)
     view = ex.view()
@@ -184,7 +184,7 @@ def _flat_place_poses(ex: Expert, obj: str, rotation, grasp_point, centre, targe
     dyaw = math.atan2(math.sin(target_yaw - obj_yaw), math.cos(target_yaw - obj_yaw))
     r_new = ab.axis_rotation([0, 0, 1], dyaw) @ rotation
     centre_target = np.array([target_xy[0], target_xy[1],
-                              view.table_top_z + ex.sim._object_models[obj].height / 2 + 0.004])
+                              view.table_top_z + ex.sim.object_models[obj].height / 2 + 0.004])
     down = centre_target - r_new @ centre_local
     return ab.move_to(down + [0, 0, FLAT_LIFT_M], r_new) + ab.place(down, r_new)
 
@@ -249,7 +249,7 @@ def _place_flat(ex: Expert, side: str, obj: str, target_xy, yaw_options, conditi
         dyaw = math.atan2(math.sin(target_yaw - obj_yaw_in_tcp), math.cos(target_yaw - obj_yaw_in_tcp))
         r_new = ab.axis_rotation([0, 0, 1], dyaw) @ r
         centre_target = np.array([target_xy[0], target_xy[1],
-                                  view.table_top_z + ex.sim._object_models[obj].height / 2 + 0.004])
+                                  view.table_top_z + ex.sim.object_models[obj].height / 2 + 0.004])
         down = centre_target - r_new @ centre_local
         up = down + [0, 0, FLAT_LIFT_M]
         poses = ab.move_to(up, r_new) + ab.place(down, r_new)

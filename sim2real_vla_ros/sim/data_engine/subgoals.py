@@ -38,12 +38,11 @@ class WorldView:
 def view_of(sim) -> WorldView:
     """A :class:`WorldView` of a :class:`~sim2real_vla_ros.sim.simulator.Simulator` now."""
     snap = sim.snapshot()
-    start = sim._monitor.start.objects if sim._monitor.start is not None else snap.objects
     tcp = {}
     for side in ("left", "right"):
         body = sim.model.body(f"{side}_tcp").id
         tcp[side] = (sim.data.xpos[body].copy(), sim.data.xmat[body].reshape(3, 3).copy())
-    return WorldView(snap.objects, start, snap.grasped_by, tcp, sim._object_models, sim.table_top_z)
+    return WorldView(snap.objects, sim.start_objects, snap.grasped_by, tcp, sim.object_models, sim.table_top_z)
 
 
 class Condition:
