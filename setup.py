@@ -60,6 +60,7 @@ setup(
             "build_engine = sim2real_vla_ros.tools.build_engine:main",
             "dry_run = sim2real_vla_ros.tools.dry_run:main",
             "go_to_start = sim2real_vla_ros.tools.go_to_start:main",
+            "vla_lifecycle_manager = sim2real_vla_ros.tools.lifecycle_manager:main",
         ],
     },
 )

@@ -53,6 +53,9 @@ ARGUMENTS = (
       for camera, topic in VENDOR_CAMERA_TOPICS.items()),
     ("use_sim_time", "false", "Follow /clock (false on the real robot)"),
     ("with_vla", "true", "Also start the VLA nodes (vla.launch.py)"),
+    ("go_to_start", "false", "Home both arms to the task's start pose with go_to_start before the VLA nodes are "
+                             "activated (vla_lifecycle_manager)"),
+    ("task", "", "Task of config/tasks.yaml for go_to_start; empty: its default_task"),
     ("use_rviz", "false", "Start rviz2 with config/sim2real_vla.rviz"),
     ("params_file", "", "VLA parameter YAML; empty: the package's config/vla.yaml"),
     ("bundle_path", "", "Model bundle folder; empty: the nodes' default (share models/reference)"),
@@ -92,6 +95,8 @@ def _robot_actions(context: LaunchContext) -> list:
             "output_mode": output_mode,
             "instruction": value["instruction"],
             "use_rviz": str(use_rviz).lower(),
+            "go_to_start": value["go_to_start"],
+            "task": value["task"],
             **{f"{camera}_topic": value[f"{camera}_topic"] for camera in graph.CAMERAS},
         }))
     elif use_rviz:

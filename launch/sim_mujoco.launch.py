@@ -26,6 +26,9 @@ ARGUMENTS = (
     ("command_interface", "ros2_control",
      "Arm command interface the simulator exposes: ros2_control (joint_trajectory_controller topics) or vendor (/master/joint_*, /puppet/joint_*)"),
     ("with_vla", "true", "Also start the VLA nodes (vla.launch.py)"),
+    ("go_to_start", "false", "Start the arms at the rest pose and home them to the task's start pose with go_to_start "
+                             "(vla_lifecycle_manager, before the VLA nodes are activated); false: the simulator "
+                             "places them there"),
     ("use_rviz", "false", "Start rviz2 with config/sim2real_vla.rviz"),
     ("params_file", "", "VLA parameter YAML; empty: the package's config/vla.yaml"),
     ("bundle_path", "", "Model bundle folder; empty: the nodes' default (share models/reference)"),
@@ -42,11 +45,13 @@ def _sim_actions(context: LaunchContext) -> list:
     value = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
     width, height = int(value["camera_width"]), int(value["camera_height"])
     camera_rate = float(value["camera_rate_hz"])
+    home = graph.parse_bool(value["go_to_start"], "go_to_start") and graph.parse_bool(value["with_vla"], "with_vla")
     specs = graph.simulator_nodes(
         "mujoco", task=value["task"] or None, seed=_optional(value["seed"], int),
         camera_width=width, camera_height=height, camera_rate_hz=camera_rate,
         real_time_factor=_optional(value["real_time_factor"], float),
-        command_interface=value["command_interface"])
+        command_interface=value["command_interface"],
+        extra_parameters={"reset_arms": "keep"} if home else None)
     # The simulator builds its model from the same xacro; no ros2_control tags are needed.
     urdf = robot.urdf_xml(ros2_control_plugin="none", camera_width=width, camera_height=height,
                           camera_rate=camera_rate)
@@ -62,6 +67,8 @@ def _sim_actions(context: LaunchContext) -> list:
             "output_mode": value["output_mode"] or graph.OUTPUT_MODE_FOR_INTERFACE[value["command_interface"]],
             "instruction": value["instruction"],
             "use_rviz": str(use_rviz).lower(),
+            "go_to_start": str(home).lower(),
+            "task": value["task"],
         }))
     elif use_rviz:
         actions.append(graph.include_launch("rviz.launch.py", {"use_sim_time": "true"}))

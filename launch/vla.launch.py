@@ -11,6 +11,13 @@ sections are keyed ``/**/<node>`` so that they apply in any namespace.
 
     ros2 launch sim2real_vla_ros vla.launch.py bundle_path:=/path/to/bundle use_sim_time:=false
 
+Start-up (managed nodes, README "Lifecycle"): with ``lifecycle_manager:=true`` (the default) the
+VLA nodes come up unconfigured and ``vla_lifecycle_manager`` configures them in order, runs
+``go_to_start`` for ``task`` when ``go_to_start:=true`` (both arms to the task's Table 6 start
+pose, collision-checked, while no actor commands), then activates them:
+
+    ros2 launch sim2real_vla_ros vla.launch.py go_to_start:=true task:=pour_water_single use_sim_time:=false
+
 Two hosts (README: "Two hosts"): ``split_inference:=true`` runs each actor as ``actor_<arm>``
 (actor_control: control loop + safety filter) and ``actor_<arm>_inference`` (the model);
 ``host:=robot`` starts only the robot host's share of the graph, ``host:=gpu`` the GPU host's
@@ -29,6 +36,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from sim2real_vla_ros import graph
+from sim2real_vla_ros.core.task import tasks
 
 ARGUMENTS = (
     ("params_file", "", "Parameter YAML with one section per node name; empty: the package's config/vla.yaml"),
@@ -38,6 +46,11 @@ ARGUMENTS = (
     ("arms", "left,right", "Arms that get an actor: left, right or left,right"),
     ("instruction", "", "Task instruction for the planner; empty: the value in params_file (or publish /vla/instruction)"),
     ("use_rviz", "false", "Start rviz2 with config/sim2real_vla.rviz"),
+    ("lifecycle_manager", "true", "Start the VLA nodes unconfigured and let vla_lifecycle_manager configure and "
+                                  "activate them in order; false: each node configures and activates itself"),
+    ("go_to_start", "false", "Home both arms to the task's start pose (go_to_start) between configuring and "
+                             "activating the VLA nodes; needs lifecycle_manager:=true"),
+    ("task", "", "Task of config/tasks.yaml whose start pose go_to_start homes to; empty: its default_task"),
     ("namespace", "", "Namespace of the VLA nodes, e.g. robot1 (relative topics and services move under it; "
                       "/clock and /diagnostics stay global); empty: the root or a pushed namespace"),
     ("split_inference", "false", "Run each actor as a control node (robot host) and an inference node (GPU host) "
@@ -62,6 +75,10 @@ def _vla_actions(context: LaunchContext) -> list:
         raise ValueError(f"host must be one of {('all', *graph.HOSTS)}, got {host!r}")
     if host != "all" and not split:
         raise ValueError(f"host:={host} places the halves of split actors: add split_inference:=true")
+    managed = graph.parse_bool(value["lifecycle_manager"], "lifecycle_manager")
+    home = graph.parse_bool(value["go_to_start"], "go_to_start")
+    if home and not managed:
+        raise ValueError("go_to_start:=true homes between configure and activate: add lifecycle_manager:=true")
     specs = graph.vla_nodes(
         bundle_path=value["bundle_path"],
         params_file=value["params_file"] or None,
@@ -72,6 +89,8 @@ def _vla_actions(context: LaunchContext) -> list:
         instruction=value["instruction"] or None,
         namespace=value["namespace"],
         split_inference=split,
+        lifecycle_manager=managed,
+        go_to_start_task=(value["task"] or tasks.default_task_name()) if home else None,
     )
     if host != "all":
         specs = [spec for spec in specs if graph.host_of(spec, value["mask_host"]) == host]

@@ -64,7 +64,7 @@ def test_report_has_every_section_and_the_episode(dry_run):
 
 def test_every_node_ran_and_stopped_cleanly(dry_run):
     nodes = dry_run["report"]["nodes"]
-    expected = {spec.name for spec in graph.simulator_nodes("mujoco") + graph.vla_nodes()}
+    expected = {spec.name for spec in graph.simulator_nodes("mujoco") + graph.vla_nodes(lifecycle_manager=True)}
     assert set(nodes) == expected
     for name, entry in nodes.items():
         assert not entry["died_during_run"] and entry["exit_code"] == 0, (name, entry)
@@ -131,7 +131,7 @@ def test_namespace_option_puts_every_node_in_it():
 
     options = runner.parse_args(["--namespace", "robot1", "--duration-s", "1"])
     assert {spec.full_name for spec in runner.graph_specs(options)} == {
-        f"/robot1/{spec.name}" for spec in graph.simulator_nodes("mujoco") + graph.vla_nodes()}
+        f"/robot1/{spec.name}" for spec in graph.simulator_nodes("mujoco") + graph.vla_nodes(lifecycle_manager=True)}
     with pytest.raises(ValueError, match="namespace"):
         runner.parse_args(["--namespace", "robot-1"])
 

@@ -68,6 +68,10 @@ class LiveGraph:
                                   {kv.key: kv.value for kv in status.values}))
         return found
 
+    def manager_phase(self):
+        reports = self.diagnostics_of(graph.LIFECYCLE_MANAGER_NODE)
+        return reports[-1][1].get("phase") if reports else None
+
     def plan_phase(self):
         states = self.probe.received("/vla/plan_state")
         return plan_state_from_msg(states[-1])["phase"] if states else None
@@ -104,6 +108,10 @@ def live(tmp_path_factory):
             return not missing["publishers"] and not missing["services"]
 
         wait_for(publishers_and_services_up, STARTUP_TIMEOUT_S, "every expected publisher and service")
+        # The dry run's graph homes the arms: vla_lifecycle_manager activates the nodes after go_to_start.
+        wait_for(lambda: graph_.check_alive() or graph_.manager_phase() in ("active", "failed"), STARTUP_TIMEOUT_S,
+                 "vla_lifecycle_manager: configured, homed, active")
+        assert graph_.manager_phase() == "active", graph_.diagnostics_of(graph.LIFECYCLE_MANAGER_NODE)[-1:]
         instruction = probe.node.create_publisher(String, "/vla/instruction", common.LATCHED_QOS)
         instruction.publish(String(data=tasks.get_task(options.task).instruction))
         wait_for(lambda: graph_.check_alive() or graph_.plan_phase() == "running", 60.0,

@@ -22,6 +22,7 @@ import sys
 import numpy as np
 import pytest
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
@@ -59,6 +60,11 @@ class NamespacedGraph:
         self.check_alive()
         return dry_run.missing_graph_ends(self.probe.node, self.connections, self.services)
 
+    def manager_phase(self):
+        phases = [kv.value for array in self.probe.received(vocab.DIAGNOSTICS) for status in array.status
+                  if status.hardware_id == graph.LIFECYCLE_MANAGER_NODE for kv in status.values if kv.key == "phase"]
+        return phases[-1] if phases else None
+
     def publishers_and_services_up(self):
         missing = self.missing()
         return not missing["publishers"] and not missing["services"]
@@ -83,9 +89,14 @@ def namespaced(tmp_path_factory):
             probe.subscribe(JointTrajectory, absolute(vocab.arm_command_topic(arm, "trajectory")), common.COMMAND_QOS)
             probe.subscribe(JointState, absolute(vocab.actor_command_topic(arm)), common.COMMAND_QOS)
         probe.subscribe(String, absolute(vocab.SIM_TASK_STATUS), common.LATCHED_QOS)
+        probe.subscribe(DiagnosticArray, vocab.DIAGNOSTICS, common.COMMAND_QOS)
         live = NamespacedGraph(options, specs, children, probe)
         wait_for(live.publishers_and_services_up, STARTUP_TIMEOUT_S,
                  f"every expected publisher and service under /{NAMESPACE}")
+        # vla_lifecycle_manager (in the namespace too) homes the arms, then activates the nodes.
+        wait_for(lambda: live.manager_phase() in ("active", "failed"), STARTUP_TIMEOUT_S,
+                 f"/{NAMESPACE}/vla_lifecycle_manager: configured, homed, active")
+        assert live.manager_phase() == "active"
         yield live
     finally:
         dry_run.stop_all(children)

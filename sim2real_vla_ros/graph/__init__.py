@@ -37,7 +37,8 @@ from sim2real_vla_ros.graph.specs import (
     controller_spawner_nodes, default_params_file, gazebo_object_spawn_nodes, gz_bridge_node, gz_spawn_robot_node,
     initial_trajectory_yaml, parse_arms, parse_bool, piper_driver_node, robot_nodes, robot_state_publisher_node,
     ros2_control_node,
-    rviz_node, share_file, simulator_nodes, vendor_bridge_node, vla_nodes)
+    rviz_node, share_file, simulator_nodes, vendor_bridge_node, vla_nodes,
+    LIFECYCLE_MANAGER_NODE, lifecycle_manager_node, managed_order)
 
 __all__ = [
     "ARMS", "CAMERAS", "OUTPUT_MODES", "arm_command_topic",
@@ -57,4 +58,5 @@ __all__ = [
     "gz_spawn_robot_node", "initial_trajectory_yaml", "parse_arms", "parse_bool", "piper_driver_node", "robot_nodes",
     "robot_state_publisher_node", "ros2_control_node", "rviz_node", "share_file", "simulator_nodes",
     "vendor_bridge_node", "vla_nodes",
+    "LIFECYCLE_MANAGER_NODE", "lifecycle_manager_node", "managed_order",
 ]

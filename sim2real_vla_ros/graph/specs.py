@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Mapping, Optional, Sequence
 
@@ -44,6 +44,7 @@ GZ_BRIDGE_NODE = "gz_bridge"
 RVIZ_NODE = "rviz2"
 VENDOR_BRIDGE_NODE = "vendor_bridge"
 PIPER_DRIVER_NODE = "piper_driver"
+LIFECYCLE_MANAGER_NODE = "vla_lifecycle_manager"
 
 # ros2_control controllers of config/controllers.yaml, in spawn order.
 JOINT_STATE_BROADCASTER = "joint_state_broadcaster"
@@ -274,8 +275,9 @@ def vla_nodes(bundle_path: str = "", params_file: Optional[str] = None,
               arms: Sequence[str] = ARMS, output_mode: Optional[str] = None,
               use_sim_time: bool = True, camera_topics: Optional[Mapping[str, str]] = None,
               instruction: Optional[str] = None, namespace: str = "",
-              split_inference: bool = False) -> list[NodeSpec]:
-    """camera_mask, planner, one actor per arm, validator.
+              split_inference: bool = False, lifecycle_manager: bool = False,
+              go_to_start_task: Optional[str] = None) -> list[NodeSpec]:
+    """camera_mask, planner, one actor per arm, validator (+ the lifecycle manager).
 
     Parameters
     ----------
@@ -307,6 +309,13 @@ def vla_nodes(bundle_path: str = "", params_file: Optional[str] = None,
         Each actor as two processes (:func:`split_actor_nodes`): ``actor_<arm>`` runs
         ``actor_control`` (control loop, safety; robot host) and ``actor_<arm>_inference`` runs
         ``actor_inference`` (the model; GPU host). :func:`host_of` says where each node goes.
+    lifecycle_manager : bool
+        The VLA nodes wait unconfigured (``lifecycle_autostart: false``) and
+        ``vla_lifecycle_manager`` (:func:`lifecycle_manager_node`) brings them up in order;
+        False: each node configures and activates itself at start-up.
+    go_to_start_task : str, optional
+        With ``lifecycle_manager``: the task whose start pose the manager homes the arms to
+        (go_to_start) between configure and activate; None or '': no homing.
     """
     arms = parse_arms(arms)
     if output_mode is not None:
@@ -332,7 +341,34 @@ def vla_nodes(bundle_path: str = "", params_file: Optional[str] = None,
     if absolute_namespace(namespace):
         for spec in specs:
             _check_sections_apply(spec)
+    if go_to_start_task and not lifecycle_manager:
+        raise ValueError("go_to_start_task: homing runs in the lifecycle manager (lifecycle_manager=True)")
+    if lifecycle_manager:
+        specs = [replace(spec, parameters={**spec.parameters, "lifecycle_autostart": False}) for spec in specs]
+        specs.append(lifecycle_manager_node(managed_order(specs), go_to_start_task or "",
+                                            use_sim_time=use_sim_time, namespace=namespace))
     return specs
+
+
+def managed_order(specs: Sequence[NodeSpec]) -> list[str]:
+    """Start-up order of the managed nodes: camera_mask, planner, validator, the actors' inference
+    halves, then the actors (their control halves): every input of a node is up before it."""
+    rank = {CAMERA_MASK_NODE: 0, PLANNER_NODE: 1, VALIDATOR_NODE: 2}
+
+    def key(spec: NodeSpec) -> tuple:
+        return (rank.get(spec.name, 3 if spec.executable == "actor_inference" else 4), spec.name)
+
+    return [spec.name for spec in sorted(specs, key=key)]
+
+
+def lifecycle_manager_node(node_names: Sequence[str], go_to_start_task: str = "", *, use_sim_time: bool = True,
+                           namespace: str = "") -> NodeSpec:
+    """``vla_lifecycle_manager`` (tools.lifecycle_manager): configure ``node_names`` in order, home
+    the arms to ``go_to_start_task``'s start pose ('' = no homing), activate."""
+    return NodeSpec(LIFECYCLE_MANAGER_NODE, PACKAGE, "vla_lifecycle_manager",
+                    module="sim2real_vla_ros.tools.lifecycle_manager",
+                    parameters={"use_sim_time": bool(use_sim_time), "node_names": list(node_names),
+                                "go_to_start_task": go_to_start_task}, namespace=namespace)
 
 
 def actor_inference_node_name(arm: str) -> str:

@@ -55,9 +55,7 @@ import dataclasses
 from typing import Optional
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PolygonStamped
-from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, Header
 from std_srvs.srv import SetBool
@@ -81,6 +79,7 @@ from sim2real_vla_ros.core.robot import ARM_DOF, arm_joint_names, arm_limits
 from sim2real_vla_ros.core.vocabulary import ARMS, DEFAULT_INPUT_AGES, INPUT_NAMES, OUTPUT_MODES, WRIST_CAMERA
 from sim2real_vla_ros.nodes import common
 from sim2real_vla_ros.nodes.common import Param
+from sim2real_vla_ros.nodes.lifecycle import LIFECYCLE_AUTOSTART, ManagedNode
 from sim2real_vla_ros.nodes.task_messages import plan_state_from_msg
 from sim2real_vla_ros.nodes.node_support import (BUNDLE_PARAMETERS, DIAGNOSTICS_RATE, BackgroundWorker, FaultLog,
                                                 LevelTracker, load_node_bundle)
@@ -152,10 +151,11 @@ PARAMETERS = (
     Param("inference_delay_s", 0.0, "Artificial latency added to every inference (s), for benchmarks",
           lambda v: 0.0 <= v <= 10.0, "in [0, 10]", test_hook=True),
     DIAGNOSTICS_RATE,
+    LIFECYCLE_AUTOSTART,
 )
 
 
-class ActorNode(Node):
+class ActorNode(ManagedNode):
     """Messages in -> ActorController -> messages out; the model runs in a worker thread.
 
     The robot-side behaviour (inputs, e-stop latch and mirror, planner heartbeat, control tick,
@@ -170,34 +170,44 @@ class ActorNode(Node):
     def __init__(self) -> None:
         super().__init__("actor")
         self._started_wall_ns = time.time_ns()  # DDS source timestamps are system time
-        values = common.declare_parameters(self, self.PARAMETERS)
+        self._values = values = common.declare_parameters(self, self.PARAMETERS)
         self.arm, self.output_mode = values["arm"], values["output_mode"]
         self.control_rate_hz, self.diagnostics_rate_hz = values["control_rate_hz"], values["diagnostics_rate_hz"]
         self.joint_names = arm_joint_names(self.arm)
-        config = actor_config(values)
+        self.config = actor_config(values)
         self.faults = FaultLog(self)
         self._stop = threading.Event()  # set at shutdown: interrupts the artificial delay, stops publishing
         self.context.on_shutdown(self._stop.set)
-        chunk_dt, keypoints_per_arm = self._load_policy(values)
-        self._check_instruction(config.instruction)
         self.other_arm = next(arm for arm in ARMS if arm != self.arm)
-        guard = CollisionGuard(self.arm, horizon_s=config.dt) if values["collision_guard"] else None
-        counter = FaultCounter(self.faults.fault)
         # Comes up held: never joins a run whose plan_state predates this process (a restarted
         # actor does not resume the run it was part of); moves only with a fresh planner heartbeat.
-        self.permit = MotionPermit(values["planner_timeout_s"], faults=counter)
-        self.controller = ActorController(config, safety_limits(values), chunk_dt, keypoints_per_arm, counter,
-                                          urdf_limits=arm_limits(self.arm), guard=guard,
-                                          other_limits=safety_limits({**values, "arm": self.other_arm}),
-                                          permit=self.permit)
+        # It outlives the lifecycle: an e-stop latched before a cleanup is still latched after.
+        self.permit = MotionPermit(values["planner_timeout_s"], faults=FaultCounter(self.faults.fault))
+        self.controller: Optional[ActorController] = None
         self._published_estop: Optional[bool] = None  # what this actor's latched vla/estop sample says
-        for warning in config.warnings():
-            self.get_logger().warning(warning)
         self._estop_received_mono: Optional[float] = None
         self._estop_received_s: Optional[float] = None
         self._estop_first_hold_s: Optional[float] = None
         self.tick_compute = LatencyWindow()
         self._levels = LevelTracker()
+        common.on_set_parameters(self, self.PARAMETERS, self._apply_live_parameters)
+        if self.get_name() not in ("actor", f"actor_{self.arm}"):
+            self.get_logger().warning(f"node name '{self.get_name()}' for arm '{self.arm}': the graph calls it "
+                                      f"'actor_{self.arm}' (parameter file sections are keyed by node name)")
+        self.start_lifecycle(values["lifecycle_autostart"], self.diagnostics_rate_hz, self.faults)
+
+    # ------------------------------------------------------------------ lifecycle
+    def configure(self) -> None:
+        values, config = self._values, self.config
+        chunk_dt, keypoints_per_arm = self._load_policy(values)
+        self._check_instruction(config.instruction)
+        guard = CollisionGuard(self.arm, horizon_s=config.dt) if values["collision_guard"] else None
+        self.controller = ActorController(config, safety_limits(values), chunk_dt, keypoints_per_arm,
+                                          FaultCounter(self.faults.fault), urdf_limits=arm_limits(self.arm),
+                                          guard=guard, other_limits=safety_limits({**values, "arm": self.other_arm}),
+                                          permit=self.permit)
+        for warning in config.warnings():
+            self.get_logger().warning(warning)
         self._create_interfaces()
         self._create_inference_interfaces()
         self._warm_up()
@@ -205,9 +215,25 @@ class ActorNode(Node):
             f"{self.get_name()} ready{self._ready_note()}: arm={self.arm}, output_mode={self.output_mode}, "
             f"blend={config.blend}, control {self.control_rate_hz:g} Hz, chunk {self.chunk_length} steps, "
             f"request at <= {self.controller.threshold_steps} steps left{self._ready_details()}")
-        if self.get_name() not in ("actor", f"actor_{self.arm}"):
-            self.get_logger().warning(f"node name '{self.get_name()}' for arm '{self.arm}': the graph calls it "
-                                      f"'actor_{self.arm}' (parameter file sections are keyed by node name)")
+
+    def activate(self) -> None:
+        # An activation never joins a run already going (as after an e-stop release): the arm
+        # may have been moved meanwhile (go_to_start), and the run's plan predates this start.
+        self.permit.require_new_run(common.now_seconds(self))
+
+    def deactivate(self) -> None:
+        # No more commands from here (the control tick returns at once): the joint controllers
+        # hold the last setpoint, in trajectory mode after the stop at rest the last message
+        # carried. The plan and the command history go: another tool may move the arm now.
+        self.controller.suspend()
+        self._on_suspended()
+
+    def _on_suspended(self) -> None:
+        """Called on deactivate (the split actor gives up its request in flight)."""
+
+    def release(self) -> None:
+        self._stop_inference()
+        self.controller = None
 
     # ------------------------------------------------------------------ the policy (local model)
     def _load_policy(self, values: dict) -> tuple:
@@ -251,7 +277,8 @@ class ActorNode(Node):
             lambda exc: self.faults.fault("inference_callback_error", f"{type(exc).__name__}: {exc}"))
 
     def _request_inference(self, now_s: float) -> None:
-        self._inference_worker.wake()
+        if self._inference_worker is not None:
+            self._inference_worker.wake()
 
     def _before_tick(self, now_s: float) -> None:
         """Called at the start of every control tick (the split actor gives up lost requests here)."""
@@ -290,27 +317,28 @@ class ActorNode(Node):
                                  common.LATCHED_QOS)
         self.create_subscription(Header, vocab.PLANNER_HEARTBEAT, guard(self._on_heartbeat, "heartbeat_callback_error"),
                                  common.HEARTBEAT_QOS)
+        # The e-stop mirror is a plain publisher (it must work in every state); the outputs are
+        # lifecycle publishers: an actor never commands unless active.
         self.estop_pub = self.create_publisher(Bool, vocab.ESTOP, common.LATCHED_QOS)
         self.create_service(SetBool, f"~/{vocab.ACTOR_SET_ESTOP_SERVICE}", self._handle_set_estop)
         command_type = {"trajectory": JointTrajectory, "stream": Float64MultiArray, "vendor": JointState}
-        self.command_pub = self.create_publisher(command_type[self.output_mode],
-                                                 vocab.arm_command_topic(self.arm, self.output_mode),
-                                                 common.COMMAND_QOS)
-        self.chunk_pub = self.create_publisher(JointTrajectory, vocab.actor_chunk_topic(self.arm), common.COMMAND_QOS)
-        self.sent_pub = self.create_publisher(JointState, vocab.actor_command_topic(self.arm), common.COMMAND_QOS)
-        self.status_pub = self.create_publisher(ActorStatus, vocab.actor_status_topic(self.arm), common.COMMAND_QOS)
+        lifecycle_publisher = self.create_lifecycle_publisher
+        self.command_pub = lifecycle_publisher(command_type[self.output_mode],
+                                               vocab.arm_command_topic(self.arm, self.output_mode), common.COMMAND_QOS)
+        self.chunk_pub = lifecycle_publisher(JointTrajectory, vocab.actor_chunk_topic(self.arm), common.COMMAND_QOS)
+        self.sent_pub = lifecycle_publisher(JointState, vocab.actor_command_topic(self.arm), common.COMMAND_QOS)
+        self.status_pub = lifecycle_publisher(ActorStatus, vocab.actor_status_topic(self.arm), common.COMMAND_QOS)
         # Every tick's status would double the actor's publishing at 50 Hz on a shared CPU; a
         # tenth of a second is fine enough for a supervisor or ExecuteTask feedback.
         self._status_every = max(1, round(self.control_rate_hz / STATUS_RATE_HZ))
         self._status_ticks = 0
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, vocab.DIAGNOSTICS, common.COMMAND_QOS)
         self.create_timer(1.0 / self.control_rate_hz, guard(self._control_tick, "control_tick_error"))
-        common.on_set_parameters(self, self.PARAMETERS, self._apply_live_parameters)
-        self.create_timer(1.0 / self.diagnostics_rate_hz, guard(self._publish_diagnostics, "diagnostics_error"))
 
     def _apply_live_parameters(self, changed: dict) -> None:
         if "velocity_scale" in changed:
-            self.controller.set_velocity_scale(changed["velocity_scale"])
+            self._values["velocity_scale"] = changed["velocity_scale"]  # for a controller built later
+            if self.controller is not None:
+                self.controller.set_velocity_scale(changed["velocity_scale"])
             self.get_logger().info(f"velocity_scale -> {changed['velocity_scale']:g} (ramped at the acceleration limit)")
 
     def destroy_node(self) -> None:
@@ -319,7 +347,9 @@ class ActorNode(Node):
         super().destroy_node()
 
     def _stop_inference(self) -> None:
-        self._inference_worker.stop()
+        worker, self._inference_worker = getattr(self, "_inference_worker", None), None
+        if worker is not None:
+            worker.stop()
 
     # ------------------------------------------------------------------ inputs
     def _on_image(self, name: str, msg: Image) -> None:
@@ -420,8 +450,8 @@ class ActorNode(Node):
 
     # ------------------------------------------------------------------ control tick
     def _control_tick(self) -> None:
-        if self._stop.is_set():
-            return  # shutting down: publishers are being destroyed
+        if self._stop.is_set() or not self.is_active:
+            return  # shutting down (publishers are being destroyed), or not active: never command
         started = common.monotonic()
         tick_time = self.get_clock().now()
         self._before_tick(tick_time.nanoseconds * 1e-9)
@@ -499,7 +529,7 @@ class ActorNode(Node):
         self.status_pub.publish(status)
 
     # ------------------------------------------------------------------ diagnostics
-    def _publish_diagnostics(self) -> None:
+    def publish_diagnostics(self) -> None:
         controller = self.controller
         faults = self.faults.snapshot()
         values = {
@@ -510,6 +540,7 @@ class ActorNode(Node):
             "estop_hold_latency_ms": "none" if self._estop_first_hold_s is None else self._estop_first_hold_s * 1e3,
             **{f"control_tick_compute_{key}": value for key, value in self.tick_compute.stats().items()},
             **{f"fault.{key}": value for key, value in faults.items()},
+            **self.lifecycle_values(),
         }
         errors, warnings = controller.health_counts(faults)
         level = 2 if controller.estop else self._levels.level(errors, warnings)

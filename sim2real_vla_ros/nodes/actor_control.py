@@ -124,12 +124,15 @@ class ActorControlNode(ActorNode):
         return self._chunks_accepted
 
     def _create_inference_interfaces(self) -> None:
-        self.request_pub = self.create_publisher(Header, vocab.actor_request_topic(self.arm), SPLIT_QOS)
+        self.request_pub = self.create_lifecycle_publisher(Header, vocab.actor_request_topic(self.arm), SPLIT_QOS)
         self.create_subscription(JointTrajectory, vocab.actor_inferred_chunk_topic(self.arm),
                                  self.faults.guard(self._on_chunk, "chunk_callback_error"), SPLIT_QOS)
 
     def _on_estop_engaged(self) -> None:
         self._give_up("estop")  # its answer must never be spliced after the e-stop
+
+    def _on_suspended(self) -> None:
+        self._give_up("deactivated")
 
     def _give_up(self, reason: str) -> None:
         if self.remote.pending is not None:

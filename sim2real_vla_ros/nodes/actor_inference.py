@@ -37,9 +37,7 @@ import threading
 from typing import Optional
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PolygonStamped
-from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Header
@@ -62,6 +60,7 @@ from sim2real_vla_ros.nodes import common
 from sim2real_vla_ros.nodes.task_messages import plan_state_from_msg
 from sim2real_vla_ros.nodes.actor import PARAMETERS as ACTOR_PARAMETERS
 from sim2real_vla_ros.nodes.common import Param
+from sim2real_vla_ros.nodes.lifecycle import LIFECYCLE_AUTOSTART, ManagedNode
 from sim2real_vla_ros.nodes.node_support import BackgroundWorker, FaultLog, LevelTracker, load_node_bundle
 
 # The actor's parameters that concern the model and its inputs (same names, same checks).
@@ -70,23 +69,54 @@ PARAMETERS = (
     Param("observation_wait_s", 0.1, "Wait this long (s) for an observation as new as the request's before "
           "inferring on the newest one held (images cross the network after the control node's copy)",
           lambda v: 0.0 <= v <= 2.0, "in [0, 2]"),
+    LIFECYCLE_AUTOSTART,
 )
 # Chunks and requests cross the network: reliable (a lost chunk costs a whole inference) and
 # depth 1 (only the newest matters; after a cut link an old queued one is worthless).
 SPLIT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 
 
-class ActorInferenceNode(Node):
-    """Observation in, requests in -> model in a worker thread -> stamped chunks out."""
+class ActorInferenceNode(ManagedNode):
+    """Observation in, requests in -> model in a worker thread -> stamped chunks out; a managed node.
+
+    configure loads the bundle and the pipeline, subscribes and warms the model up; activate
+    starts answering requests (chunks are a lifecycle publisher); deactivate stops; cleanup
+    releases the model (nodes.lifecycle).
+    """
 
     def __init__(self) -> None:
         super().__init__("actor_inference")
-        values = common.declare_parameters(self, PARAMETERS)
+        self._values = values = common.declare_parameters(self, PARAMETERS)
         self.arm = values["arm"]
         self.fault_injection, self.fault_period = values["fault_injection"], values["fault_injection_period"]
         self.inference_delay_s, self.observation_wait_s = values["inference_delay_s"], values["observation_wait_s"]
         self.diagnostics_rate_hz = values["diagnostics_rate_hz"]
         self.joint_names = arm_joint_names(self.arm)
+        self.faults = FaultLog(self)
+        top_size = (values["top_image_width"], values["top_image_height"])
+        if (top_size[0] == 0) != (top_size[1] == 0):
+            raise ValueError("parameters 'top_image_width' and 'top_image_height' must both be 0 or both set")
+        self._config = ActorConfig(arm=self.arm, instruction=values["instruction"],
+                                   top_image_size=top_size if top_size[0] else None)
+        self._request_lock = threading.Lock()
+        self._request: Optional[ChunkRequest] = None
+        self._newer_image = threading.Condition()
+        self._stop = threading.Event()
+        self.context.on_shutdown(self._stop.set)
+        self._worker: Optional[BackgroundWorker] = None
+        self.bundle = self.pipeline = self.inputs = None
+        self.requests = 0
+        self.chunks_published = 0
+        self.failures_published = 0
+        self.round_trip = LatencyWindow()  # request received -> chunk published (ms, node clock)
+        self.observation_age = LatencyWindow()  # observation stamp -> chunk published (ms)
+        self._levels = LevelTracker()
+        self._inject_now = False
+        self.start_lifecycle(values["lifecycle_autostart"], self.diagnostics_rate_hz, self.faults)
+
+    # ------------------------------------------------------------------ lifecycle
+    def configure(self) -> None:
+        values = self._values
         self.bundle = load_node_bundle(self, values, load_fast_tokenizer=True)
         if values["instruction"]:
             try:
@@ -94,34 +124,16 @@ class ActorInferenceNode(Node):
             except UnknownInstructionError as exc:
                 raise ValueError(f"parameter 'instruction': {exc}") from None
         self.pipeline = ActorPipeline(self.bundle, self.arm, relaxed_decode=values["relaxed_decode"])
-        self._inject_now = False
         if self.fault_injection == "undecodable_tokens":
             spec = self.pipeline.token_spec
             self.pipeline.decoder = UndecodableTokensDecoder(self.pipeline.decoder, spec.bos_id, spec.eos_id,
                                                              enabled=lambda: self._inject_now)
-        self.faults = FaultLog(self)
-        top_size = (values["top_image_width"], values["top_image_height"])
-        if (top_size[0] == 0) != (top_size[1] == 0):
-            raise ValueError("parameters 'top_image_width' and 'top_image_height' must both be 0 or both set")
-        config = ActorConfig(arm=self.arm, instruction=values["instruction"],
-                             top_image_size=top_size if top_size[0] else None)
         # An input store and the snapshot logic only: it never ticks, so its limits (the URDF's,
         # default safety settings) only validate joint readings. Control is the robot host's.
-        self.inputs = ActorController(config, SafetyLimits.from_config(arm_limits(self.arm)),
+        self.inputs = ActorController(self._config, SafetyLimits.from_config(arm_limits(self.arm)),
                                       1.0 / self.bundle.manifest.action.control_rate_hz,
                                       self.bundle.manifest.keypoints_per_arm, FaultCounter(self.faults.fault),
                                       urdf_limits=arm_limits(self.arm))
-        self._request_lock = threading.Lock()
-        self._request: Optional[ChunkRequest] = None
-        self._newer_image = threading.Condition()
-        self._stop = threading.Event()
-        self.context.on_shutdown(self._stop.set)
-        self.requests = 0
-        self.chunks_published = 0
-        self.failures_published = 0
-        self.round_trip = LatencyWindow()  # request received -> chunk published (ms, node clock)
-        self.observation_age = LatencyWindow()  # observation stamp -> chunk published (ms)
-        self._levels = LevelTracker()
         self._create_interfaces()
         self.pipeline.encoder.warmup(1)
         self.pipeline.decoder.warmup(1)
@@ -130,11 +142,29 @@ class ActorInferenceNode(Node):
             + (f", FAULT INJECTION '{self.fault_injection}'" if self.fault_injection else "")
             + (f", artificial delay {self.inference_delay_s:g} s" if self.inference_delay_s else ""))
 
-    def _create_interfaces(self) -> None:
-        guard = self.faults.guard
+    def activate(self) -> None:
+        with self._request_lock:
+            self._request = None  # a request received while inactive is not answered
         self._worker = BackgroundWorker(
             f"{self.get_name()}_inference", self._run_inference,
             lambda exc: self.faults.fault("inference_callback_error", f"{type(exc).__name__}: {exc}"))
+
+    def deactivate(self) -> None:
+        self._stop_worker()
+
+    def release(self) -> None:
+        self._stop_worker()
+        self.bundle = self.pipeline = self.inputs = None
+
+    def _stop_worker(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            with self._newer_image:
+                self._newer_image.notify_all()
+            worker.stop()
+
+    def _create_interfaces(self) -> None:
+        guard = self.faults.guard
         for name, camera in (("cam_high", vocab.TOP_CAMERA), ("wrist", WRIST_CAMERA[self.arm])):
             self.create_subscription(Image, vocab.masked_topic(camera),
                                      guard(lambda m, name=name: self._on_image(name, m), "image_callback_error"),
@@ -147,15 +177,12 @@ class ActorInferenceNode(Node):
                                  common.LATCHED_QOS)
         self.create_subscription(Header, vocab.actor_request_topic(self.arm),
                                  guard(self._on_request, "request_callback_error"), SPLIT_QOS)
-        self.chunk_pub = self.create_publisher(JointTrajectory, vocab.actor_inferred_chunk_topic(self.arm), SPLIT_QOS)
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, vocab.DIAGNOSTICS, common.COMMAND_QOS)
-        self.create_timer(1.0 / self.diagnostics_rate_hz, guard(self._publish_diagnostics, "diagnostics_error"))
+        self.chunk_pub = self.create_lifecycle_publisher(JointTrajectory, vocab.actor_inferred_chunk_topic(self.arm),
+                                                         SPLIT_QOS)
 
     def destroy_node(self) -> None:
         self._stop.set()
-        with self._newer_image:
-            self._newer_image.notify_all()
-        self._worker.stop()
+        self._stop_worker()
         super().destroy_node()
 
     # ------------------------------------------------------------------ inputs
@@ -206,7 +233,9 @@ class ActorInferenceNode(Node):
             self._request = ChunkRequest(common.stamp_to_seconds(msg.stamp), target_index, request_id,
                                          common.now_seconds(self))
         self.requests += 1
-        self._worker.wake()
+        worker = self._worker
+        if self.is_active and worker is not None:
+            worker.wake()
 
     # ------------------------------------------------------------------ inference (worker thread)
     def _run_inference(self) -> None:
@@ -267,7 +296,7 @@ class ActorInferenceNode(Node):
         self.failures_published += 1
 
     # ------------------------------------------------------------------ diagnostics
-    def _publish_diagnostics(self) -> None:
+    def publish_diagnostics(self) -> None:
         faults = self.faults.snapshot()
         values = {
             "arm": self.arm, "requests": self.requests, "inferences": self.inputs.inferences,
@@ -279,6 +308,7 @@ class ActorInferenceNode(Node):
             **{f"observation_to_chunk_{key}": value for key, value in self.observation_age.stats().items()},
             **{f"inference.{key}": value for key, value in self.pipeline.outcome_counts().items()},
             **{f"fault.{key}": value for key, value in faults.items()},
+            **self.lifecycle_values(),
         }
         errors = sum(n for key, n in faults.items() if key.startswith(("inference_", "malformed")) or key.endswith("_error"))
         level = self._levels.level(errors, 0)

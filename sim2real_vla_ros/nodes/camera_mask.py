@@ -28,8 +28,8 @@ from __future__ import annotations
 import sys
 import threading
 
-from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.node import Node
+from typing import Optional
+
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import Image
 
@@ -40,6 +40,7 @@ from sim2real_vla_ros.core.policy.observation import LatencyWindow
 from sim2real_vla_ros.core.vocabulary import CAMERAS
 from sim2real_vla_ros.nodes import common
 from sim2real_vla_ros.nodes.common import Param
+from sim2real_vla_ros.nodes.lifecycle import LIFECYCLE_AUTOSTART, ManagedNode
 from sim2real_vla_ros.nodes.node_support import (BUNDLE_PARAMETERS, DIAGNOSTICS_RATE, BackgroundWorker, FaultLog,
                                                  LevelTracker, load_node_bundle)
 
@@ -50,26 +51,23 @@ PARAMETERS = (
     Param("max_input_age_s.camera", 0.5, "Frames older than this when a set is formed are dropped as stale (s)",
           lambda v: 0.0 < v <= 10.0, "in (0, 10]"),
     DIAGNOSTICS_RATE,
+    LIFECYCLE_AUTOSTART,
 )
 
 
-class CameraMaskNode(Node):
-    """Newest-only camera pairing + batched mask inference."""
+class CameraMaskNode(ManagedNode):
+    """Newest-only camera pairing + batched mask inference; a managed node (nodes.lifecycle).
+
+    configure loads the bundle and the masker and subscribes (frames are paired from then
+    on); activate starts the inference thread (masks are lifecycle publishers); deactivate
+    stops it; cleanup releases the model.
+    """
 
     def __init__(self) -> None:
         super().__init__("camera_mask")
-        values = common.declare_parameters(self, PARAMETERS)
+        self._values = values = common.declare_parameters(self, PARAMETERS)
         self.max_skew_s = values["max_skew_s"]
         self.max_age_s = values["max_input_age_s.camera"]
-        diagnostics_rate = values["diagnostics_rate_hz"]
-        self.bundle = load_node_bundle(self, values)
-        self._check_bundle_cameras()
-        image = self.bundle.manifest.image
-        self.model_size = (image.width, image.height)
-        self.n_classes = len(self.bundle.manifest.mask_classes)
-        self.masker = CameraMasker(self.bundle)  # the mask step itself (shared with the in-process runner)
-        self.batched = self.masker.batched
-
         self.faults = FaultLog(self)
         self.pairer = FramePairer(CAMERAS, self.max_skew_s, self.max_age_s)
         self.rates = {name: RateMeter(window_s=2.0) for name in CAMERAS}
@@ -78,28 +76,53 @@ class CameraMaskNode(Node):
         self._lock = threading.Lock()  # pairer and rate meters: touched by image and inference threads
         self._sets_published = 0
         self._levels = LevelTracker()
+        self._inference_worker: Optional[BackgroundWorker] = None
+        self.bundle = self.masker = None
+        self.start_lifecycle(values["lifecycle_autostart"], values["diagnostics_rate_hz"], self.faults)
 
+    # ------------------------------------------------------------------ lifecycle
+    def configure(self) -> None:
+        self.bundle = load_node_bundle(self, self._values)
+        self._check_bundle_cameras()
+        image = self.bundle.manifest.image
+        self.model_size = (image.width, image.height)
+        self.n_classes = len(self.bundle.manifest.mask_classes)
+        self.masker = CameraMasker(self.bundle)  # the mask step itself (shared with the in-process runner)
+        self.batched = self.masker.batched
+        for name in CAMERAS:
+            on_image = self.faults.guard(lambda msg, n=name: self._on_image(n, msg), "image_callback_error")
+            self.create_subscription(Image, vocab.camera_image_topic(name), on_image, common.SENSOR_QOS,
+                                     qos_overriding_options=QoSOverridingOptions.with_default_policies())
+        self.mask_pubs = {n: self.create_lifecycle_publisher(Image, vocab.mask_topic(n), common.SENSOR_QOS)
+                          for n in CAMERAS}
+        self.masked_pubs = {n: self.create_lifecycle_publisher(Image, vocab.masked_topic(n), common.SENSOR_QOS)
+                            for n in CAMERAS}
+        self.get_logger().info(f"camera_mask ready: {self.n_classes} classes at {self.model_size[0]}x"
+                               f"{self.model_size[1]}, {'batched' if self.batched else 'per-camera'} inference, "
+                               f"max_skew_s={self.max_skew_s}")
+
+    def activate(self) -> None:
         # Image callbacks only convert and store (fast); the model runs in its own thread
         # (BackgroundWorker) so a slow inference never delays frame intake, and frames that
         # arrive meanwhile simply replace older ones in the pairer.
         self._inference_worker = BackgroundWorker(
             f"{self.get_name()}_inference", self._process_newest_set,
             lambda exc: self.faults.fault("inference_callback_error", f"{type(exc).__name__}: {exc}"))
-        for name in CAMERAS:
-            on_image = self.faults.guard(lambda msg, n=name: self._on_image(n, msg), "image_callback_error")
-            self.create_subscription(Image, vocab.camera_image_topic(name), on_image, common.SENSOR_QOS,
-                                     qos_overriding_options=QoSOverridingOptions.with_default_policies())
-        self.mask_pubs = {n: self.create_publisher(Image, vocab.mask_topic(n), common.SENSOR_QOS) for n in CAMERAS}
-        self.masked_pubs = {n: self.create_publisher(Image, vocab.masked_topic(n), common.SENSOR_QOS)
-                            for n in CAMERAS}
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, vocab.DIAGNOSTICS, common.COMMAND_QOS)
-        self.create_timer(1.0 / diagnostics_rate, self.faults.guard(self._publish_diagnostics, "diagnostics_error"))
-        self.get_logger().info(f"camera_mask ready: {self.n_classes} classes at {self.model_size[0]}x"
-                               f"{self.model_size[1]}, {'batched' if self.batched else 'per-camera'} inference, "
-                               f"max_skew_s={self.max_skew_s}")
+
+    def deactivate(self) -> None:
+        self._stop_inference()
+
+    def release(self) -> None:
+        self._stop_inference()
+        self.bundle = self.masker = None
+
+    def _stop_inference(self) -> None:
+        worker, self._inference_worker = self._inference_worker, None
+        if worker is not None:
+            worker.stop()
 
     def destroy_node(self) -> None:
-        self._inference_worker.stop()
+        self._stop_inference()
         super().destroy_node()
 
     def _check_bundle_cameras(self) -> None:
@@ -120,8 +143,9 @@ class CameraMaskNode(Node):
         with self._lock:
             self.rates[camera].add(stamp_s)
             kept = self.pairer.add(camera, stamp_s, (msg.header, rgb))
-        if kept:
-            self._inference_worker.wake()
+        worker = self._inference_worker
+        if kept and self.is_active and worker is not None:
+            worker.wake()
 
     # ------------------------------------------------------------------ inference
     def _process_newest_set(self) -> None:
@@ -149,7 +173,7 @@ class CameraMaskNode(Node):
         self.end_to_end.add((common.now_seconds(self) - frame_set.oldest_stamp_s) * 1e3)
 
     # ------------------------------------------------------------------ diagnostics
-    def _publish_diagnostics(self) -> None:
+    def publish_diagnostics(self) -> None:
         now = common.now_seconds(self)
         with self._lock:
             stats = self.pairer.stats()
@@ -163,7 +187,7 @@ class CameraMaskNode(Node):
                   "last_reason": stats["last_reason"], "missing_cameras": ",".join(stats["missing_cameras"]),
                   **{f"processing_{k}": v for k, v in self.processing.stats().items()},
                   **{f"end_to_end_{k}": v for k, v in self.end_to_end.stats().items()},
-                  **{f"fault.{k}": v for k, v in faults.items()}}
+                  **{f"fault.{k}": v for k, v in faults.items()}, **self.lifecycle_values()}
         errors = sum(v for k, v in faults.items() if "error" in k)
         warnings = sum(faults.values()) + sum(stats["dropped"].values())
         level = self._levels.level(errors, warnings)

@@ -64,9 +64,7 @@ import uuid
 from typing import Optional
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point, Point32, PolygonStamped
-from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Bool, ColorRGBA, Header, String
 from std_srvs.srv import SetBool, Trigger
@@ -86,6 +84,7 @@ from sim2real_vla_ros.nodes import common
 from sim2real_vla_ros.nodes.task_action import ExecuteTaskServer
 from sim2real_vla_ros.nodes.task_messages import plan_state_to_msg, validator_event_from_msg
 from sim2real_vla_ros.nodes.common import Param
+from sim2real_vla_ros.nodes.lifecycle import LIFECYCLE_AUTOSTART, ManagedNode
 from sim2real_vla_ros.nodes.node_support import (BUNDLE_PARAMETERS, DIAGNOSTICS_RATE, BackgroundWorker, FaultLog,
                                                  LevelTracker, load_node_bundle)
 from sim2real_vla_ros.core.vocabulary import ARMS
@@ -127,26 +126,41 @@ PARAMETERS = (
     Param("marker_depth_m", 1.0, "Depth of the keypoint markers along their camera rays (m)",
           lambda v: 0.0 < v <= 20.0, "in (0, 20]"),
     DIAGNOSTICS_RATE,
+    LIFECYCLE_AUTOSTART,
 )
 
 
-class PlannerNode(Node):
+class PlannerNode(ManagedNode):
     """Runs `AffordanceChain` with the bundle's planner model; publishes targets and task state."""
 
     def __init__(self) -> None:
         super().__init__("planner")
-        values = self._declare_parameters()
-        self.bundle = load_node_bundle(self, values)
-        manifest = self.bundle.manifest
-        self.model = self.bundle.model("planner")
-        self.model_size = (manifest.image.width, manifest.image.height)
-        self._check_chain_length()
+        self._values = self._declare_parameters()
         self.faults = FaultLog(self)
         self._levels = LevelTracker()
         self._lock = threading.Lock()  # the core is not thread-safe: executor and tick threads share it
         self._instruction = self.instruction_param
         self.boot_id = uuid.uuid4().hex[:12]
         self._started_wall_ns = time.time_ns()  # DDS source timestamps are system time
+        self._latest_raw: Optional[Image] = None
+        self._native_size = (self.image_width, self.image_height) if self.image_width and self.image_height else None
+        self._intrinsics: Optional[np.ndarray] = None
+        self._autostart_pending = self.autostart
+        self._tick_rate = RateMeter(window_s=max(5.0, 5.0 / self.rate_hz))
+        self._ticks = 0
+        self._tick_worker: Optional[BackgroundWorker] = None
+        self._execute_task = None
+        self.bundle = self.model = self.core = self.chain = None
+        common.on_set_parameters(self, PARAMETERS, self._apply_parameters)
+        self.start_lifecycle(self._values["lifecycle_autostart"], self.diagnostics_rate_hz, self.faults)
+
+    # ------------------------------------------------------------------ lifecycle
+    def configure(self) -> None:
+        self.bundle = load_node_bundle(self, self._values)
+        manifest = self.bundle.manifest
+        self.model = self.bundle.model("planner")
+        self.model_size = (manifest.image.width, manifest.image.height)
+        self._check_chain_length()
         # Every decision (chain, task, what to publish) lives in the ROS-free core, shared with
         # the in-process runner; this node translates messages to and from it.
         self.core = PlannerCore(self.bundle, PlannerConfig(
@@ -155,18 +169,42 @@ class PlannerNode(Node):
             backstop_timeout_s=self.backstop_timeout_s, max_image_age_s=self.max_image_age_s),
             self.faults, to_rgb=lambda msg: common.image_to_numpy(msg, "rgb8"), task_name=_task_name)
         self.chain = self.core.chain
-        self._latest_raw: Optional[Image] = None
-        self._native_size = (self.image_width, self.image_height) if self.image_width and self.image_height else None
-        self._intrinsics: Optional[np.ndarray] = None
-        self._autostart_pending = self.autostart
-        self._tick_rate = RateMeter(window_s=max(5.0, 5.0 / self.rate_hz))
-        self._ticks = 0
+        self.model.warmup(1)  # the first ONNX Runtime run allocates: keep it out of the first plan
         self._create_interfaces()
-        common.on_set_parameters(self, PARAMETERS, self._apply_parameters)
-        with self._lock:
-            self._publish_state_locked(common.now_seconds(self))
         self.get_logger().info(f"planner ready: {self.rate_hz} Hz, K={self.chain_length}, "
                                f"P={manifest.keypoints_per_arm}, instruction={self._instruction!r}")
+
+    def activate(self) -> None:
+        # The planning tick (the model) runs in its own thread, woken by the timer: services,
+        # validator events and the e-stop stay responsive while it computes, and two ticks
+        # never overlap.
+        self._tick_worker = BackgroundWorker(
+            f"{self.get_name()}_tick", self._on_tick,
+            lambda exc: self.faults.fault("tick_error", f"{type(exc).__name__}: {exc}"))
+        with self._lock:
+            self.core.forget_published()  # what was given while inactive was dropped: publish it now
+            self._publish_state_locked(common.now_seconds(self))
+
+    def deactivate(self) -> None:
+        # No heartbeat from here on: the actors hold within planner_timeout_s.
+        self._stop_ticking()
+
+    def release(self) -> None:
+        self._stop_ticking()
+        if self._execute_task is not None:
+            self._execute_task.destroy()
+            self._execute_task = None
+        self.bundle = self.model = self.core = self.chain = None
+
+    def _stop_ticking(self) -> None:
+        worker, self._tick_worker = self._tick_worker, None
+        if worker is not None:
+            worker.stop()
+
+    def _wake_tick(self) -> None:
+        worker = self._tick_worker
+        if self.is_active and worker is not None:
+            worker.wake()
 
     # ------------------------------------------------------------------ set-up
     def _declare_parameters(self) -> dict:
@@ -196,18 +234,13 @@ class PlannerNode(Node):
                              f"K = {shape[1]} previous affordances (prev_affordance {list(shape)})")
 
     def destroy_node(self) -> None:
-        self._tick_worker.stop()
-        self._execute_task.destroy()
+        self._stop_ticking()
+        if self._execute_task is not None:
+            self._execute_task.destroy()
         super().destroy_node()
 
     def _create_interfaces(self) -> None:
-        # The planning tick (the model) runs in its own thread, woken by the timer: services,
-        # validator events and the e-stop stay responsive while it computes, and two ticks
-        # never overlap.
         guard = self.faults.guard
-        self._tick_worker = BackgroundWorker(
-            f"{self.get_name()}_tick", self._on_tick,
-            lambda exc: self.faults.fault("tick_error", f"{type(exc).__name__}: {exc}"))
         self.create_subscription(Image, vocab.masked_topic(vocab.TOP_CAMERA), guard(self._on_masked, "callback_error"),
                                  common.SENSOR_QOS)
         if self.overlay_source == "raw":
@@ -220,24 +253,25 @@ class PlannerNode(Node):
         self.create_subscription(String, vocab.INSTRUCTION, guard(self._on_instruction, "callback_error"),
                                  common.LATCHED_QOS)
         self.create_subscription(Bool, vocab.ESTOP, guard(self._on_estop, "callback_error"), common.LATCHED_QOS)
-        self.affordance_pubs = {arm: self.create_publisher(PolygonStamped, vocab.affordance_topic(arm), common.LATCHED_QOS)
+        # Lifecycle publishers: nothing goes out unless active. The e-stop is a plain publisher:
+        # ~/set_estop must reach the actors in every state.
+        lifecycle_publisher = self.create_lifecycle_publisher
+        self.affordance_pubs = {arm: lifecycle_publisher(PolygonStamped, vocab.affordance_topic(arm), common.LATCHED_QOS)
                                 for arm in ARMS}
-        self.state_pub = self.create_publisher(PlanState, vocab.PLAN_STATE, common.LATCHED_QOS)
-        self.marker_pub = self.create_publisher(MarkerArray, vocab.AFFORDANCE_MARKERS, common.COMMAND_QOS)
-        self.overlay_pub = self.create_publisher(Image, vocab.AFFORDANCE_OVERLAY, common.SENSOR_QOS)
+        self.state_pub = lifecycle_publisher(PlanState, vocab.PLAN_STATE, common.LATCHED_QOS)
+        self.marker_pub = lifecycle_publisher(MarkerArray, vocab.AFFORDANCE_MARKERS, common.COMMAND_QOS)
+        self.overlay_pub = lifecycle_publisher(Image, vocab.AFFORDANCE_OVERLAY, common.SENSOR_QOS)
         self.estop_pub = self.create_publisher(Bool, vocab.ESTOP, common.LATCHED_QOS)
-        self.heartbeat_pub = self.create_publisher(Header, vocab.PLANNER_HEARTBEAT, common.HEARTBEAT_QOS)
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, vocab.DIAGNOSTICS, common.COMMAND_QOS)
+        self.heartbeat_pub = lifecycle_publisher(Header, vocab.PLANNER_HEARTBEAT, common.HEARTBEAT_QOS)
         self.create_service(StartTask, vocab.START_SERVICE, self._handle_start)
         self.create_service(Trigger, vocab.STOP_SERVICE, self._handle_stop)
         self.create_service(SetBool, vocab.SET_ESTOP_SERVICE, self._handle_set_estop)
         self._execute_task = ExecuteTaskServer(self, self._start, self._stop_task, self._chain_state, self.rate_hz)
-        self.create_timer(1.0 / self.rate_hz, self._tick_worker.wake)
+        self.create_timer(1.0 / self.rate_hz, self._wake_tick)
         # On the executor, not in the tick thread: it says the process and its executor are alive;
         # a slow model run does not stop it (the actors' affordance age covers a stuck model).
         self.create_timer(1.0 / HEARTBEAT_RATE_HZ, guard(self._publish_heartbeat, "heartbeat_error"))
         self.create_timer(1.0 / self.overlay_rate_hz, guard(self._publish_visuals, "visuals_error"))
-        self.create_timer(1.0 / self.diagnostics_rate_hz, guard(self._publish_diagnostics, "diagnostics_error"))
 
     def _apply_parameters(self, values: dict) -> None:
         """A run-time set of the live parameters (only ``instruction``): used by the next /vla/start."""
@@ -309,6 +343,8 @@ class PlannerNode(Node):
             self.get_logger().warning(f"e-stop {'ENGAGED' if engaged else 'released'} ({source})")
 
     def _publish_heartbeat(self) -> None:
+        if not self.is_active:
+            return
         beat = Header(frame_id=self.boot_id)
         beat.stamp = self.get_clock().now().to_msg()
         self.heartbeat_pub.publish(beat)
@@ -356,6 +392,8 @@ class PlannerNode(Node):
         ``instruction`` None = the last one; ``task_name`` (optional) must be the tasks.yaml task
         of the instruction.
         """
+        if not self.is_active:
+            return self._refused(f"planner {self.lifecycle_state}: activate it before starting a task")
         with self._lock:
             text = (self._instruction if instruction is None else instruction).strip()
         # rclpy does not check string bounds on receipt (README, Interfaces): the core refuses an
@@ -417,6 +455,8 @@ class PlannerNode(Node):
             self.affordance_pubs[arm].publish(msg)
 
     def _publish_visuals(self) -> None:
+        if not self.is_active:
+            return
         with self._lock:
             state = self.chain.state
             native_size, intrinsics = self._native_size, self._intrinsics
@@ -457,7 +497,7 @@ class PlannerNode(Node):
                 markers += _arm_markers(arm, points, stamp, state.index)
         self.marker_pub.publish(MarkerArray(markers=markers))
 
-    def _publish_diagnostics(self) -> None:
+    def publish_diagnostics(self) -> None:
         now = common.now_seconds(self)
         with self._lock:
             state = self.chain.state
@@ -469,7 +509,7 @@ class PlannerNode(Node):
                   "reason": state.last_reason, "ticks": self._ticks, "tick_rate_hz": self._tick_rate.rate_hz(now),
                   "model_p50_ms": model["p50_ms"], "model_p99_ms": model["p99_ms"], "model_runs": model["total_runs"],
                   **{f"chain.{k}": v for k, v in state.counters.items()},
-                  **{f"count.{k}": v for k, v in faults.items()}}
+                  **{f"count.{k}": v for k, v in faults.items()}, **self.lifecycle_values()}
         errors = sum(v for k, v in faults.items() if "error" in k)
         warnings = sum(v for k, v in faults.items() if not k.startswith(("outcome.", "gate_")))
         level = self._levels.level(errors, warnings)

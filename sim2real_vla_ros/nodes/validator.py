@@ -22,14 +22,17 @@ Publications
 /vla/task_state : sim2real_vla_interfaces/TaskState (latched): phase, index, seq, per-arm
     ArmValidation (active, probability, decision, consecutive, achieved), GateState, last_reason,
     decisions_count
-/diagnostics : diagnostic_msgs/DiagnosticArray
+/diagnostics : diagnostic_msgs/DiagnosticArray (every lifecycle state)
+
+A managed node (nodes.lifecycle): ``~/change_state``, ``~/get_state``; events and task state
+are published only while active.
 """
 from __future__ import annotations
 
 import sys
 
-from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.node import Node
+from typing import Optional
+
 from sensor_msgs.msg import Image, JointState
 from sim2real_vla_interfaces.msg import PlanState, TaskState, ValidatorEvent
 
@@ -42,6 +45,7 @@ from sim2real_vla_ros.core.task.validator_logic import (MODEL_SOURCE, ValidatorC
                                                         parse_scripted_probability)
 from sim2real_vla_ros.nodes import common
 from sim2real_vla_ros.nodes.common import Param
+from sim2real_vla_ros.nodes.lifecycle import LIFECYCLE_AUTOSTART, ManagedNode
 from sim2real_vla_ros.nodes.task_messages import plan_state_from_msg, task_state_to_msg, validator_event_to_msg
 from sim2real_vla_ros.nodes.node_support import (BUNDLE_PARAMETERS, DIAGNOSTICS_RATE, BackgroundWorker, FaultLog,
                                                  LevelTracker, load_node_bundle)
@@ -81,34 +85,27 @@ PARAMETERS = (
           "model's output (inputs are still required and checked) so the gate sequence can be scripted",
           _scripted_ok, "'model' or a probability in [0, 1]", test_hook=True),
     DIAGNOSTICS_RATE,
+    LIFECYCLE_AUTOSTART,
 )
 
 
-class ValidatorNode(Node):
-    """Validator model per active arm -> `ValidatorGate` -> events for the planner."""
+class ValidatorNode(ManagedNode):
+    """Validator model per active arm -> `ValidatorGate` -> events for the planner; a managed node.
+
+    configure loads the bundle, builds the core, subscribes and warms the model up; activate
+    starts the decisions (events and task state are lifecycle publishers); deactivate stops
+    deciding and forgets the gate's step; cleanup releases the model (nodes.lifecycle).
+    """
 
     def __init__(self) -> None:
         super().__init__("validator")
-        values = self._declare_parameters()
-        self.bundle = load_node_bundle(self, values)
-        self.model = self.bundle.model("validator")
-        self.keypoints_per_arm = self.bundle.manifest.keypoints_per_arm
+        self._decision_worker: Optional[BackgroundWorker] = None
+        self.bundle = self.model = self.core = self.gate = None
+        self._values = self._declare_parameters()
         self.faults = FaultLog(self)
         self._levels = LevelTracker()
-        # Every decision (plan following, model, gate, events) lives in the ROS-free core, shared
-        # with the in-process runner; this node translates messages to and from it.
-        self.core = ValidatorCore(self.bundle, ValidatorConfig(
-            threshold=self.threshold, consecutive_required=self.consecutive_required, min_dwell_s=self.min_dwell_s,
-            step_timeout_s=self.step_timeout_s, max_retries=self.max_retries, max_top_age_s=self.max_top_age_s,
-            max_wrist_age_s=self.max_wrist_age_s, max_joint_age_s=self.max_joint_age_s, scripted=self.scripted),
-            self.faults, to_rgb=lambda msg: common.image_to_numpy(msg, "rgb8"))
-        self.gate = self.core.gate
         self._joint_names = {arm: arm_joint_names(arm) for arm in ARMS}
-        self._create_interfaces()
-        self.get_logger().info(
-            f"validator ready: {self.rate_hz} Hz, N={self.consecutive_required}, dwell {self.min_dwell_s} s, "
-            f"timeout {self.step_timeout_s} s, M={self.max_retries}, probabilities from "
-            f"{'the model' if self.scripted is None else f'a SCRIPTED constant {self.scripted} (test/dry run only)'}")
+        self.start_lifecycle(self._values["lifecycle_autostart"], self.diagnostics_rate_hz, self.faults)
 
     def _declare_parameters(self) -> dict:
         values = common.declare_parameters(self, PARAMETERS)
@@ -126,16 +123,57 @@ class ValidatorNode(Node):
         return values
 
     def destroy_node(self) -> None:
-        self._decision_worker.stop()
+        self._stop_deciding()
         super().destroy_node()
 
-    def _create_interfaces(self) -> None:
+    # ------------------------------------------------------------------ lifecycle
+    def configure(self) -> None:
+        self.bundle = load_node_bundle(self, self._values)
+        self.model = self.bundle.model("validator")
+        self.keypoints_per_arm = self.bundle.manifest.keypoints_per_arm
+        # Every decision (plan following, model, gate, events) lives in the ROS-free core, shared
+        # with the in-process runner; this node translates messages to and from it.
+        self.core = ValidatorCore(self.bundle, ValidatorConfig(
+            threshold=self.threshold, consecutive_required=self.consecutive_required, min_dwell_s=self.min_dwell_s,
+            step_timeout_s=self.step_timeout_s, max_retries=self.max_retries, max_top_age_s=self.max_top_age_s,
+            max_wrist_age_s=self.max_wrist_age_s, max_joint_age_s=self.max_joint_age_s, scripted=self.scripted),
+            self.faults, to_rgb=lambda msg: common.image_to_numpy(msg, "rgb8"))
+        self.gate = self.core.gate
+        self.model.warmup(1)  # the first ONNX Runtime run allocates: keep it out of the first decision
+        self._create_interfaces()
+        self.get_logger().info(
+            f"validator ready: {self.rate_hz} Hz, N={self.consecutive_required}, dwell {self.min_dwell_s} s, "
+            f"timeout {self.step_timeout_s} s, M={self.max_retries}, probabilities from "
+            f"{'the model' if self.scripted is None else f'a SCRIPTED constant {self.scripted} (test/dry run only)'}")
+
+    def activate(self) -> None:
         # The decision (the model) runs in its own thread, woken by the timer: input callbacks
         # keep storing the newest messages while it computes, and decisions never overlap.
-        guard = self.faults.guard
         self._decision_worker = BackgroundWorker(
             f"{self.get_name()}_decision", self._on_tick,
             lambda exc: self.faults.fault("tick_error", f"{type(exc).__name__}: {exc}"))
+
+    def deactivate(self) -> None:
+        # The core keeps the plan and the gate's step: a re-activation continues the step (its
+        # dwell and timeout count the time it has been current, inactive time included).
+        self._stop_deciding()
+
+    def release(self) -> None:
+        self._stop_deciding()
+        self.bundle = self.model = self.core = self.gate = None
+
+    def _stop_deciding(self) -> None:
+        worker, self._decision_worker = self._decision_worker, None
+        if worker is not None:
+            worker.stop()
+
+    def _wake_decision(self) -> None:
+        worker = self._decision_worker
+        if self.is_active and worker is not None:
+            worker.wake()
+
+    def _create_interfaces(self) -> None:
+        guard = self.faults.guard
         for camera in (TOP_CAMERA, *WRIST_CAMERA.values()):
             self.create_subscription(Image, vocab.masked_topic(camera),
                                      guard(lambda msg, c=camera: self._on_image(c, msg), "callback_error"),
@@ -144,11 +182,9 @@ class ValidatorNode(Node):
                                  common.SENSOR_QOS)
         self.create_subscription(PlanState, vocab.PLAN_STATE, guard(self._on_plan_state, "callback_error"),
                                  common.LATCHED_QOS)
-        self.event_pub = self.create_publisher(ValidatorEvent, vocab.VALIDATOR_EVENT, common.COMMAND_QOS)
-        self.state_pub = self.create_publisher(TaskState, vocab.TASK_STATE, common.LATCHED_QOS)
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, vocab.DIAGNOSTICS, common.COMMAND_QOS)
-        self.create_timer(1.0 / self.rate_hz, self._decision_worker.wake)
-        self.create_timer(1.0 / self.diagnostics_rate_hz, guard(self._publish_diagnostics, "diagnostics_error"))
+        self.event_pub = self.create_lifecycle_publisher(ValidatorEvent, vocab.VALIDATOR_EVENT, common.COMMAND_QOS)
+        self.state_pub = self.create_lifecycle_publisher(TaskState, vocab.TASK_STATE, common.LATCHED_QOS)
+        self.create_timer(1.0 / self.rate_hz, self._wake_decision)
 
     # ------------------------------------------------------------------ inputs
     def _on_image(self, camera: str, msg: Image) -> None:
@@ -185,7 +221,7 @@ class ValidatorNode(Node):
         if decided.task_state is not None:
             self.state_pub.publish(task_state_to_msg(decided.task_state))
 
-    def _publish_diagnostics(self) -> None:
+    def publish_diagnostics(self) -> None:
         faults = self.faults.snapshot()
         gate = self.gate.counters
         model = self.model.latency_stats()
@@ -193,6 +229,7 @@ class ValidatorNode(Node):
                   "source": "model" if self.scripted is None else f"SCRIPTED {self.scripted}",
                   "model_p50_ms": model["p50_ms"], "model_p99_ms": model["p99_ms"], "model_runs": model["total_runs"],
                   "last_reason": self.core.last_reason, **{f"gate.{k}": v for k, v in gate.items()},
+                  **self.lifecycle_values(),
                   **{f"count.{k}": v for k, v in faults.items()}}
         errors = sum(v for k, v in faults.items() if "error" in k)
         warnings = sum(v for k, v in faults.items() if not k.startswith("event."))

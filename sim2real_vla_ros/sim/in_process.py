@@ -64,6 +64,7 @@ from sim2real_vla_ros import graph
 from sim2real_vla_ros.core import robot
 from sim2real_vla_ros.core.control.actor_controller import (ActorController, FaultCounter,
                                                             observation_of)
+from sim2real_vla_ros.core.control import homing
 from sim2real_vla_ros.core.control.collision_guard import CollisionGuard
 from sim2real_vla_ros.core.control.actor_io import actor_plan_inputs, arm_state_from_joint_state
 from sim2real_vla_ros.core.control.vendor import urdf_to_vendor, vendor_to_arm
@@ -291,7 +292,8 @@ class InProcessRunner:
                 raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
         self.sim = Simulator(self.task, seed=sim.seed_param, camera_width=sim.camera_width,
                              camera_height=sim.camera_height, timestep=1.0 / sim.physics_rate_hz,
-                             shadows=sim.shadows, jitter=sim.jitter, multisamples=sim.multisamples)
+                             shadows=sim.shadows, jitter=sim.jitter, multisamples=sim.multisamples,
+                             reset_arms=sim.reset_arms)
         if sim.command_interface == "ros2_control":
             self.controllers = {arm: TrajectoryArmController(arm, sim.interpolation, sim.trajectory_replacement,
                                                              sim.interpolate_from_desired_state)
@@ -300,6 +302,8 @@ class InProcessRunner:
             self.controllers = {arm: DirectArmController(arm) for arm in robot.ARMS}
         for arm, controller in self.controllers.items():
             controller.hold(self.sim.initial_arms[arm], self.sim.sim_time)
+        # reset_arms keep (the dry run's setting when it homes): go_to_start's fallback, in process.
+        self.homing = home_arms(self.sim, self.controllers) if sim.reset_arms == "keep" else None
         # One bundle serves every role (the nodes each load their own; the models are the same).
         threads = {nodes[name].get("intra_op_threads", 1) for name in nodes} - {0}
         intra = max(threads) if threads else None
@@ -585,7 +589,49 @@ class InProcessRunner:
                           "criteria": status["criteria"],
                           "rejected_commands": {arm: faults.snapshot() for arm, faults in self.sim_faults.items()}},
             "control": control,
+            "homing": self.homing,
         }
+
+
+def home_arms(sim, controllers: Mapping[str, Any], speed_scale: float = homing.DEFAULT_SPEED_SCALE,
+              timeout_s: float = 60.0) -> Dict[str, Any]:
+    """Move both arms of ``sim`` (a :class:`Simulator`) to the task's start pose the way
+    ``go_to_start --backend fallback`` does.
+
+    The same planner (collision-checked straight line or RRT-Connect from where the arms are)
+    and the same executor (each arm's collision guard and safety filter at 50 Hz), with its
+    commands going to the simulator's controllers instead of the joint_trajectory_controllers'
+    topics and the physics stepped in between: what an evaluation runs between episodes.
+
+    Raises
+    ------
+    homing.HomingError
+        No plan, or the start pose not reached within ``timeout_s`` of sim time.
+    """
+    dt = 1.0 / homing.CONTROL_RATE_HZ
+    start = np.concatenate([sim.arm_positions(arm) for arm in robot.ARMS])
+    plan = homing.JointSpacePlanner().plan(start, homing.start_pose(sim.task))
+    velocity, acceleration = homing.homing_limits(speed_scale)
+    executor = homing.HomingExecutor(homing.time_parameterize(plan.waypoints, dt, velocity, acceleration), dt)
+    steps = max(1, int(round(dt / sim.timestep)))
+    began = sim.sim_time
+    while True:
+        measured = {arm: sim.arm_positions(arm) for arm in robot.ARMS}
+        if executor.done(measured):
+            break
+        if sim.sim_time - began > timeout_s:
+            raise homing.HomingError(f"start pose not reached within {timeout_s:g} s of sim time")
+        for arm, command in executor.tick(sim.sim_time, measured, sim.sim_time).items():
+            if command is None:
+                continue
+            controller = controllers[arm]
+            if hasattr(controller, "forward_command"):
+                controller.forward_command(command, sim.sim_time)
+            else:
+                controller.set_target(command, sim.sim_time)
+        sim.step(steps, controllers)
+    return {"method": plan.method, "waypoints": len(plan.waypoints), "duration_s": round(sim.sim_time - began, 3),
+            "guard_stops": dict(executor.blocked), "planning_time_s": round(plan.planning_time_s, 3)}
 
 
 def affordance_indices(current: Iterable[Tuple[Any, Any]]) -> List[int]:

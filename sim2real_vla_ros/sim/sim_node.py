@@ -82,7 +82,7 @@ from sim2real_vla_ros.nodes.common import (COMMAND_QOS, LATCHED_QOS, SENSOR_QOS,
                                            json_message, numpy_to_image, run_node, seconds_to_stamp,
                                            stamp_to_seconds)
 from sim2real_vla_ros.sim.controllers import DirectArmController, TrajectoryArmController
-from sim2real_vla_ros.sim.simulator import Simulator
+from sim2real_vla_ros.sim.simulator import RESET_ARMS, Simulator
 
 COMMAND_INTERFACES = ("ros2_control", "vendor")
 MIN_PHYSICS_RATE_HZ = 500.0
@@ -135,6 +135,9 @@ PARAMETERS = (
     Param("render_multisamples", 0, "Anti-aliasing samples per pixel; 0 = off (about 3x faster on a CPU)",
           lambda v: 0 <= v <= 16, "an integer in [0, 16]"),
     Param("jitter", True, "Apply the task's initial end-effector jitter (tasks.yaml jitter_m)"),
+    Param("reset_arms", "task_start", "Where a reset puts the arms: task_start (the task's start pose, a teleport) or "
+          "keep (the first episode at the rest pose, later resets leave them where they are: go_to_start homes "
+          "them through the command path)", lambda v: v in RESET_ARMS, f"one of {list(RESET_ARMS)}"),
     _choice("command_interface", "ros2_control", "ros2_control (trajectory and position-command topics) or vendor "
             "(/master/joint_<arm> commands, /puppet/joint_<arm> state)", COMMAND_INTERFACES),
     _choice("interpolation", "linear", "Trajectory interpolation between points: linear or cubic",
@@ -197,7 +200,7 @@ def sim_settings(values: dict) -> SimpleNamespace:
         command_interface=values["command_interface"], interpolation=values["interpolation"],
         trajectory_replacement=values["trajectory_replacement"],
         interpolate_from_desired_state=values["interpolate_from_desired_state"],
-        follow_joint_states=values["follow_joint_states"])
+        follow_joint_states=values["follow_joint_states"], reset_arms=values["reset_arms"])
     rates = {"clock_rate_hz": settings.clock_rate_hz, "joint_state_rate_hz": settings.joint_state_rate_hz,
              "status_rate_hz": settings.status_rate_hz}
     rates.update({f"{camera}.rate_hz": rate for camera, rate in settings.camera_rates.items()})
@@ -216,7 +219,8 @@ class SimNode(Node):
         self._read_parameters()
         self.sim = Simulator(self.task_name, seed=self.seed_param, camera_width=self.camera_width,
                              camera_height=self.camera_height, timestep=1.0 / self.physics_rate_hz,
-                             shadows=self.shadows, jitter=self.jitter, multisamples=self.multisamples)
+                             shadows=self.shadows, jitter=self.jitter, multisamples=self.multisamples,
+                             reset_arms=self.reset_arms)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.failed = False

@@ -23,6 +23,7 @@ import mujoco
 import numpy as np
 
 from sim2real_vla_ros.core import robot
+from sim2real_vla_ros.core.control.homing import REST_POSE
 
 from sim2real_vla_ros.core.task import tasks
 from sim2real_vla_ros.core.task.tasks import TaskSpec
@@ -33,6 +34,7 @@ from sim2real_vla_ros.sim.success import ObjectState, SceneSnapshot, make_monito
 # Success monitors sample the scene at 50 Hz of sim time: the shortest criterion (0.5 s of
 # pouring) then spans 25 samples, and the cost stays far below the physics.
 MONITOR_PERIOD_S = 0.02
+RESET_ARMS = ("task_start", "keep")
 
 
 class ArmController(Protocol):
@@ -62,6 +64,12 @@ class Simulator:
         Apply the task's initial joint jitter (tasks.jittered_init); off gives Table 6 exactly.
     multisamples : int
         Anti-aliasing samples (0 = off, about 3x faster on a CPU renderer).
+    reset_arms : {'task_start', 'keep'}
+        Where :meth:`reset` puts the arms. 'task_start': at the task's start pose (Table 6,
+        jittered), a teleport. 'keep': the first episode starts at the rest pose
+        (core.control.homing.REST_POSE), later resets leave the arms where they are, at rest;
+        a homing tool (go_to_start) then moves them to the start pose through the command path,
+        as on the robot.
     """
 
     def __init__(
@@ -74,7 +82,11 @@ class Simulator:
         shadows: bool = False,
         jitter: bool = True,
         multisamples: int = 0,
+        reset_arms: str = "task_start",
     ) -> None:
+        if reset_arms not in RESET_ARMS:
+            raise ValueError(f"reset_arms must be one of {RESET_ARMS}, got {reset_arms!r}")
+        self.reset_arms = reset_arms
         self.task: TaskSpec = tasks.get_task(task) if isinstance(task, str) else task
         if seed is not None and (isinstance(seed, bool) or int(seed) != seed or seed < 0):
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -224,7 +236,8 @@ class Simulator:
 
     # ------------------------------------------------------------------- reset
     def reset(self, seed: Optional[int] = None) -> Dict[str, Tuple[float, float, float]]:
-        """Start a new episode: resample the scene and put the arms at the task's start pose.
+        """Start a new episode: resample the scene and put the arms at the task's start pose
+        (``reset_arms='keep'``: at the rest pose for the first episode, where they are after).
 
         Parameters
         ----------
@@ -243,6 +256,9 @@ class Simulator:
             left, right = tasks.jittered_init(self.task, rng)
         else:
             left, right = self.task.init_joints("left"), self.task.init_joints("right")
+        if self.reset_arms == "keep":  # the rng draws stay the same: the scene does not depend on it
+            left, right = ((REST_POSE["left"], REST_POSE["right"]) if self.episode == 0 else
+                           (self.arm_positions("left"), self.arm_positions("right")))
         now = self.data.time
         mujoco.mj_resetData(self.model, self.data)
         self.data.time = now  # the clock never goes back (see module docstring)

@@ -105,6 +105,9 @@ class Options:
     # (host_of == 'gpu') in another, DDS between them over a veth pair (tools.two_hosts).
     two_hosts: bool = False
     two_hosts_tag: str = ""  # set inside the robot namespace: the namespaces' tag (internal)
+    # The VLA nodes start unconfigured and vla_lifecycle_manager configures them, homes the arms
+    # from the simulator's rest pose with go_to_start, then activates them (homes()).
+    go_to_start: bool = True
 
 
 def add_episode_arguments(parser: argparse.ArgumentParser) -> None:
@@ -157,6 +160,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
     parser.add_argument("--namespace", default="",
                         help="run the simulator, the VLA nodes and the recorder in this ROS namespace, e.g. robot1 "
                              "(/clock and /diagnostics stay global; default: the root)")
+    parser.add_argument("--no-go-to-start", dest="go_to_start", action="store_false",
+                        help="teleport the arms to the task's start pose at the simulator's reset instead of starting "
+                             "them at the rest pose and homing them with go_to_start (through vla_lifecycle_manager, "
+                             "between configuring and activating the VLA nodes; the default with --robot sim and a "
+                             "trajectory or stream output mode)")
     parser.add_argument("--param", action="append", default=[], metavar="NODE.NAME:=VALUE",
                         help="a parameter override for one node, value as in --ros-args -p (a YAML scalar), e.g. "
                              "validator.scripted_probabilities:='\"1.0\"' (test hooks are accepted: every node "
@@ -169,7 +177,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
                       connect_timeout_s=args.connect_timeout_s, namespace=args.namespace,
                       node_parameters=parse_node_parameters(args.param), robot=args.robot,
                       split_inference=args.split_inference or args.two_hosts or bool(args.inside_two_hosts),
-                      two_hosts=args.two_hosts or bool(args.inside_two_hosts), two_hosts_tag=args.inside_two_hosts)
+                      two_hosts=args.two_hosts or bool(args.inside_two_hosts), two_hosts_tag=args.inside_two_hosts,
+                      go_to_start=args.go_to_start)
     validate(options)
     return options
 
@@ -362,13 +371,23 @@ def choose_domain_id(requested: Optional[int]) -> int:
 # ----------------------------------------------------------------------------- graph
 
 
+def homes(options: Options) -> bool:
+    """Whether this run homes the arms with go_to_start: it publishes to the joint_trajectory
+    controllers' topics, which the simulator reads with its ros2_control interface (trajectory
+    and stream output modes), not with the vendor one nor when it follows piper_driver."""
+    return options.go_to_start and options.robot == "sim" and options.output_mode != "vendor"
+
+
 def graph_specs(options: Options) -> List[graph.NodeSpec]:
     """The simulator and the VLA nodes of this run (the graph package's single definition); with
-    ``--robot emulated-can`` also piper_driver with emulated arms, which the simulator follows."""
+    ``--robot emulated-can`` also piper_driver with emulated arms, which the simulator follows;
+    with homing (:func:`homes`) the lifecycle manager, and the simulator keeps the arms at rest."""
     interface = graph.command_interface_for(options.output_mode)
     extra = dict(options.extra_sim_parameters)
     if options.robot == "emulated-can":
         extra["follow_joint_states"] = True
+    if homes(options):
+        extra.setdefault("reset_arms", "keep")
     specs = graph.simulator_nodes("mujoco", task=options.task, seed=options.seed,
                                   real_time_factor=float(options.real_time_factor), command_interface=interface,
                                   extra_parameters=extra or None, namespace=options.namespace)
@@ -376,7 +395,8 @@ def graph_specs(options: Options) -> List[graph.NodeSpec]:
         specs.append(emulated_piper_driver(options))
     specs += graph.vla_nodes(bundle_path=options.bundle, params_file=options.params_file or None, arms=options.arms,
                              output_mode=options.output_mode, namespace=options.namespace,
-                             split_inference=options.split_inference)
+                             split_inference=options.split_inference, lifecycle_manager=homes(options),
+                             go_to_start_task=options.task if homes(options) else None)
     specs = [dataclasses.replace(spec, parameters={**spec.parameters, **options.node_parameters[spec.name]})
              if spec.name in options.node_parameters else spec for spec in specs]
     not_here = [spec.name for spec in specs if not spec.runs_here]
@@ -597,6 +617,8 @@ class DryRun:
         from sim2real_vla_ros.nodes.common import LATCHED_QOS
 
         sim_now = lambda: node.get_clock().now().nanoseconds * 1e-9  # noqa: E731 (sim time, /clock)
+        if homes(self.options):
+            self._wait_managed_nodes_active()
         self._wait(lambda: all(self.data.masked.get(c) for c in CAMERAS) and self.data.sim_status
                    and sim_now() > 0, self.options.start_timeout_s,
                    "masked images of every camera, the task status and /clock")
@@ -639,6 +661,28 @@ class DryRun:
         episode.end_sim_s, episode.end_wall_s = sim_now(), time.monotonic()
         self.log(f"episode ended: {episode.end_reason} after {episode.end_sim_s - episode.start_sim_s:.1f} s sim / "
                  f"{episode.end_wall_s - episode.start_wall_s:.1f} s wall")
+
+    def _manager_status(self) -> Optional[dict]:
+        """vla_lifecycle_manager's newest /diagnostics values (phase, error, homing.*)."""
+        for record in reversed(list(self.data.diagnostics)):
+            if record.node == graph.LIFECYCLE_MANAGER_NODE:
+                return dict(record.values)
+        return None
+
+    def _wait_managed_nodes_active(self) -> None:
+        """Until vla_lifecycle_manager has configured the nodes, homed the arms and activated them."""
+        def settled() -> bool:
+            status = self._manager_status() or {}
+            if status.get("phase") == "failed":
+                raise DryRunError(f"vla_lifecycle_manager: {status.get('error')}")
+            return status.get("phase") == "active"
+
+        self._wait(settled, self.options.connect_timeout_s, "vla_lifecycle_manager: nodes configured, arms homed "
+                   "(go_to_start), nodes active")
+        status = self._manager_status() or {}
+        self.data.settings["homing"] = {key[len("homing."):]: value for key, value in status.items()
+                                        if key.startswith("homing.")}
+        self.log(f"nodes active after homing: {status.get('homing.summary', '')}")
 
     def _driver_states(self) -> Dict[str, dict]:
         """piper_driver's newest diagnostics per arm (hardware_id piper_<arm>)."""

@@ -40,7 +40,7 @@ from sim2real_vla_ros.core.control import collision, homing
 from sim2real_vla_ros.core.task import tasks as task_config
 from sim2real_vla_ros.core.vocabulary import ARMS
 
-CONTROL_RATE_HZ = 50.0
+CONTROL_RATE_HZ = homing.CONTROL_RATE_HZ
 BACKENDS = ("auto", "moveit", "fallback")
 
 
@@ -53,7 +53,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--planning-time-s", type=float, default=homing.DEFAULT_PLANNING_TIME_S)
     parser.add_argument("--timeout-s", type=float, default=60.0, help="give up waiting / executing after this")
     parser.add_argument("--plan-only", action="store_true", help="plan from the current state, print, do not move")
-    args, _ros_args = parser.parse_known_args(argv)
+    from rclpy.utilities import remove_ros_args
+
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(remove_ros_args(["go_to_start", *raw])[1:])
+    args.ros_argv = ["go_to_start", *raw]  # for rclpy.init: remappings, use_sim_time
     if not 0.0 < args.speed_scale <= 1.0:
         parser.error("--speed-scale must be in (0, 1]")
     args.task = args.task or task_config.default_task_name()
@@ -101,7 +105,7 @@ def run_moveit(args: argparse.Namespace) -> int:  # pragma: no cover - moveit_py
     import rclpy
     from moveit.planning import MoveItPy, PlanRequestParameters
 
-    rclpy.init()
+    rclpy.init(args=args.ros_argv)
     try:
         moveit = MoveItPy(node_name="go_to_start", config_dict=moveit_config_dict())
         both_arms = moveit.get_planning_component("both_arms")
@@ -173,7 +177,7 @@ def run_fallback(args: argparse.Namespace) -> int:
                                                        time_from_start=Duration(nanosec=int(dt * 1e9))))
             self.publishers_[arm].publish(message)
 
-    rclpy.init()
+    rclpy.init(args=args.ros_argv)
     node = GoToStart()
     try:
         deadline = common.now_seconds(node) + args.timeout_s

@@ -34,6 +34,7 @@ NODES: Tuple[Tuple[str, Tuple[str, ...], str], ...] = (
     ("validator", ("validator",), "sim2real_vla_ros.nodes.validator"),
     ("vendor_bridge", ("vendor_bridge",), "sim2real_vla_ros.nodes.vendor_bridge"),
     ("piper_driver", ("piper_driver",), "sim2real_vla_ros.nodes.piper_driver"),
+    ("vla_lifecycle_manager", ("vla_lifecycle_manager",), "sim2real_vla_ros.tools.lifecycle_manager"),
 )
 
 

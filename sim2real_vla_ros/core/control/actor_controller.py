@@ -448,6 +448,27 @@ class ActorController:
         request = active and self._request_due(now_s, stamps, target, setpoint)
         return TickOutput(decision, slot, trajectory, request, active)
 
+    def suspend(self) -> None:
+        """Stop as the source of this arm's commands (the node's lifecycle deactivate).
+
+        While suspended another tool may move the arm (``go_to_start`` homes it between
+        episodes), so everything tied to the commands this controller sent is forgotten: the
+        plan, the safety filter's command history (the next command starts from the measured
+        position) and the joint-reading validator's command span and references (readings are
+        no longer compared with old commands). The inputs (target, plan, images) are kept;
+        counters too. A tick after this starts afresh, like the first tick of a new controller.
+        """
+        self.chunks.reset()
+        self.safety.reset()
+        self.joint_state.reset()
+        with self._lock:
+            self._last_inferred_obs_s = None
+            self._executing_seq = None
+        self._was_active = False
+        self._grid_origin = None
+        self._last_tick_s = None
+        self._last_failure = None
+
     def _restart_after_clock_jump(self, now_s: float) -> None:
         """Time went back by more than a tick (a simulator restarted, a system clock step).
 

@@ -50,6 +50,7 @@ executed sample does not stop a planned path. Self pairs get 3 mm: the forearm a
 wrist-pitch link primitives sit 8 mm apart in every configuration (link4's housing is between
 them), so a larger self margin would forbid every pose."""
 DEFAULT_RESOLUTION_M = 0.02
+CONTROL_RATE_HZ = 50.0  # the executor's tick, the actors' control rate
 DEFAULT_SPEED_SCALE = 0.2
 DEFAULT_PLANNING_TIME_S = 10.0
 RRT_STEP = 0.4  # joint-space extension step (rad, max norm over joints)
@@ -292,6 +293,20 @@ def _trapezoid(u: float, ramp: float = 0.25) -> float:
         r = 1.0 - u
         return 1.0 - 0.5 * peak / ramp * r * r
     return 0.5 * peak * ramp + peak * (u - ramp)
+
+
+REST_POSE = {"left": np.array([0.8, 1.2, -1.5, 0.0, 0.3, 0.0, 0.0]),
+             "right": np.array([-0.8, 1.2, -1.5, 0.0, 0.3, 0.0, 0.0])}
+"""Where the simulator puts the arms before the first episode when homing is used (its
+``reset_arms: keep``): folded, each arm turned 0.8 rad outward, gripper closed, clear of the
+base, the table and the other arm by the planner's margins. (The Piper's zero pose rests link2
+within the 2 cm body margin of the base: the fallback planner refuses to start there; move the
+arms up by hand, or use the MoveIt backend, whose start-state check has no margin.)"""
+
+
+def rest_pose() -> np.ndarray:
+    """:data:`REST_POSE` as 14 values (left 7, right 7)."""
+    return np.concatenate([REST_POSE[side] for side in ARMS])
 
 
 def start_pose(task) -> np.ndarray:

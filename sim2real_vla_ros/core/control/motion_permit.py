@@ -109,6 +109,14 @@ class MotionPermit:
         self._planner_boot = boot_id
         self._last_beat_s = now_s
 
+    def require_new_run(self, now_s: Optional[float] = None) -> None:
+        """Move only for a run that starts at or after ``now_s`` (default: the next tick's time).
+
+        What a lifecycle activation does: an actor that was inactive never joins a run already
+        going, as after an e-stop release.
+        """
+        self._revoke(now_s)
+
     def _revoke(self, now_s: Optional[float]) -> None:
         if now_s is None:
             self._released_pending = True

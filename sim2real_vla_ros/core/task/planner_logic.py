@@ -224,6 +224,12 @@ class PlannerCore:
         return outcome
 
     # ------------------------------------------------------------------ outputs
+    def forget_published(self) -> None:
+        """Offer plan_state and the affordances again at the next :meth:`publication` (the
+        node's publishers dropped what they were given while it was inactive)."""
+        self._published_state = None
+        self._published_affordance = _UNPUBLISHED
+
     def publication(self, now_s: float, native_size: Optional[Tuple[int, int]]) -> PlannerPublication:
         """plan_state and the affordances, each when it changed since the last call that returned it.
 
