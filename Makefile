@@ -18,7 +18,7 @@ export AMENT_PREFIX_PATH := $(abspath $(VENV))$(if $(AMENT_PREFIX_PATH),:$(AMENT
 export MUJOCO_GL ?= egl
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test dry-run bench readme bundle clean
+.PHONY: setup test dry-run bench readme bundle evaluate demonstrations clean
 
 setup: $(STAMP) $(IFACE_STAMP)
 
@@ -66,6 +66,16 @@ bench: setup
 readme: setup
 	$(PY) -m sim2real_vla_ros.tools.readme_parameters
 	$(PY) -m sim2real_vla_ros.tools.readme_interfaces
+
+# Closed-loop evaluation, Table-2 style (tools/evaluate.py), e.g. EVAL_ARGS="--task all --episodes 50 --mode in-process".
+EVAL_ARGS ?= --task all --episodes 50 --mode expert
+evaluate: setup
+	$(PY) -m sim2real_vla_ros.tools.evaluate $(EVAL_ARGS)
+
+# Demonstrations of the scripted expert with labels (training/demonstrations.py), LeRobot v3.0 layout.
+DEMO_ARGS ?= --task all --episodes 20 --out datasets/demos
+demonstrations: setup
+	$(PY) -m training.demonstrations $(DEMO_ARGS)
 
 # Regenerates the committed reference bundle (needs torch: the CPU wheel on these machines).
 bundle: setup

@@ -71,6 +71,7 @@ from sim2real_vla_ros.core.control.vendor import urdf_to_vendor, vendor_to_arm
 from sim2real_vla_ros.core.perception.camera_pairing import FramePairer
 from sim2real_vla_ros.core.perception.masking import CameraMasker
 from sim2real_vla_ros.core.task import tasks
+from sim2real_vla_ros.core.task.evaluation import planner_end_reason
 from sim2real_vla_ros.core.task.records import parse_plan_state, parse_validator_event
 from sim2real_vla_ros.core.task.planner_logic import PlannerConfig, PlannerCore
 from sim2real_vla_ros.core.task.validator_logic import ValidatorConfig, ValidatorCore, parse_scripted_probability
@@ -546,7 +547,7 @@ class InProcessRunner:
             return f"task never started within {limit:g} s sim" if elapsed_s >= limit - 1e-9 else ""
         phase = self.planner.chain.phase.value
         if phase in TERMINAL_PHASES:
-            return f"task {phase}"
+            return planner_end_reason(phase)
         if self.sim.sim_time - self._started_s >= self.options.duration_s - 1e-9:
             return f"duration limit ({self.options.duration_s:g} s sim)"
         task_arms = [arm for arm in self.task.arms if arm in self.records]

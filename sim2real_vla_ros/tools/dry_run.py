@@ -44,6 +44,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+from sim2real_vla_ros.core.task.evaluation import planner_end_reason
 from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros import graph
 from sim2real_vla_ros.tools import run_report
@@ -645,7 +646,7 @@ class DryRun:
             now_sim = sim_now()
             phase = self._latest_phase(recorder)
             if phase in run_report.TERMINAL_PHASES:
-                episode.end_reason = f"task {phase}"
+                episode.end_reason = planner_end_reason(phase)
                 break
             if now_sim - episode.start_sim_s >= self.options.duration_s:
                 episode.end_reason = f"duration limit ({self.options.duration_s:g} s sim)"

@@ -39,6 +39,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from sim2real_vla_ros.core.task.evaluation import world_verdict
+
 REPORT_SCHEMA = "vla_dry_run_report/1"
 TERMINAL_PHASES = ("succeeded", "failed", "aborted")
 #: Commands within this of a position limit count as inside (float round-off of clipped values).
@@ -792,6 +794,10 @@ def build_report(data: RunData) -> dict:
     report["control"] = control
     report["safety"] = section("safety", lambda: safety_section(data))
     report["simulator"] = section("simulator", lambda: simulator_section(data))
+    # The top line: the world's verdict (the simulator's privileged check), the planner's "done"
+    # beside it as the model's claim, and whether they disagree.
+    report["world"] = section("world", lambda: world_verdict((report["simulator"] or {}).get("task_success"),
+                                                             (affordances or {}).get("final_phase")))
     report["messages"] = section("messages", lambda: {"received": dict(sorted(data.message_counts.items())),
                                                       "recorded": dict(sorted(data.recorded_counts.items()))})
     report["outputs"] = section("outputs", lambda: dict(data.outputs))
@@ -861,7 +867,9 @@ def _summary_lines(report: Mapping[str, Any]) -> List[str]:
     def fmt(value: Any, spec: str = ".1f") -> str:
         return "n/a" if value is None else format(value, spec)
 
-    lines = [f"task {run['task']} (seed {run['seed']}): {run['end_reason']}; episode {fmt(run['episode_sim_s'])} s sim "
+    world = report.get("world") or {}
+    lines = [f"task {run['task']} (seed {run['seed']}): {world.get('line', 'world: unknown')}",
+             f"episode ended: {run['end_reason']}; episode {fmt(run['episode_sim_s'])} s sim "
              f"in {fmt(run['episode_wall_s'])} s wall (real-time factor {fmt(run['real_time_factor'], '.2f')}), "
              f"total {fmt(run['total_wall_s'])} s wall",
              f"affordances: {report['affordances']['advances']} advances, {report['affordances']['replans']} re-plans, "
