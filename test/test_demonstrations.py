@@ -72,3 +72,25 @@ def test_the_dataset_round_trips_in_the_v3_layout(episode, tmp_path):
         assert np.array_equal(restored["frames"]["frame_index"], np.arange(episode.length))
     stats = json.loads((tmp_path / "meta" / "stats.json").read_text())
     assert stats["action"]["count"] == [2 * episode.length] and len(stats["action"]["mean"]) == 14
+
+
+def _lerobot_missing() -> bool:
+    try:
+        import lerobot.datasets.lerobot_dataset  # noqa: F401
+    except Exception:
+        return True
+    return False
+
+
+@pytest.mark.skipif(_lerobot_missing(), reason="lerobot is not installed here (0.5+ needs Python 3.12; 0.4.4 brings "
+                                               "CUDA torch, 8.3 GB): checked once in a scratch venv, see the README")
+def test_lerobot_loads_the_dataset_with_action_chunks(episode, tmp_path):  # pragma: no cover - needs lerobot
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    lerobot_format.write_dataset(str(tmp_path), [episode], FPS)
+    dataset = LeRobotDataset("local/demos", root=str(tmp_path), video_backend="pyav",
+                             delta_timestamps={"action": [i / FPS for i in range(5)]})
+    item = dataset[10]
+    assert tuple(item["action"].shape) == (5, 14)
+    np.testing.assert_allclose(item["action"].numpy(), episode.frames["action"][10:15], atol=1e-6)
+    assert tuple(item["observation.masks.cam_high"].shape) == episode.frames["observation.masks.cam_high"].shape[1:]

@@ -71,11 +71,13 @@ def features_of(frames: Dict[str, np.ndarray], fps: float) -> dict:
 
 
 def _column(values: np.ndarray) -> pa.Array:
-    """A feature column: scalars as they are, arrays flattened into fixed-size lists."""
-    if values.ndim == 1:
-        return pa.array(values)
-    flat = values.reshape(len(values), -1)
-    return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
+    """A feature column: scalars as they are, an array of shape [n, a, b, ...] as fixed-size lists
+    nested per dimension (what HF datasets' Sequence / Array2D / Array3D features, which
+    LeRobotDataset builds from info.json's shapes, read)."""
+    column = pa.array(values.reshape(-1))
+    for size in reversed(values.shape[1:]):
+        column = pa.FixedSizeListArray.from_arrays(column, size)
+    return column
 
 
 def _stats(key: str, values: np.ndarray, is_video: bool) -> dict:
@@ -194,7 +196,10 @@ def read_dataset(folder: str) -> List[dict]:
         column = table.column(key).combine_chunks()
         shape = features[key]["shape"]
         if pa.types.is_fixed_size_list(column.type):
-            data[key] = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), *shape)
+            flat = column
+            while pa.types.is_fixed_size_list(flat.type):
+                flat = flat.flatten()
+            data[key] = flat.to_numpy(zero_copy_only=False).reshape(len(column), *shape)
         else:
             data[key] = column.to_numpy(zero_copy_only=False)
     videos = {key: _read_video(os.path.join(folder, info["video_path"].format(video_key=key, chunk_index=0,
