@@ -16,6 +16,7 @@ from mcap_ros2.reader import read_ros2_messages
 
 from ros_harness import REPO, ros_env
 from sim2real_vla_ros import graph
+from sim2real_vla_ros.tools import run_page
 from sim2real_vla_ros.core import robot
 from sim2real_vla_ros.core.task import tasks
 
@@ -151,3 +152,22 @@ def test_split_inference_and_two_hosts_options_start_both_halves_of_each_actor()
     specs = {spec.name: spec for spec in runner.graph_specs(options)}
     assert specs["actor_left_inference"].parameters["inference_delay_s"] == 0.2
     assert not runner.parse_args(["--duration-s", "1"]).split_inference  # the single-process actor stays the default
+
+
+def test_the_report_page_leads_with_the_worlds_verdict_and_plots_the_run(dry_run):
+    page = open(os.path.join(dry_run["folder"], "report.html"), encoding="utf-8").read()
+    world = dry_run["report"]["world"]
+    assert world["line"] in page.replace("&#x27;", "'")
+    assert world["task_completed"] == dry_run["report"]["simulator"]["task_success"]
+    assert world["planner_claimed_done"] == (dry_run["report"]["affordances"]["final_phase"] == "succeeded")
+    assert page.count("<svg") >= 7 + 1 + 2  # a task arm's joints, the validator, two latency histograms
+    assert "commanded dashed, measured solid" in page and "Event timeline" in page
+
+
+@pytest.mark.skipif(run_page.chromium_binary() is None,
+                    reason="Chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)")
+def test_the_report_page_loads_in_a_real_browser(dry_run, tmp_path):
+    checked = run_page.check_in_chromium(os.path.join(dry_run["folder"], "report.html"), str(tmp_path / "page.png"))
+    assert checked["exit_codes"] == (0, 0) and not checked["errors"], checked
+    assert checked["svg"] >= 10 and checked["video"] == 1
+    assert checked["non_white_fraction"] > 0.05, checked  # text and plots drawn, not a blank page

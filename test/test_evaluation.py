@@ -80,3 +80,16 @@ def test_unknown_tasks_and_bad_counts_are_refused():
         evaluate.parse_args(["--task", "make_coffee"])
     with pytest.raises(SystemExit):
         evaluate.parse_args(["--episodes", "0"])
+
+
+@pytest.mark.skipif(__import__("sim2real_vla_ros.tools.run_page", fromlist=["x"]).chromium_binary() is None,
+                    reason="Chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)")
+def test_the_evaluation_page_loads_in_a_real_browser(tmp_path):
+    from sim2real_vla_ros.tools import run_page
+
+    args = evaluate.parse_args(["--task", "table_rearrangement", "--episodes", "1", "--mode", "expert",
+                                "--workers", "1", "--out", str(tmp_path)])
+    evaluate.evaluate(args, progress=lambda line: None)
+    checked = run_page.check_in_chromium(str(tmp_path / "report.html"), str(tmp_path / "page.png"))
+    assert checked["exit_codes"] == (0, 0) and not checked["errors"], checked
+    assert checked["non_white_fraction"] > 0.01 and checked["dom_chars"] > 1000, checked

@@ -444,7 +444,8 @@ def record_plans(options: Options) -> list:
     image_rate = options.image_record_rate_hz
     plans = [
         TopicPlan(vocab.CLOCK, "rosgraph_msgs/msg/Clock", RELIABLE, max_rate_hz=10.0),
-        TopicPlan(vocab.JOINT_STATES, "sensor_msgs/msg/JointState", RELIABLE, max_rate_hz=50.0),
+        TopicPlan(vocab.JOINT_STATES, "sensor_msgs/msg/JointState", RELIABLE, max_rate_hz=50.0,
+                  extract="joint_states"),
         TopicPlan(vocab.SIM_TASK_STATUS, "std_msgs/msg/String", LATCHED, extract="sim_status"),
         TopicPlan(vocab.INSTRUCTION, "std_msgs/msg/String", LATCHED),
         TopicPlan(vocab.PLAN_STATE, "sim2real_vla_interfaces/msg/PlanState", LATCHED, extract="plan_state"),
@@ -852,6 +853,12 @@ class DryRun:
             data.episode.end_reason = "infrastructure failure"
         report = run_report.build_report(data)  # never raises: a failed section is in report['errors']
         run_report.write_report(os.path.join(self.folder, "report.json"), report)  # always valid JSON
+        try:
+            from sim2real_vla_ros.tools.run_page import write_run_page
+
+            write_run_page(self.folder, report, data)
+        except Exception as exc:  # the page is a view of report.json: never the run's failure
+            self.log(f"report.html not written: {type(exc).__name__}: {exc}")
         return report
 
 
@@ -907,7 +914,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(line)
     verdict = run_report.verdict(report)
     overlay = ((report.get("outputs") or {}).get("overlay") or {}).get("path") or "no overlay"
-    print(f"dry run {verdict['outcome']}: {dry_run.folder}/report.json, run.mcap, {overlay}")
+    print(f"dry run {verdict['outcome']}: {dry_run.folder}/report.json, report.html, run.mcap, {overlay}")
     for reason in verdict["reasons"]:
         print(f"dry run: {reason}", file=sys.stderr)
     sys.stdout.flush()

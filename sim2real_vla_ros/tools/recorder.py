@@ -266,7 +266,7 @@ class Recorder:
                 "sim_status": self._json_into("sim_status"),
                 "masked": self._masked, "affordance": self._affordance, "chunk": self._chunk,
                 "command": self._command, "trajectory": self._trajectory, "vendor_command": self._vendor_command,
-                "stream_command": self._stream_command,
+                "stream_command": self._stream_command, "joint_states": self._joint_states,
                 "diagnostics": self._diagnostics, "overlay": self._overlay}
 
     @staticmethod
@@ -317,6 +317,12 @@ class Recorder:
                              tuple(p.time_from_start.sec + 1e-9 * p.time_from_start.nanosec for p in msg.points))
         with self.lock:
             self.data.chunks.setdefault(plan.arm, []).append(record)
+
+    def _joint_states(self, plan: TopicPlan, data: bytes, msg_type, recv: float) -> None:
+        msg = self._deserialize(data, msg_type)
+        record = JointCommand(recv, _stamp_s(msg.header.stamp), tuple(msg.name), tuple(float(v) for v in msg.position))
+        with self.lock:
+            self.data.measured.append(record)
 
     def _command(self, plan: TopicPlan, data: bytes, msg_type, recv: float) -> None:
         msg = self._deserialize(data, msg_type)

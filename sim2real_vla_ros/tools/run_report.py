@@ -178,6 +178,7 @@ class RunData:
     chunks: Dict[str, List[ChunkRecord]] = field(default_factory=dict)
     commands: Dict[str, List[JointCommand]] = field(default_factory=dict)
     controller_points: Dict[str, List[JointCommand]] = field(default_factory=dict)
+    measured: List[JointCommand] = field(default_factory=list)  # /joint_states (the page's plots)
     diagnostics: List[DiagnosticRecord] = field(default_factory=list)
     masked: Dict[str, List[StampRecord]] = field(default_factory=dict)
     message_counts: Dict[str, int] = field(default_factory=dict)
