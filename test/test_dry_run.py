@@ -117,7 +117,7 @@ def test_mcap_reads_back_with_the_run_topics_and_commands_within_limits(dry_run)
 def test_overlay_video_or_frames_written(dry_run):
     overlay = dry_run["report"]["outputs"]["overlay"]
     assert overlay["frames"] > 0 and os.path.exists(overlay["path"]), overlay
-    if overlay["format"] == "mp4":
+    if overlay["format"] in ("webm", "mp4"):
         import cv2
 
         capture = cv2.VideoCapture(overlay["path"])
@@ -171,3 +171,6 @@ def test_the_report_page_loads_in_a_real_browser(dry_run, tmp_path):
     assert checked["exit_codes"] == (0, 0) and not checked["errors"], checked
     assert checked["svg"] >= 10 and checked["video"] == 1
     assert checked["non_white_fraction"] > 0.05, checked  # text and plots drawn, not a blank page
+    overlay = dry_run["report"]["outputs"]["overlay"]["path"]
+    played = run_page.video_plays_in_chromium(overlay, str(tmp_path))
+    assert played.startswith("loaded"), played  # the browser decodes the overlay (VP8), not just lists it

@@ -16,7 +16,7 @@ What it does
    ``--max-steps`` policy steps (one step = one decoded action chunk; default: the task's
    step limit from tasks.yaml).
 5. Stops every process (SIGINT, SIGKILL after a timeout) and writes the run folder:
-   ``report.json`` (``core.run_report``), ``overlay.mp4`` (or PNG frames), ``run.mcap``.
+   ``report.json`` (``core.run_report``), ``overlay.webm`` (VP8; or PNG frames), ``run.mcap``.
 
 Exit status (``run_report.verdict``, printed with every reason and stored in report.json's
 ``verdict`` and ``checks.failed``): 0 for a completed run that shows the normal path working
@@ -128,7 +128,7 @@ def add_episode_arguments(parser: argparse.ArgumentParser) -> None:
 def parse_args(argv: Optional[Sequence[str]] = None) -> Options:
     parser = _ArgumentParser(
         prog="dry_run", description="MuJoCo simulator + the full VLA graph for one episode; writes report.json, "
-                                    "overlay.mp4 and run.mcap into a run folder.")
+                                    "report.html, overlay.webm and run.mcap into a run folder.")
     add_episode_arguments(parser)
     parser.add_argument("--out", default=None, help="run folder (default: runs/<UTC timestamp>)")
     parser.add_argument("--real-time-factor", type=float, default=DEFAULT_REAL_TIME_FACTOR,

@@ -232,9 +232,13 @@ def report_html(result: dict, summaries: Sequence[TaskSummary], outcomes: Sequen
     episodes = []
     for outcome in outcomes:
         media = ""
-        video = os.path.join(folder, outcome.detail, "overlay.mp4") if result["mode"] == "ros" else ""
-        if video and os.path.exists(video):
-            media = f'<video src="{html.escape(os.path.relpath(video, folder))}" controls width="320"></video>'
+        run_folder = os.path.join(folder, outcome.detail) if result["mode"] == "ros" else ""
+        videos = [name for name in ("overlay.webm", "overlay.mp4") if run_folder and
+                  os.path.exists(os.path.join(run_folder, name))]
+        if videos:
+            link = html.escape(os.path.join(outcome.detail, "report.html"))
+            media = (f'<video src="{html.escape(os.path.join(outcome.detail, videos[0]))}" controls width="320">'
+                     f'</video><br><a href="{link}">run page</a>')
         episodes.append("<tr>" + cell(outcome.task) + cell(outcome.seed)
                         + f'<td class="{"ok" if outcome.success else "fail"}">'
                           f'{"success" if outcome.success else "failure"}</td>'

@@ -8,7 +8,7 @@ opens in Foxglove and reads back with ``mcap_ros2``. Topics are recorded at most
 plan's rate (images at a reduced rate); the small messages the report needs are deserialized
 and turned into the plain records of :class:`core.run_report.RunData`.
 
-The overlay images (``/vla/affordance_overlay``) go to ``overlay.mp4`` through
+The overlay images (``/vla/affordance_overlay``) go to ``overlay.webm`` (VP8) through
 ``cv2.VideoWriter``; where no MP4 codec is available they are written as numbered PNG frames
 instead, and the report says which (never silently nothing).
 """
@@ -109,7 +109,10 @@ def _stamp_s(stamp) -> float:
 
 
 class OverlayVideo:
-    """Overlay frames to ``overlay.mp4`` (cv2 ``mp4v``), or to PNG frames if no writer opens."""
+    """Overlay frames to ``overlay.webm`` (VP8: browsers play it, so report.html shows it), else
+    ``overlay.mp4`` (``mp4v``, which browsers do not play), else PNG frames if no writer opens."""
+
+    CANDIDATES = (("overlay.webm", "VP80", "webm"), ("overlay.mp4", "mp4v", "mp4"))
 
     def __init__(self, folder: str, fps: float) -> None:
         self.folder = folder
@@ -132,7 +135,7 @@ class OverlayVideo:
         if size != self._size:
             self.skipped += 1  # the overlay's size is fixed per run; a different one is not mixed in
             return
-        if self.format == "mp4":
+        if self._writer is not None:
             self._writer.write(bgr)
         else:
             cv2.imwrite(os.path.join(self.path, f"frame_{self.frames:05d}.png"), bgr)
@@ -142,13 +145,16 @@ class OverlayVideo:
         import cv2
 
         self._size = size
-        path = os.path.join(self.folder, "overlay.mp4")
-        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), self.fps, size)
-        if writer.isOpened():
-            self._writer, self.format, self.path = writer, "mp4", path
-            return
-        writer.release()
-        self.format, self.reason = "png", "cv2.VideoWriter could not open an mp4v writer"
+        for name, fourcc, video_format in self.CANDIDATES:
+            path = os.path.join(self.folder, name)
+            writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), self.fps, size)
+            if writer.isOpened():
+                self._writer, self.format, self.path = writer, video_format, path
+                return
+            writer.release()
+            if os.path.exists(path):
+                os.remove(path)
+        self.format, self.reason = "png", "cv2.VideoWriter could open neither a VP8 nor an mp4v writer"
         self.path = os.path.join(self.folder, "overlay_frames")
         os.makedirs(self.path, exist_ok=True)
 
@@ -156,7 +162,7 @@ class OverlayVideo:
         if self._writer is not None:
             self._writer.release()
             self._writer = None
-        if self.frames == 0 and self.format == "mp4" and os.path.exists(self.path):
+        if self.frames == 0 and self.format in ("webm", "mp4") and os.path.exists(self.path):
             os.remove(self.path)
         return {"path": self.path if self.frames else "", "format": self.format or "none", "frames": self.frames,
                 "skipped_other_size": self.skipped, "fps": self.fps, **({"reason": self.reason} if self.reason else {})}

@@ -156,8 +156,10 @@ def write_run_page(folder: str, report: Mapping, data) -> str:
     t1 = episode.end_sim_s if math.isfinite(episode.end_sim_s) else t0 + 1.0
     x_range = (0.0, max(t1 - t0, 1e-3))
     colour = "#070" if world.get("task_completed") else "#a00"
-    video = '<video src="overlay.mp4" controls width="480"></video>' if \
-        os.path.exists(os.path.join(folder, "overlay.mp4")) else "<p>no overlay video in this run</p>"
+    overlay = ((report.get("outputs") or {}).get("overlay") or {})
+    video = f'<video src="{html.escape(os.path.basename(overlay["path"]))}" controls width="480"></video>' \
+        if overlay.get("format") in ("webm", "mp4") and overlay.get("path") else \
+        f"<p>no overlay video in this run ({html.escape(str(overlay.get('format', 'none')))})</p>"
     arms = [arm for arm in ("left", "right") if data.commands.get(arm)]
     joints = "".join(f"<h3>actor_{arm}</h3>" + "".join(joint_plots(data, arm, t0, x_range)) for arm in arms)
     masked = [1e3 * (record.recv_sim_s - record.stamp_s) for records in data.masked.values() for record in records]
@@ -196,6 +198,28 @@ def chromium_binary() -> Optional[str]:
         if found:
             return found
     return None
+
+
+def video_plays_in_chromium(video: str, scratch_folder: str, timeout_s: float = 60.0) -> str:
+    """Whether headless Chromium decodes ``video``: 'loaded WxH duration' or 'error <code> <message>'."""
+    import subprocess
+
+    page = os.path.join(scratch_folder, "video_check.html")
+    with open(page, "w", encoding="utf-8") as stream:
+        stream.write(f"""<!DOCTYPE html><html><body><video id="v" src="file://{os.path.abspath(video)}" muted></video>
+<div id="out">pending</div><script>
+const v = document.getElementById('v'), out = document.getElementById('out');
+v.addEventListener('loadeddata', () => {{ out.textContent = 'loaded ' + v.videoWidth + 'x' + v.videoHeight; }});
+v.addEventListener('error', () => {{ out.textContent = 'error ' + v.error.code + ' ' + v.error.message; }});
+</script></body></html>""")
+    binary = chromium_binary()
+    if binary is None:
+        raise FileNotFoundError("chromium is not installed")
+    dom = subprocess.run([binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+                          "--virtual-time-budget=5000", "--dump-dom", "file://" + os.path.abspath(page)],
+                         capture_output=True, text=True, timeout=timeout_s).stdout
+    start = dom.find('<div id="out">')
+    return dom[start + len('<div id="out">'):dom.find("</div>", start)] if start >= 0 else "no result"
 
 
 def check_in_chromium(page: str, screenshot: str, timeout_s: float = 60.0) -> Dict[str, object]:
