@@ -71,10 +71,12 @@ def short_episode():
 def test_settings_come_from_the_parameter_files_and_the_dry_runs_overrides():
     settings = resolve_settings(RunnerOptions(task=tasks.default_task_name(), output_mode="stream"))
     params = graph.default_params_file()
+    overridden = {"output_mode", "overlay_source"}  # the dry run's overrides (the overlay at camera resolution)
     for node in (graph.PLANNER_NODE, graph.VALIDATOR_NODE, graph.CAMERA_MASK_NODE, "actor_left"):
         from_file = graph.load_node_section(params, node)
-        assert {k: settings.nodes[node][k] for k in from_file if k != "output_mode"} == \
-            {k: v for k, v in from_file.items() if k != "output_mode"}
+        assert {k: settings.nodes[node][k] for k in from_file if k not in overridden} == \
+            {k: v for k, v in from_file.items() if k not in overridden}
+    assert settings.nodes[graph.PLANNER_NODE]["overlay_source"] == "raw"
     assert settings.nodes["actor_left"]["output_mode"] == "stream" and settings.nodes["actor_right"]["arm"] == "right"
     sim = settings.simulator
     assert sim.task_name == tasks.default_task_name() and sim.command_interface == "ros2_control"

@@ -97,3 +97,18 @@ def test_blend_mask_tints_only_foreground():
     np.testing.assert_array_equal(image, np.full((2, 2, 3), 100))
     with pytest.raises(ValueError, match="does not match"):
         blend_mask(image, np.zeros((3, 3), np.uint8), n_classes=2)
+
+
+def test_the_run_panel_puts_both_wrists_and_the_validator_beside_the_overlay():
+    from sim2real_vla_ros.core.perception.overlay import compose_panel
+
+    top = np.zeros((240, 320, 3), np.uint8)
+    wrist = np.full((480, 640, 3), 200, np.uint8)
+    panel = compose_panel(top, {"left": wrist}, {"left": 0.75, "right": None}, "phase running")
+    assert panel.shape == (240 + 36, 320 + 160, 3)  # one size per top size, whatever the wrists' size
+    assert panel[60, 400].mean() > 150  # the left wrist tile (upper right), resized
+    assert panel[180, 400].mean() < 120  # no right wrist image: a grey tile, labelled
+    bar = panel[240 + 25, 4 + 110:4 + 210]  # the left arm's probability bar: 3/4 filled in green
+    green = (bar[:, 1] > 120) & (bar[:, 0] < 100)
+    assert 0.65 < green.mean() < 0.85
+    assert compose_panel(top, {}, {}, "").shape == panel.shape

@@ -398,6 +398,10 @@ def graph_specs(options: Options) -> List[graph.NodeSpec]:
                              output_mode=options.output_mode, namespace=options.namespace,
                              split_inference=options.split_inference, lifecycle_manager=homes(options),
                              go_to_start_task=options.task if homes(options) else None)
+    # The run's overlay video is drawn on the native cam_high image (camera resolution), unless a
+    # --param says otherwise.
+    specs = [dataclasses.replace(spec, parameters={**spec.parameters, "overlay_source": "raw"})
+             if spec.name == graph.PLANNER_NODE else spec for spec in specs]
     specs = [dataclasses.replace(spec, parameters={**spec.parameters, **options.node_parameters[spec.name]})
              if spec.name in options.node_parameters else spec for spec in specs]
     not_here = [spec.name for spec in specs if not spec.runs_here]
@@ -465,6 +469,9 @@ def record_plans(options: Options) -> list:
     for arm in graph.ARMS:
         plans.append(TopicPlan(vocab.affordance_topic(arm), "geometry_msgs/msg/PolygonStamped", LATCHED,
                                extract="affordance", arm=arm))
+        # The raw wrist views go into the overlay video's panel only (max_rate_hz 0: not in run.mcap).
+        plans.append(TopicPlan(vocab.camera_image_topic(vocab.WRIST_CAMERA[arm]), "sensor_msgs/msg/Image", SENSOR,
+                               max_rate_hz=0, extract="wrist_image", arm=arm))
     for arm in options.arms:
         plans.append(TopicPlan(vocab.actor_chunk_topic(arm), "trajectory_msgs/msg/JointTrajectory", RELIABLE,
                                extract="chunk", arm=arm))

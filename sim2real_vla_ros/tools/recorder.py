@@ -200,6 +200,7 @@ class Recorder:
         self._sequence: Dict[str, int] = {}
         self._closed = False
         self.overlay = OverlayVideo(folder, overlay_fps)
+        self.latest_wrist: Dict[str, np.ndarray] = {}  # arm -> newest raw wrist frame (overlay panel)
         self.extract_errors: Dict[str, int] = {}
         self._subscriptions = []
         for plan in plans:
@@ -273,6 +274,7 @@ class Recorder:
                 "masked": self._masked, "affordance": self._affordance, "chunk": self._chunk,
                 "command": self._command, "trajectory": self._trajectory, "vendor_command": self._vendor_command,
                 "stream_command": self._stream_command, "joint_states": self._joint_states,
+                "wrist_image": self._wrist_image,
                 "diagnostics": self._diagnostics, "overlay": self._overlay}
 
     @staticmethod
@@ -374,12 +376,29 @@ class Recorder:
         with self.lock:
             self.data.diagnostics.extend(records)
 
-    def _overlay(self, plan: TopicPlan, data: bytes, msg_type, recv: float) -> None:
+    def _wrist_image(self, plan: TopicPlan, data: bytes, msg_type, recv: float) -> None:
+        """The newest raw frame of a wrist camera, for the overlay video's panel (not stored)."""
         from sim2real_vla_ros.nodes.common import image_to_numpy
 
         rgb = image_to_numpy(self._deserialize(data, msg_type), "rgb8")
         with self.lock:
-            self.overlay.add(rgb)
+            self.latest_wrist[plan.arm] = rgb
+
+    def _overlay(self, plan: TopicPlan, data: bytes, msg_type, recv: float) -> None:
+        """The planner's overlay, composed with both wrist views and the validator's probabilities."""
+        from sim2real_vla_ros.core.perception.overlay import compose_panel
+        from sim2real_vla_ros.nodes.common import image_to_numpy
+
+        rgb = image_to_numpy(self._deserialize(data, msg_type), "rgb8")
+        with self.lock:
+            wrists = dict(self.latest_wrist)
+            state = self.data.task_states[-1][1] if self.data.task_states else {}
+            plan_state = self.data.plan_states[-1][1] if self.data.plan_states else {}
+        probabilities = {arm: (entry or {}).get("prob") for arm, entry in (state.get("arms") or {}).items()}
+        caption = f"t {recv:.1f} s  phase {plan_state.get('phase', '?')}  affordance #{plan_state.get('index', '?')}"
+        frame = compose_panel(rgb, wrists, probabilities, caption)
+        with self.lock:
+            self.overlay.add(frame)
 
     # ------------------------------------------------------------------ end
     def close(self) -> dict:

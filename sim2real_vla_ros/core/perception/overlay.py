@@ -216,3 +216,42 @@ def blend_mask(rgb: np.ndarray, mask: np.ndarray, n_classes: int, alpha: float =
     # cv2.copyTo with a mask is ~30x faster than boolean indexing on a 960x540 frame.
     foreground = (mask != 0).astype(np.uint8)
     return cv2.copyTo(blended, foreground, rgb.copy())
+
+
+def compose_panel(top: np.ndarray, wrists: Mapping[str, np.ndarray], probabilities: Mapping[str, object],
+                  caption: str = "") -> np.ndarray:
+    """One video frame of a run: the planner's cam_high overlay (keypoints, chain index, phase) at
+    its own size, both wrist views stacked to its right at half its height each, and a banner with
+    ``caption`` and the validator's probability per arm as bars (None: no decision yet).
+
+    Wrist images of another size are resized; a missing wrist view is a grey tile. Always the
+    same frame size for the same ``top`` size, so a video of a run has one size.
+    """
+    _check_rgb(top)
+    height, width = top.shape[:2]
+    tile_h, tile_w = height // 2, max(1, (height // 2) * 4 // 3)
+    tiles = []
+    for arm in ("left", "right"):
+        image = wrists.get(arm)
+        if image is None:
+            tile = np.full((tile_h, tile_w, 3), 96, np.uint8)
+            _draw_label(tile, f"{arm} wrist: no image", (4, 16), 0.4, 1)
+        else:
+            tile = cv2.resize(np.ascontiguousarray(image), (tile_w, tile_h), interpolation=cv2.INTER_AREA)
+            _draw_label(tile, f"{arm} wrist", (4, 14), 0.4, 1)
+        tiles.append(tile)
+    right = np.concatenate(tiles, axis=0)
+    if right.shape[0] != height:
+        right = np.pad(right, ((0, height - right.shape[0]), (0, 0), (0, 0)))
+    banner = np.full((36, width + tile_w, 3), 255, np.uint8)
+    _draw_label(banner, caption[:80], (4, 14), 0.4, 1)
+    for slot, arm in enumerate(("left", "right")):
+        x = 4 + slot * ((width + tile_w) // 2)
+        probability = probabilities.get(arm)
+        cv2.rectangle(banner, (x + 110, 20), (x + 210, 31), (200, 200, 200), 1)
+        if probability is not None:
+            value = float(np.clip(probability, 0.0, 1.0))
+            cv2.rectangle(banner, (x + 110, 20), (x + 110 + int(100 * value), 31), (40, 160, 60), -1)
+        text = f"validator {arm}: " + ("-" if probability is None else f"{float(probability):.2f}")
+        cv2.putText(banner, text, (x, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([np.concatenate([top, right], axis=1), banner], axis=0)
