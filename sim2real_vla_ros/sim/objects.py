@@ -255,14 +255,33 @@ def _milk_box() -> ObjectModel:
     )
 
 
+BASKET_HANDLE_HALF = (0.03, 0.008, 0.006)   # box half-extents of each rim handle (x, y, z)
+
+
 def _basket() -> ObjectModel:
+    """Open box with a rim handle on each long side (+-y), as real shopping/storage baskets have.
+
+    The 6 mm walls alone leave 5-11 mm of finger on them and the basket pivots in a one-wall
+    grip; each handle is a 16 mm bar standing 2.2 cm out from the wall at rim height, which a
+    Piper finger pair closes across from above (sites ``handle_left`` / ``handle_right`` at
+    their centres). ``tasks.KIND_FOOTPRINT`` includes the handles.
+    """
     inner_x, inner_y, height, wall = 0.22, 0.16, 0.08, 0.006
+    rgba = (0.6, 0.42, 0.22, 1.0)
+    hx, hy, hz = BASKET_HANDLE_HALF
+    handle_y = inner_y / 2 + wall + 0.022
+    handle_z = height - hz - 0.004
+    handles = tuple(Part("box", (hx, hy, hz), (0.0, sign * handle_y, handle_z), rgba=rgba) for sign in (1, -1))
+    # Struts joining each handle to its wall, so the bar is not a floating part visually.
+    struts = tuple(Part("box", (0.006, 0.011, hz), (sx * (hx - 0.006), sign * (inner_y / 2 + wall + 0.011), handle_z), rgba=rgba)
+                   for sign in (1, -1) for sx in (1, -1))
     return ObjectModel(
         "basket",
-        _open_box(inner_x, inner_y, height, wall, (0.6, 0.42, 0.22, 1.0)),
+        _open_box(inner_x, inner_y, height, wall, rgba) + handles + struts,
         mass=0.3,
         height=height,
-        sites={"rim": (0.0, 0.0, height)},
+        sites={"rim": (0.0, 0.0, height), "handle_left": (0.0, handle_y, handle_z),
+               "handle_right": (0.0, -handle_y, handle_z)},
         container=Container("box", floor_z=wall, rim_z=height, half_extents=(inner_x / 2, inner_y / 2)),
     )
 

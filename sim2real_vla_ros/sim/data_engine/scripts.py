@@ -280,8 +280,104 @@ def table_rearrangement(ex: Expert) -> None:
         _place_flat(ex, side, obj, target, (yaw,), done)
 
 
+# Hand-over points in the air between the arms, tried in order.
+HANDOVER_POINTS = [np.array([x, y, 0.76 + z]) for z in (0.18, 0.14, 0.22) for x in (0.45, 0.52, 0.40)
+                   for y in (0.0, 0.04, -0.04)]
+PEN_GRIP_OFFSET_M = 0.038                            # each hand holds the pen this far from its centre
+HOLDER_PEN_CENTRE_ABOVE_TABLE_M = 0.095               # pen centre when standing in the holder
+
+
+def items_handover_place(ex: Expert) -> None:
+    """Left picks the pen near one end, holds it out; right takes the other end; left lets go;
+    right turns it upright over the holder and lowers it in."""
+    view = ex.view()
+    pen = view.objects["pen"]
+    _pick_flat(ex, "left", "pen", along_offset=PEN_GRIP_OFFSET_M)
+    # Hold it out at a hand-over point, pen level, where the right hand can take the free end:
+    # the first (point, turn about vertical) where both arms' poses are reachable.
+    view = ex.view()
+    p, r = view.tcp["left"]
+    centre = view.center("pen")
+    axis0 = view.objects["pen"].rot[:, 0]
+    yaw0 = view.objects["pen"].yaw
+    chosen = None
+    for point in HANDOVER_POINTS:
+        for turn in sorted(range(-180, 180, 15), key=abs):
+            rz = ab.axis_rotation([0, 0, 1], math.radians(turn))
+            if (rz @ axis0)[1] < 0.5:
+                continue  # the left hand's end must point to +y so the hands do not cross
+            left_pose = ab.move_to(point + rz @ (p - centre), rz @ r)
+            if not ex.feasible("left", left_pose):
+                continue
+            free_end = point - PEN_GRIP_OFFSET_M * (rz @ axis0)
+            for rotation in ab.top_grasp_candidates("right", free_end, yaw0 + math.radians(turn),
+                                                    pitches_deg=(90, 75, 60, 45)):
+                right = ab.approach("right", "pen", free_end, rotation, standoff=0.06)
+                if ex.feasible("right", right):
+                    chosen = (left_pose, right, rotation, free_end)
+                    break
+            if chosen:
+                break
+        if chosen:
+            break
+    if chosen is None:
+        raise StepFailed("hold pen out for the hand-over (ik)", "no reachable hand-over pose")
+    left_pose, right_approach, rotation, free_end = chosen
+    ex.run_step(Step("hold pen out for the hand-over", {"left": left_pose},
+                     sg.All((sg.Grasped("pen", "left"), sg.Lifted("pen", 0.1, "left"))), speed=0.6))
+    view = ex.view()
+    free_end = view.center("pen") - PEN_GRIP_OFFSET_M * view.objects["pen"].rot[:, 0]
+
+    def build(rotation):
+        return ab.approach("right", "pen", free_end, rotation, standoff=0.06)
+
+    ex.run_step(Step("approach pen (hand-over)", {"right": build(rotation)}))
+    ex.run_step(Step("grasp pen (hand-over)", {"right": ab.grasp(free_end, rotation)},
+                     sg.All((sg.Grasped("pen", "right"), sg.Grasped("pen", "left"))), settle_s=0.3))
+    p_left, r_left = ex.view().tcp["left"]
+    ex.run_step(Step("left releases pen", {"left": ab.release(p_left, r_left)}, settle_s=0.2))
+    ex.run_step(Step("left retreats", {"left": [ab.KeyPose(p_left + [0, 0.06, 0.06], r_left, ab.OPEN)]},
+                     sg.All((sg.Grasped("pen", "right"), sg.Lifted("pen", 0.1, "right")))))
+    _insert_pen(ex, "right", "pen", "holder")
+
+
+def _insert_pen(ex: Expert, side: str, pen: str, holder: str) -> None:
+    """Turn the held pen upright (free end down) over the holder, lower it in, release."""
+    view = ex.view()
+    p, r = view.tcp[side]
+    centre = view.center(pen)
+    centre_local = r.T @ (centre - p)
+    hold = view.objects[holder].pos
+    target_centre = np.array([hold[0], hold[1], view.table_top_z + HOLDER_PEN_CENTRE_ABOVE_TABLE_M])
+    chosen = None
+    for angle in (math.pi / 2, -math.pi / 2):
+        r_up = ab.axis_rotation(r[:, 1], angle) @ r   # pitch about the finger axis
+        if (r_up @ centre_local)[2] > -0.02:
+            continue   # the free end must point down
+        for turn in sorted(range(-90, 91, 30), key=abs):
+            r_new = ab.axis_rotation([0, 0, 1], math.radians(turn)) @ r_up
+            down = target_centre - r_new @ centre_local
+            above = down + [0, 0, 0.12]
+            poses = ab.move_to(above, r_new) + ab.place(down, r_new)
+            if ex.feasible(side, poses):
+                chosen = (above, down, r_new)
+                break
+        if chosen:
+            break
+    if chosen is None:
+        raise StepFailed(f"move {pen} over {holder} (ik)", "no reachable insertion pose")
+    above, down, r_new = chosen
+    ex.run_step(Step(f"move {pen} over {holder}", {side: ab.move_to(above, r_new)},
+                     sg.All((sg.Grasped(pen, side), sg.NearXY(pen, tuple(hold[:2]), 0.02))), speed=0.5))
+    ex.run_step(Step(f"lower {pen} into {holder}", {side: ab.place(down, r_new)}, speed=0.4))
+    ex.run_step(Step(f"release {pen}", {side: ab.release(down, r_new)}, settle_s=0.5))
+    ex.run_step(Step(f"retreat from {holder}", {side: [ab.KeyPose(down + [0, 0, 0.1], r_new, ab.OPEN)]},
+                     sg.All((sg.Released(pen), sg.Inside(pen, holder)))))
+
+
 SCRIPTS: Dict[str, Callable[[Expert], None]] = {
     "pour_water_single": pour_water_single,
     "pour_water_dual": pour_water_dual,
     "table_rearrangement": table_rearrangement,
+    "items_handover_place": items_handover_place,
 }
