@@ -189,7 +189,8 @@ def _flat_place_poses(ex: Expert, obj: str, rotation, grasp_point, centre, targe
     return ab.move_to(down + [0, 0, FLAT_LIFT_M], r_new) + ab.place(down, r_new)
 
 
-def _pick_flat(ex: Expert, side: str, obj: str, along_offset: float, target_xy=None, yaw_options=()) -> float:
+def _pick_flat(ex: Expert, side: str, obj: str, along_offset: float, target_xy=None, yaw_options=(),
+               pitches_deg=(90, 75, 60, 50, 40)) -> float:
     """Grasp a lying object (fork, spoon, pen, carrot) from above across its long axis, lift it.
 
     With ``target_xy`` the grasp orientation is chosen so that placing it there (with one of
@@ -224,7 +225,10 @@ def _pick_flat(ex: Expert, side: str, obj: str, along_offset: float, target_xy=N
                 return poses
         return poses + [ab.KeyPose(np.array([9.0, 9.0, 9.0]), rotation, ab.OPEN)]  # unreachable marker
 
-    rotation = ex.choose(side, ab.top_grasp_candidates(side, point, yaw), build)
+    try:
+        rotation = ex.choose(side, ab.top_grasp_candidates(side, point, yaw, pitches_deg), build)
+    except StepFailed as exc:
+        raise StepFailed(f"grasp {obj} (ik)", str(exc)) from None
     if target_xy is not None:
         build(rotation)  # sets chosen_yaw for the chosen rotation
     gp = grasp_point(rotation)
@@ -280,41 +284,63 @@ def table_rearrangement(ex: Expert) -> None:
         _place_flat(ex, side, obj, target, (yaw,), done)
 
 
-# Hand-over points in the air between the arms, tried in order.
-HANDOVER_POINTS = [np.array([x, y, 0.76 + z]) for z in (0.18, 0.14, 0.22) for x in (0.45, 0.52, 0.40)
-                   for y in (0.0, 0.04, -0.04)]
-PEN_GRIP_OFFSET_M = 0.038                            # each hand holds the pen this far from its centre
-HOLDER_PEN_CENTRE_ABOVE_TABLE_M = 0.095               # pen centre when standing in the holder
+PEN_GRIP_OFFSET_M = 0.038            # each hand holds the pen this far from its centre
+HANDOVER_PEN_ABOVE_TABLE_M = (0.12, 0.10)   # pen centre above the table during the hand-over
+# Hand-over points (pen centre x, y) between the arms, tried in order.
+HANDOVER_XY = ((0.45, 0.0), (0.50, 0.0), (0.40, 0.0), (0.45, 0.03), (0.45, -0.03), (0.55, 0.0))
+HANDOVER_TURNS_DEG = (0, 15, -15, 30, -30)
+HANDOVER_TURNS_WIDE_DEG = (0, 30, -30, 60, -60, 90, -90)
+HOLDER_PEN_CENTRE_ABOVE_TABLE_M = 0.09    # pen centre when lowered into the holder (its end 1.5 cm above the floor)
+HOLDER_ENTRY_ABOVE_M = 0.08               # the pen is lowered in from this much higher
 
 
 def items_handover_place(ex: Expert) -> None:
-    """Left picks the pen near one end, holds it out; right takes the other end; left lets go;
-    right turns it upright over the holder and lowers it in."""
+    """Left picks the pen at its end nearer the left arm (the gripper tipped toward the free
+    end), holds it out between the arms with the free end toward the right arm; the right
+    takes the free end, tipped toward the left; the left lets go and backs off; the right
+    turns the pen upright (the left's end down) over the holder and lowers it in."""
     view = ex.view()
     pen = view.objects["pen"]
-    _pick_flat(ex, "left", "pen", along_offset=PEN_GRIP_OFFSET_M)
-    # Hold it out at a hand-over point, pen level, where the right hand can take the free end:
-    # the first (point, turn about vertical) where both arms' poses are reachable.
+    outward = ab.horizontal(pen.pos - ab.ARM_BASE["left"])
+    inner_sign = -1.0 if float(pen.rot[:, 0] @ outward) >= 0 else 1.0
+    # Pitched grasps first: a vertical approach cannot be held out high between the arms.
+    # The end nearer the arm first (the gripper then tips toward the free end); else the other.
+    turns = HANDOVER_TURNS_DEG
+    try:
+        _pick_flat(ex, "left", "pen", along_offset=inner_sign * PEN_GRIP_OFFSET_M,
+                   pitches_deg=(60, 75, 50, 40, 30, 90))
+    except StepFailed as exc:
+        if not exc.subgoal.endswith("(ik)"):
+            raise
+        inner_sign = -inner_sign
+        turns = HANDOVER_TURNS_WIDE_DEG
+        _pick_flat(ex, "left", "pen", along_offset=inner_sign * PEN_GRIP_OFFSET_M,
+                   pitches_deg=(60, 75, 50, 40, 30, 90))
     view = ex.view()
     p, r = view.tcp["left"]
     centre = view.center("pen")
-    axis0 = view.objects["pen"].rot[:, 0]
-    yaw0 = view.objects["pen"].yaw
+    grip_local = r.T @ (p - centre)
+    free_dir = -inner_sign * view.objects["pen"].rot[:, 0]      # from the left's grip to the free end
+    free_yaw = math.atan2(free_dir[1], free_dir[0])
     chosen = None
-    for point in HANDOVER_POINTS:
-        for turn in sorted(range(-180, 180, 15), key=abs):
-            rz = ab.axis_rotation([0, 0, 1], math.radians(turn))
-            if (rz @ axis0)[1] < 0.5:
-                continue  # the left hand's end must point to +y so the hands do not cross
-            left_pose = ab.move_to(point + rz @ (p - centre), rz @ r)
+    for (x, y, z) in [(x, y, z) for z in HANDOVER_PEN_ABOVE_TABLE_M for (x, y) in HANDOVER_XY]:
+        target = np.array([x, y, view.table_top_z + z])
+        for turn_deg in turns:
+            # Free end toward the right arm (-y), turned by turn_deg.
+            want = -math.pi / 2 + math.radians(turn_deg)
+            rz = ab.axis_rotation([0, 0, 1], want - free_yaw)
+            left_r = rz @ r
+            left_p = target + rz @ (p - centre)
+            left_pose = ab.move_to(left_p, left_r)
             if not ex.feasible("left", left_pose):
                 continue
-            free_end = point - PEN_GRIP_OFFSET_M * (rz @ axis0)
-            for rotation in ab.top_grasp_candidates("right", free_end, yaw0 + math.radians(turn),
-                                                    pitches_deg=(90, 75, 60, 45)):
+            pen_dir = rz @ free_dir                                   # toward the free end
+            free_end = target + PEN_GRIP_OFFSET_M * ab.horizontal(pen_dir)
+            pen_yaw = math.atan2(pen_dir[1], pen_dir[0])
+            for rotation in ab.top_grasp_candidates("right", free_end, pen_yaw, pitches_deg=(45, 35, 60, 75)):
                 right = ab.approach("right", "pen", free_end, rotation, standoff=0.06)
                 if ex.feasible("right", right):
-                    chosen = (left_pose, right, rotation, free_end)
+                    chosen = (left_pose, rotation)
                     break
             if chosen:
                 break
@@ -322,27 +348,58 @@ def items_handover_place(ex: Expert) -> None:
             break
     if chosen is None:
         raise StepFailed("hold pen out for the hand-over (ik)", "no reachable hand-over pose")
-    left_pose, right_approach, rotation, free_end = chosen
+    left_pose, rotation = chosen
     ex.run_step(Step("hold pen out for the hand-over", {"left": left_pose},
-                     sg.All((sg.Grasped("pen", "left"), sg.Lifted("pen", 0.1, "left"))), speed=0.6))
+                     sg.All((sg.Grasped("pen", "left"), sg.Lifted("pen", 0.08, "left"))), speed=0.6))
+    # Where the free end really is now (the pen may have slipped a little in the grip).
     view = ex.view()
-    free_end = view.center("pen") - PEN_GRIP_OFFSET_M * view.objects["pen"].rot[:, 0]
-
-    def build(rotation):
-        return ab.approach("right", "pen", free_end, rotation, standoff=0.06)
-
-    ex.run_step(Step("approach pen (hand-over)", {"right": build(rotation)}))
+    centre = view.center("pen")
+    axis = view.objects["pen"].rot[:, 0]
+    p_left, r_left = view.tcp["left"]
+    if float(axis @ (p_left - centre)) > 0:
+        axis = -axis                                                  # toward the free end
+    free_end = centre + PEN_GRIP_OFFSET_M * axis
+    ex.run_step(Step("approach pen (hand-over)", {"right": ab.approach("right", "pen", free_end, rotation, standoff=0.06)}))
     ex.run_step(Step("grasp pen (hand-over)", {"right": ab.grasp(free_end, rotation)},
                      sg.All((sg.Grasped("pen", "right"), sg.Grasped("pen", "left"))), settle_s=0.3))
-    p_left, r_left = ex.view().tcp["left"]
     ex.run_step(Step("left releases pen", {"left": ab.release(p_left, r_left)}, settle_s=0.2))
-    ex.run_step(Step("left retreats", {"left": [ab.KeyPose(p_left + [0, 0.06, 0.06], r_left, ab.OPEN)]},
-                     sg.All((sg.Grasped("pen", "right"), sg.Lifted("pen", 0.1, "right")))))
+    ex.run_step(Step("left retreats", {"left": _reachable_retreat(ex, "left", p_left, r_left)},
+                     sg.All((sg.Grasped("pen", "right"), sg.Lifted("pen", 0.06, "right")))))
     _insert_pen(ex, "right", "pen", "holder")
 
 
+def _reachable_retreat(ex: Expert, side: str, p, r, up_first: bool = False):
+    """The first reachable way to back the open gripper off an object: along the approach and
+    up, straight back, straight up, or toward the arm's base (``up_first``: straight up first)."""
+    a = r[:, 2]
+    to_base = ab.horizontal(ab.ARM_BASE[side] - p)
+    offsets = [-0.06 * a + [0, 0, 0.04], -0.06 * a, np.array([0, 0, 0.06]), 0.06 * to_base + [0, 0, 0.03],
+               -0.03 * a, np.array([0, 0, 0.03])]
+    if up_first:
+        offsets = [np.array([0, 0, 0.08]), np.array([0, 0, 0.05])] + offsets
+    for offset in offsets:
+        poses = [ab.KeyPose(np.asarray(p) + offset, r, ab.OPEN)]
+        if ex.feasible(side, poses):
+            return poses
+    raise StepFailed(f"{side} retreats (ik)", "no reachable retreat")
+
+
+def _seeded_line(ex: Expert, side: str, poses):
+    """``poses`` = [joint move to A, straight line to B]: reachable as is, or with A's
+    configuration traced back from B (IK for A alone may pick a configuration that runs into
+    a joint limit on the line); None if neither."""
+    if ex.feasible(side, poses):
+        return list(poses)
+    seed = ex.seed_back(side, poses[0], poses[-1])
+    if seed is None:
+        return None
+    first = ab.KeyPose(poses[0].position, poses[0].rotation, poses[0].finger, linear=False, seed=seed)
+    out = [first] + list(poses[1:])
+    return out if ex.feasible(side, out) else None
+
+
 def _insert_pen(ex: Expert, side: str, pen: str, holder: str) -> None:
-    """Turn the held pen upright (free end down) over the holder, lower it in, release."""
+    """Turn the held pen upright (long end down) over the holder, lower it in, release."""
     view = ex.view()
     p, r = view.tcp[side]
     centre = view.center(pen)
@@ -353,25 +410,25 @@ def _insert_pen(ex: Expert, side: str, pen: str, holder: str) -> None:
     for angle in (math.pi / 2, -math.pi / 2):
         r_up = ab.axis_rotation(r[:, 1], angle) @ r   # pitch about the finger axis
         if (r_up @ centre_local)[2] > -0.02:
-            continue   # the free end must point down
-        for turn in sorted(range(-90, 91, 30), key=abs):
+            continue   # the long end must point down
+        for turn in sorted(range(-180, 180, 15), key=abs):
             r_new = ab.axis_rotation([0, 0, 1], math.radians(turn)) @ r_up
             down = target_centre - r_new @ centre_local
-            above = down + [0, 0, 0.12]
-            poses = ab.move_to(above, r_new) + ab.place(down, r_new)
-            if ex.feasible(side, poses):
-                chosen = (above, down, r_new)
+            above = down + [0, 0, HOLDER_ENTRY_ABOVE_M]
+            poses = _seeded_line(ex, side, ab.move_to(above, r_new) + ab.place(down, r_new))
+            if poses is not None:
+                chosen = (poses, down, r_new)
                 break
         if chosen:
             break
     if chosen is None:
         raise StepFailed(f"move {pen} over {holder} (ik)", "no reachable insertion pose")
-    above, down, r_new = chosen
-    ex.run_step(Step(f"move {pen} over {holder}", {side: ab.move_to(above, r_new)},
+    poses, down, r_new = chosen
+    ex.run_step(Step(f"move {pen} over {holder}", {side: poses[:1]},
                      sg.All((sg.Grasped(pen, side), sg.NearXY(pen, tuple(hold[:2]), 0.02))), speed=0.5))
-    ex.run_step(Step(f"lower {pen} into {holder}", {side: ab.place(down, r_new)}, speed=0.4))
+    ex.run_step(Step(f"lower {pen} into {holder}", {side: poses[1:]}, speed=0.4))
     ex.run_step(Step(f"release {pen}", {side: ab.release(down, r_new)}, settle_s=0.5))
-    ex.run_step(Step(f"retreat from {holder}", {side: [ab.KeyPose(down + [0, 0, 0.1], r_new, ab.OPEN)]},
+    ex.run_step(Step(f"retreat from {holder}", {side: _reachable_retreat(ex, side, down, r_new, up_first=True)},
                      sg.All((sg.Released(pen), sg.Inside(pen, holder)))))
 
 
