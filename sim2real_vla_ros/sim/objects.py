@@ -255,9 +255,9 @@ def _milk_box() -> ObjectModel:
     )
 
 
-BASKET_BAR_HALF = (0.015, 0.01)  # carry bar cross-section half-extents (y, z)
-BASKET_BAR_Y_M = -0.03           # bar axis off the middle, toward the basket's -y side
-BASKET_BAR_ABOVE_RIM_M = 0.02    # bar centre above the rim
+BASKET_BAR_HALF = (0.015, 0.015)  # carry bar cross-section half-extents (y, z)
+BASKET_BAR_Y_M = -0.035          # bar axis off the middle, toward the basket's -y side
+BASKET_BAR_ABOVE_RIM_M = 0.025   # bar centre above the rim
 
 
 def _basket() -> ObjectModel:
@@ -267,8 +267,8 @@ def _basket() -> ObjectModel:
     The 6 mm walls alone give a Piper finger pair too little to hold: the servo presses with
     1000 N/m times half the opening it is kept from closing (3 N on a wall), and a basket held
     at one side pivots about the grip and swings its load out (a 40 mm block handle on one
-    rim still tilted it 14 deg with the milk box inside). The bar is 30 mm wide (15 N of grip)
-    and runs 3 cm off the middle toward -y, near the centre of mass of the basket and an item
+    rim still tilted it 14 deg with the milk box inside). The bar is 30 mm square (15 N of grip; a lower one lets the basket tilt in the pads)
+    and runs 3.5 cm off the middle toward -y, near the centre of mass of the basket and an item
     standing in the wider +y part, so one arm (from -y) lifts the basket nearly level by it,
     with the gripper clear of the item (site ``handle`` at the bar's middle). It stays inside
     the basket's outline, the footprint ``tasks.KIND_FOOTPRINT`` gives.

@@ -447,8 +447,10 @@ BOX_OVER_RIM_M = 0.025         # box base above the basket rim while carried ove
 BOX_DROP_ABOVE_FLOOR_M = 0.006 # box base above the basket floor when released
 # Basket-frame spots for the box (clear of the handle blocks), tried nearest the arm first.
 # In the wider +y part beside the carry bar (the right hand takes the bar from -y).
-BASKET_SPOTS = tuple((x, 0.045) for x in (-0.07, -0.045, -0.02, 0.0, 0.02, 0.045, 0.07))
-BASKET_LIFT_M = 0.09
+BASKET_SPOTS = tuple((x, 0.05) for x in (-0.07, -0.045, -0.02, 0.0, 0.02, 0.045, 0.07))
+BAR_GRIP_ABOVE_CENTRE_M = 0.006
+BAR_APPROACH_OPEN_M = 0.025   # finger opening (joint7) toward the bar: 1 cm clear of it, not wide into the box
+BASKET_LIFT_M = 0.11
 BASKET_LIFT_CHECK_M = 0.06    # the task needs 0.05 at the basket's base; the load tilts it a little
 
 
@@ -539,9 +541,13 @@ def _basket_handle_grasp(ex: Expert, side: str, basket: str, item: str):
     m_b, m_i = ex.sim.object_models[basket].mass, ex.sim.object_models[item].mass
     item_x = float(b.to_local(view.objects[item].pos)[0])
     along = float(np.clip(item_x * m_i / (m_b + m_i), -0.05, 0.05))
-    point = b.to_world(np.array(ex.sim.object_models[basket].sites["handle"]) + [along, 0.0, 0.0])
+    # A little above the bar's centre: on a shallow approach along the bar the gripper's palm,
+    # behind the pads, would otherwise sit on the bar.
+    point = b.to_world(np.array(ex.sim.object_models[basket].sites["handle"]) + [along, 0.0, BAR_GRIP_ABOVE_CENTRE_M])
     for rotation in handle_grasp_candidates(side, point, view.objects[basket].yaw):
-        poses = _seeded_line(ex, side, ab.approach(side, basket, point, rotation, standoff=0.06))
+        poses = [ab.KeyPose(k.position, k.rotation, BAR_APPROACH_OPEN_M, linear=k.linear)
+                 for k in ab.approach(side, basket, point, rotation, standoff=0.06)]
+        poses = _seeded_line(ex, side, poses)
         if poses is None:
             continue
         try:
