@@ -385,8 +385,11 @@ def _reachable_retreat(ex: Expert, side: str, p, r, up_first: bool = False):
 
 
 def _go_home(ex: Expert, side: str, q_home) -> None:
-    """Joint move back to ``q_home`` (the arm's start), fingers open: out of the other arm's way."""
-    p, r = ex.ik[side].fk(np.asarray(q_home)[:6])
+    """Joint move back to ``q_home`` (the arm's start), fingers open: out of the other arm's way.
+    (Within IK's margin off the joint limits: a jittered start may lie just inside them.)"""
+    ik = ex.ik[side]
+    q_home = np.clip(np.asarray(q_home)[:6], ik.lower, ik.upper)
+    p, r = ik.fk(q_home)
     ex.run_step(Step(f"{side} arm back", {side: [ab.KeyPose(p, r, ab.OPEN, linear=False, seed=np.asarray(q_home)[:6])]},
                      speed=0.8))
 
@@ -587,10 +590,137 @@ def basket_pick_place(ex: Expert) -> None:
     _lift_basket(ex, "right", "basket", "milk_box")
 
 
+LID_LIFT_M = 0.05                 # straight up off the pan rim first
+LID_ASIDE_M = (0.16, 0.13)        # then this far aside (the task needs 0.08) ...
+LID_ASIDE_UP_M = (0.02, 0.0)      # ... and this much higher, held there
+# Away from the right arm's way to the pan (never toward -y; toward -x only as a last resort).
+LID_ASIDE_DIRS = ((0.0, 1.0), (0.5, 1.0), (1.0, 1.0), (1.0, 0.3), (-0.5, 1.0), (1.0, 0.0))
+CARROT_OVER_RIM_M = 0.03          # carrot bottom above the pan rim while carried over it
+CARROT_DROP_ABOVE_FLOOR_M = 0.008 # carrot bottom above the pan floor when released
+CARROT_TOWARD_ARM_M = 0.02        # carrot centre this far from the pan axis, toward the right arm
+
+
+def _knob_grasp(ex: Expert, side: str, lid: str):
+    """(TCP point, rotation) of a reachable top grasp of the lid's knob that can also lift it,
+    pads just clear of the lid's disc."""
+    view = ex.view()
+    state = view.objects[lid]
+    disc_top = state.pos[2] + 0.006
+    radial = ab.horizontal(state.pos - ab.ARM_BASE[side])
+    radial_yaw = math.atan2(radial[1], radial[0])
+    candidates = []
+    for dyaw in (0, 30, -30, 60, -60, 90, -90):
+        for r in ab.top_grasp_candidates(side, state.pos, radial_yaw + math.radians(dyaw) + math.pi / 2,
+                                         pitches_deg=(45, 60, 75, 90)):
+            candidates += [r, r @ np.diag([-1.0, -1.0, 1.0])]
+    for rotation in candidates:
+        point = np.array([state.pos[0], state.pos[1], _flat_grasp_height(disc_top, rotation)])
+        poses = _seeded_line(ex, side, ab.approach(side, lid, point, rotation, standoff=0.05))
+        if poses is None:
+            continue
+        try:
+            segs = ex.solve_path(side, ex.q(side), poses)
+            ex.solve_path(side, segs[-1][-1], ab.lift(point, rotation, LID_LIFT_M, finger=ab.OPEN))
+        except StepFailed:
+            continue
+        return point, rotation, poses
+    raise StepFailed(f"grasp {lid} (ik)", f"{side} arm cannot grasp and lift the knob")
+
+
+def _open_lid(ex: Expert, side: str, lid: str, pan: str):
+    """Grasp the knob, lift the lid off the pan, hold it aside in the air. Returns the lid's
+    start pose data (TCP point and rotation at the grasp) to put it back."""
+    point, rotation, poses = _knob_grasp(ex, side, lid)
+    ex.run_step(Step(f"approach {lid} knob", {side: poses}))
+    ex.run_step(Step(f"grasp {lid}", {side: ab.grasp(point, rotation)}, sg.Grasped(lid, side), settle_s=0.3))
+    ex.run_step(Step(f"lift {lid}", {side: ab.lift(point, rotation, LID_LIFT_M)},
+                     sg.Lifted(lid, 0.6 * LID_LIFT_M, side), speed=0.5))
+    up = point + [0, 0, LID_LIFT_M]
+    options = [(dist, rise, d) for dist in LID_ASIDE_M for rise in LID_ASIDE_UP_M for d in LID_ASIDE_DIRS]
+    for dist, rise, (dx, dy) in options:
+        d = np.array([dx, dy, 0.0]) / math.hypot(dx, dy)
+        aside = up + dist * d + [0, 0, rise]
+        move = [ab.KeyPose(aside, rotation, ab.CLOSED, linear=True)]
+        if ex.feasible(side, move):
+            break
+    else:
+        raise StepFailed(f"open {lid} (ik)", "no reachable place to hold the lid aside")
+    ex.run_step(Step(f"open {lid}", {side: move},
+                     sg.All((sg.Grasped(lid, side), sg.AwayFrom(lid, pan, 0.1))), speed=0.5))
+    return point, rotation
+
+
+def _carrot_into_pan(ex: Expert, side: str, item: str, pan: str) -> None:
+    """Carry the held item over the pan, lower it in, release, back off."""
+    view = ex.view()
+    p, r = view.tcp[side]
+    centre = view.center(item)
+    centre_local = r.T @ (centre - p)
+    pan_state = view.objects[pan]
+    model = ex.sim.object_models[pan]
+    rim_z = view.table_top_z + model.sites["rim"][2]
+    floor_z = view.table_top_z + model.container.floor_z
+    half_h = ex.sim.object_models[item].height / 2
+    toward = ab.horizontal(ab.ARM_BASE[side] - pan_state.pos)
+    target_xy = pan_state.pos[:2] + CARROT_TOWARD_ARM_M * toward[:2]
+    chosen = None
+    for turn in (0, 20, -20, 40, -40, 60, -60, 90, -90):
+        rz = ab.axis_rotation([0, 0, 1], math.radians(turn))
+        r_new = rz @ r
+        over_c = np.array([target_xy[0], target_xy[1], rim_z + CARROT_OVER_RIM_M + half_h])
+        down_c = np.array([target_xy[0], target_xy[1], floor_z + CARROT_DROP_ABOVE_FLOOR_M + half_h])
+        poses = _seeded_line(ex, side, ab.move_to(over_c - r_new @ centre_local, r_new)
+                             + ab.place(down_c - r_new @ centre_local, r_new))
+        if poses is not None:
+            chosen = (poses, r_new)
+            break
+    if chosen is None:
+        raise StepFailed(f"move {item} over {pan} (ik)", "no reachable pose over the pan")
+    poses, r_new = chosen
+    ex.run_step(Step(f"move {item} over {pan}", {side: poses[:1]}, sg.Grasped(item, side), speed=0.6))
+    ex.run_step(Step(f"lower {item} into {pan}", {side: poses[1:]}, speed=0.4))
+    down = poses[-1].position
+    ex.run_step(Step(f"release {item}", {side: ab.release(down, r_new)}, sg.Released(item), settle_s=0.3))
+    ex.run_step(Step(f"retreat from {pan}", {side: _reachable_retreat(ex, side, down, r_new, up_first=True)},
+                     sg.All((sg.Released(item), sg.Inside(item, pan, slack=0.0),
+                             sg.NearXY(item, tuple(pan_state.pos[:2]), 0.07)))))
+
+
+def _close_lid(ex: Expert, side: str, lid: str, pan: str, grasp_point, rotation) -> None:
+    """Bring the held lid back over the pan (where it was taken from), lower it on, release."""
+    view = ex.view()
+    p, r = view.tcp[side]
+    offset = p - view.objects[lid].pos           # TCP relative to the lid's base now
+    pan_state = view.objects[pan]
+    rim = view.site(pan, "rim")
+    down = np.array([pan_state.pos[0], pan_state.pos[1], rim[2] + 0.002]) + offset
+    above = down + [0, 0, LID_LIFT_M]
+    move = [ab.KeyPose(above, r, ab.CLOSED, linear=True)]
+    ex.run_step(Step(f"move {lid} over {pan}", {side: move},
+                     sg.All((sg.Grasped(lid, side), sg.NearXY(lid, tuple(pan_state.pos[:2]), 0.01))), speed=0.5))
+    ex.run_step(Step(f"lower {lid} onto {pan}", {side: ab.place(down, r)}, speed=0.3, settle_s=0.2))
+    ex.run_step(Step(f"release {lid}", {side: ab.release(down, r)}, sg.Released(lid), settle_s=0.3))
+    ex.run_step(Step(f"retreat from {lid}", {side: _reachable_retreat(ex, side, down, r, up_first=True)},
+                     sg.All((sg.Released(lid), sg.NearXY(lid, tuple(pan_state.pos[:2]), 0.015)))))
+
+
+def pan_open_pick_place(ex: Expert) -> None:
+    """Left: lid off the pan and held aside; right: carrot into the pan, then back home;
+    left: lid back on."""
+    home_right = ex.q("right").copy()
+    grasp_point, rotation = _open_lid(ex, "left", "lid", "pan")
+    # Pitched grasps first: a vertical approach cannot reach over the pan's rim.
+    _pick_flat(ex, "right", "carrot", along_offset=0.0, pitches_deg=(60, 45, 75, 30, 90))
+    _carrot_into_pan(ex, "right", "carrot", "pan")
+    _go_home(ex, "right", home_right)
+    _close_lid(ex, "left", "lid", "pan", grasp_point, rotation)
+
+
 SCRIPTS: Dict[str, Callable[[Expert], None]] = {
     "pour_water_single": pour_water_single,
     "pour_water_dual": pour_water_dual,
     "table_rearrangement": table_rearrangement,
     "items_handover_place": items_handover_place,
     "basket_pick_place": basket_pick_place,
+    "pan_open_pick_place": pan_open_pick_place,
 }
