@@ -595,14 +595,27 @@ LID_ASIDE_M = (0.16, 0.13)        # then this far aside (the task needs 0.08) ..
 LID_ASIDE_UP_M = (0.02, 0.0)      # ... and this much higher, held there
 # Away from the right arm's way to the pan (never toward -y; toward -x only as a last resort).
 LID_ASIDE_DIRS = ((0.0, 1.0), (0.5, 1.0), (1.0, 1.0), (1.0, 0.3), (-0.5, 1.0), (1.0, 0.0))
+LID_CLOSED_RADIUS_M = 0.02        # the task's lid_closed_radius_m
 CARROT_OVER_RIM_M = 0.03          # carrot bottom above the pan rim while carried over it
 CARROT_DROP_ABOVE_FLOOR_M = 0.008 # carrot bottom above the pan floor when released
 CARROT_TOWARD_ARM_M = 0.02        # carrot centre this far from the pan axis, toward the right arm
 
 
+def _lid_aside_move(ex: Expert, side: str, q_start, up, rotation):
+    """The first reachable straight move holding the lid aside from ``up`` (lid lifted)."""
+    for dist in LID_ASIDE_M:
+        for rise in LID_ASIDE_UP_M:
+            for dx, dy in LID_ASIDE_DIRS:
+                d = np.array([dx, dy, 0.0]) / math.hypot(dx, dy)
+                move = [ab.KeyPose(up + dist * d + [0, 0, rise], rotation, ab.CLOSED, linear=True)]
+                if ex.feasible(side, move, q_start=q_start):
+                    return move
+    return None
+
+
 def _knob_grasp(ex: Expert, side: str, lid: str):
-    """(TCP point, rotation) of a reachable top grasp of the lid's knob that can also lift it,
-    pads just clear of the lid's disc."""
+    """(TCP point, rotation, approach poses, aside move) of a reachable top grasp of the lid's
+    knob (pads just clear of the lid's disc) from which the lid can be lifted and held aside."""
     view = ex.view()
     state = view.objects[lid]
     disc_top = state.pos[2] + 0.006
@@ -620,34 +633,24 @@ def _knob_grasp(ex: Expert, side: str, lid: str):
             continue
         try:
             segs = ex.solve_path(side, ex.q(side), poses)
-            ex.solve_path(side, segs[-1][-1], ab.lift(point, rotation, LID_LIFT_M, finger=ab.OPEN))
+            lifted = ex.solve_path(side, segs[-1][-1], ab.lift(point, rotation, LID_LIFT_M, finger=ab.OPEN))
         except StepFailed:
             continue
-        return point, rotation, poses
-    raise StepFailed(f"grasp {lid} (ik)", f"{side} arm cannot grasp and lift the knob")
+        aside = _lid_aside_move(ex, side, lifted[-1][-1], point + [0, 0, LID_LIFT_M], rotation)
+        if aside is not None:
+            return point, rotation, poses, aside
+    raise StepFailed(f"grasp {lid} (ik)", f"{side} arm cannot grasp, lift and hold aside the lid")
 
 
 def _open_lid(ex: Expert, side: str, lid: str, pan: str):
-    """Grasp the knob, lift the lid off the pan, hold it aside in the air. Returns the lid's
-    start pose data (TCP point and rotation at the grasp) to put it back."""
-    point, rotation, poses = _knob_grasp(ex, side, lid)
+    """Grasp the knob, lift the lid off the pan, hold it aside in the air."""
+    point, rotation, poses, aside = _knob_grasp(ex, side, lid)
     ex.run_step(Step(f"approach {lid} knob", {side: poses}))
     ex.run_step(Step(f"grasp {lid}", {side: ab.grasp(point, rotation)}, sg.Grasped(lid, side), settle_s=0.3))
     ex.run_step(Step(f"lift {lid}", {side: ab.lift(point, rotation, LID_LIFT_M)},
                      sg.Lifted(lid, 0.6 * LID_LIFT_M, side), speed=0.5))
-    up = point + [0, 0, LID_LIFT_M]
-    options = [(dist, rise, d) for dist in LID_ASIDE_M for rise in LID_ASIDE_UP_M for d in LID_ASIDE_DIRS]
-    for dist, rise, (dx, dy) in options:
-        d = np.array([dx, dy, 0.0]) / math.hypot(dx, dy)
-        aside = up + dist * d + [0, 0, rise]
-        move = [ab.KeyPose(aside, rotation, ab.CLOSED, linear=True)]
-        if ex.feasible(side, move):
-            break
-    else:
-        raise StepFailed(f"open {lid} (ik)", "no reachable place to hold the lid aside")
-    ex.run_step(Step(f"open {lid}", {side: move},
+    ex.run_step(Step(f"open {lid}", {side: aside},
                      sg.All((sg.Grasped(lid, side), sg.AwayFrom(lid, pan, 0.1))), speed=0.5))
-    return point, rotation
 
 
 def _carrot_into_pan(ex: Expert, side: str, item: str, pan: str) -> None:
@@ -686,7 +689,7 @@ def _carrot_into_pan(ex: Expert, side: str, item: str, pan: str) -> None:
                              sg.NearXY(item, tuple(pan_state.pos[:2]), 0.07)))))
 
 
-def _close_lid(ex: Expert, side: str, lid: str, pan: str, grasp_point, rotation) -> None:
+def _close_lid(ex: Expert, side: str, lid: str, pan: str) -> None:
     """Bring the held lid back over the pan (where it was taken from), lower it on, release."""
     view = ex.view()
     p, r = view.tcp[side]
@@ -694,26 +697,39 @@ def _close_lid(ex: Expert, side: str, lid: str, pan: str, grasp_point, rotation)
     pan_state = view.objects[pan]
     rim = view.site(pan, "rim")
     down = np.array([pan_state.pos[0], pan_state.pos[1], rim[2] + 0.002]) + offset
-    above = down + [0, 0, LID_LIFT_M]
-    move = [ab.KeyPose(above, r, ab.CLOSED, linear=True)]
+    move = None
+    # The lid may have slid down a little in the grip (the TCP then has to be higher than
+    # when it was taken off): lower approach heights, and a joint move (both ends high above
+    # everything) to a configuration from which it can go straight down.
+    for dz in (LID_LIFT_M, 0.035, 0.025):
+        above = down + [0, 0, dz]
+        if ex.feasible(side, [ab.KeyPose(above, r, ab.CLOSED, linear=True)]):
+            move = [ab.KeyPose(above, r, ab.CLOSED, linear=True)]
+            break
+        line = _seeded_line(ex, side, ab.move_to(above, r) + ab.place(down, r))
+        if line is not None:
+            move = line[:1]
+            break
+    if move is None:
+        raise StepFailed(f"move {lid} over {pan} (ik)", "no reachable pose over the pan")
     ex.run_step(Step(f"move {lid} over {pan}", {side: move},
                      sg.All((sg.Grasped(lid, side), sg.NearXY(lid, tuple(pan_state.pos[:2]), 0.01))), speed=0.5))
     ex.run_step(Step(f"lower {lid} onto {pan}", {side: ab.place(down, r)}, speed=0.3, settle_s=0.2))
     ex.run_step(Step(f"release {lid}", {side: ab.release(down, r)}, sg.Released(lid), settle_s=0.3))
     ex.run_step(Step(f"retreat from {lid}", {side: _reachable_retreat(ex, side, down, r, up_first=True)},
-                     sg.All((sg.Released(lid), sg.NearXY(lid, tuple(pan_state.pos[:2]), 0.015)))))
+                     sg.All((sg.Released(lid), sg.NearXY(lid, tuple(pan_state.pos[:2]), LID_CLOSED_RADIUS_M)))))
 
 
 def pan_open_pick_place(ex: Expert) -> None:
     """Left: lid off the pan and held aside; right: carrot into the pan, then back home;
     left: lid back on."""
     home_right = ex.q("right").copy()
-    grasp_point, rotation = _open_lid(ex, "left", "lid", "pan")
+    _open_lid(ex, "left", "lid", "pan")
     # Pitched grasps first: a vertical approach cannot reach over the pan's rim.
     _pick_flat(ex, "right", "carrot", along_offset=0.0, pitches_deg=(60, 45, 75, 30, 90))
     _carrot_into_pan(ex, "right", "carrot", "pan")
     _go_home(ex, "right", home_right)
-    _close_lid(ex, "left", "lid", "pan", grasp_point, rotation)
+    _close_lid(ex, "left", "lid", "pan")
 
 
 SCRIPTS: Dict[str, Callable[[Expert], None]] = {
