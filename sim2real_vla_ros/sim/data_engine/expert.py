@@ -148,17 +148,18 @@ class Expert:
                     break
         return best if best is not None else ik.solve(p, r, q)
 
-    def seed_back(self, side: str, start: ab.KeyPose, end: ab.KeyPose):
-        """A configuration for ``start`` from which the straight line to ``end`` is reachable,
-        found by solving ``end`` globally and tracing the line backwards; None if none."""
+    def seed_back(self, side: str, poses: Sequence[ab.KeyPose]):
+        """A configuration for ``poses[0]`` from which the straight lines through the rest of
+        ``poses`` are reachable, found by solving the last pose globally and tracing the
+        chain backwards; None if none."""
         ik = self.ik[side]
-        q = self.q(side)
-        res = self._global(ik, end.position, end.rotation, q)
+        end = poses[-1]
+        res = self._global(ik, end.position, end.rotation, self.q(side))
         if not res.ok:
             return None
-        back = ab.KeyPose(start.position, start.rotation, start.finger, linear=True)
+        back = [ab.KeyPose(k.position, k.rotation, k.finger, linear=True, blend=True) for k in reversed(poses[:-1])]
         try:
-            seg = self.solve_path(side, np.concatenate([res.q, [end.finger]]), [back])
+            seg = self.solve_path(side, np.concatenate([res.q, [end.finger]]), back)
         except StepFailed:
             return None
         return seg[-1][-1][:6]

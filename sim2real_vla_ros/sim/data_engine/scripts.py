@@ -24,7 +24,7 @@ MOUTH_ABOVE_RIM_M = 0.06
 PRE_POUR_BACK_M = 0.09
 PRE_POUR_UP_M = 0.06
 TRANSFER_UP_M = 0.10
-CARRY_CLEARANCE_M = 0.12  # object base above the table while carrying
+CARRY_OPTIONS_M = (0.12, 0.08, 0.05, 0.03)  # object base above the table while carrying, tried in order
 
 
 def _pick_upright(ex: Expert, side: str, obj: str, grasp_height: float, inset: float = -0.006,
@@ -48,30 +48,40 @@ def _pick_upright(ex: Expert, side: str, obj: str, grasp_height: float, inset: f
 
 
 def _return_upright(ex: Expert, side: str, obj: str, target_xy, clearance: float = 0.004) -> None:
-    """Carry an upright object over ``target_xy``, lower it onto the table, release, retreat."""
+    """Carry an upright object over ``target_xy``, lower it onto the table, release, retreat.
+
+    The carry height is the highest of CARRY_OPTIONS_M (object base above the table) from
+    which the straight raise, the transfer and the straight descent are all reachable: after
+    a pour the arm may be stretched so far that it cannot lift the bottle 12 cm straight up.
+    """
     view = ex.view()
     p, r = view.tcp[side]
     base_offset = p - view.objects[obj].pos          # TCP relative to the object's base
-    above = np.array([target_xy[0], target_xy[1], view.objects[obj].pos[2]]) + base_offset
-    upright = _level(r)
-    carry_z = max(p[2], view.table_top_z + CARRY_CLEARANCE_M + base_offset[2])
-    above[2] = carry_z
-    ex.run_step(Step(f"raise {obj}", {side: ab.move_to([p[0], p[1], carry_z], r, linear=True)}, speed=0.6))
-    ex.run_step(Step(f"move {obj} back", {side: ab.move_to(above, upright)}, speed=0.6))
-    down = above.copy()
-    down[2] = view.table_top_z + clearance + base_offset[2]
-    ex.run_step(Step(f"place {obj}", {side: ab.place(down, upright)},
+    down = np.array([target_xy[0], target_xy[1], view.table_top_z + clearance + base_offset[2]])
+    chosen = None
+    for carry in CARRY_OPTIONS_M:
+        carry_z = max(p[2], view.table_top_z + carry + base_offset[2])
+        raise_pose = ab.move_to([p[0], p[1], carry_z], r, linear=True)
+        try:
+            q_up = ex.solve_path(side, ex.q(side), raise_pose)[-1][-1]
+        except StepFailed:
+            continue
+        above = np.array([down[0], down[1], carry_z])
+        line = _seeded_line(ex, side, ab.move_to(above, r) + ab.place(down, r), q_start=q_up)
+        if line is not None:
+            chosen = (raise_pose, line)
+            break
+    if chosen is None:
+        raise StepFailed(f"move {obj} back (ik)", "no reachable carry height")
+    raise_pose, line = chosen
+    ex.run_step(Step(f"raise {obj}", {side: raise_pose}, speed=0.6))
+    ex.run_step(Step(f"move {obj} back", {side: line[:1]}, speed=0.6))
+    ex.run_step(Step(f"place {obj}", {side: line[1:]},
                      sg.All((sg.OnTable(obj, 0.01, 15.0),)), speed=0.4, settle_s=0.2))
-    ex.run_step(Step(f"release {obj}", {side: ab.release(down, upright)}, sg.Released(obj), settle_s=0.2))
-    ex.run_step(Step(f"retreat from {obj}", {side: ab.retreat(down, upright)},
+    ex.run_step(Step(f"release {obj}", {side: ab.release(down, r)}, sg.Released(obj), settle_s=0.2))
+    ex.run_step(Step(f"retreat from {obj}", {side: _reachable_retreat(ex, side, down, r)},
                      sg.All((sg.Released(obj), sg.OnTable(obj, 0.02, 15.0),
                              sg.NearXY(obj, tuple(target_xy), 0.05)))))
-
-
-def _level(rotation: np.ndarray) -> np.ndarray:
-    """The rotation with its approach axis made horizontal-preserving: keeps the grasp as is
-    (used to carry upright objects upright)."""
-    return rotation
 
 
 def _pour(ex: Expert, side: str, pourer: str, receiver: str, radius: float, hold_s: float = POUR_HOLD_S,
@@ -127,8 +137,9 @@ def _pour_pose(ex, side, r0, mouth_local, cup, end, angle, transfer_up):
             # bottle through the cup.
             move = ab.move_to(pre_tcp + [0, 0, transfer_up], r) + ab.place(pre_tcp, r)
             tilt = ab.tilt_about_point(pre_tcp, r, mouth_local, pre_mouth, end, axis, angle, n=16)
-            if ex.feasible(side, move + tilt):
-                return r, axis, pre_tcp, move, tilt, angle
+            chain = _seeded_line(ex, side, move + tilt)
+            if chain is not None:
+                return r, axis, pre_tcp, chain[:2], chain[2:], angle
     return None
 
 
@@ -394,18 +405,18 @@ def _go_home(ex: Expert, side: str, q_home) -> None:
                      speed=0.8))
 
 
-def _seeded_line(ex: Expert, side: str, poses):
-    """``poses`` = [joint move to A, straight line to B]: reachable as is, or with A's
-    configuration traced back from B (IK for A alone may pick a configuration that runs into
-    a joint limit on the line); None if neither."""
-    if ex.feasible(side, poses):
+def _seeded_line(ex: Expert, side: str, poses, q_start=None):
+    """``poses`` = [joint move to A, then straight lines through the rest]: reachable as is, or
+    with A's configuration traced back from the last pose (IK for A alone may pick a
+    configuration that runs into a joint limit on the lines); None if neither."""
+    if ex.feasible(side, poses, q_start=q_start):
         return list(poses)
-    seed = ex.seed_back(side, poses[0], poses[-1])
+    seed = ex.seed_back(side, poses)
     if seed is None:
         return None
     first = ab.KeyPose(poses[0].position, poses[0].rotation, poses[0].finger, linear=False, seed=seed)
     out = [first] + list(poses[1:])
-    return out if ex.feasible(side, out) else None
+    return out if ex.feasible(side, out, q_start=q_start) else None
 
 
 def _insert_pen(ex: Expert, side: str, pen: str, holder: str) -> None:
