@@ -97,12 +97,7 @@ def _pour(ex: Expert, side: str, pourer: str, receiver: str, radius: float, hold
     cup = view.objects[receiver]
     rim = view.site(receiver, "rim")
     end = np.array([cup.pos[0], cup.pos[1], rim[2] + MOUTH_ABOVE_RIM_M])
-    chosen = None
-    options = [(up, angle_deg) for angle_deg in (POUR_TILT_DEG, POUR_TILT_DEG - 8.0) for up in (TRANSFER_UP_M, 0.04)]
-    for up, angle_deg in options:
-        chosen = _pour_pose(ex, side, r0, mouth_local, cup, end, math.radians(angle_deg), up)
-        if chosen:
-            break
+    chosen = _pour_search(ex, side, r0, mouth_local, cup.pos, end)
     if chosen is None:
         raise StepFailed(f"move {pourer} over {receiver} (ik)", "no reachable pouring pose")
     r, axis, pre_tcp, move, tilt, angle = chosen
@@ -116,7 +111,20 @@ def _pour(ex: Expert, side: str, pourer: str, receiver: str, radius: float, hold
     ex.run_step(Step(f"untilt {pourer}", {side: back}, sg.Upright(pourer, 20.0), speed=0.5))
 
 
-def _pour_pose(ex, side, r0, mouth_local, cup, end, angle, transfer_up):
+def _pour_search(ex, side, r0, mouth_local, cup_pos, end, seeded: bool = True):
+    """The first reachable pour (see :func:`_pour_pose`) over the options of transfer height
+    and tilt angle; first with IK from the current configuration only, then (``seeded``)
+    with configurations traced back from the tilt's end."""
+    options = [(up, angle_deg) for angle_deg in (POUR_TILT_DEG, POUR_TILT_DEG - 8.0) for up in (TRANSFER_UP_M, 0.04)]
+    for use_seed in ((False, True) if seeded else (False,)):
+        for up, angle_deg in options:
+            chosen = _pour_pose(ex, side, r0, mouth_local, cup_pos, end, math.radians(angle_deg), up, use_seed)
+            if chosen:
+                return chosen
+    return None
+
+
+def _pour_pose(ex, side, r0, mouth_local, cup_pos, end, angle, transfer_up, seeded=False):
     """The first reachable (grasp turn, tilt side) for a pour: (r, axis, pre_tcp, move, tilt, angle)."""
     # Tilting about the approach axis is a wrist roll (joint 6), the cheapest motion: the
     # mouth tips sideways (d perpendicular to the approach), on whichever side is reachable.
@@ -125,7 +133,7 @@ def _pour_pose(ex, side, r0, mouth_local, cup, end, angle, transfer_up):
         a = ab.horizontal(r[:, 2])
         side_dir = np.cross([0.0, 0.0, 1.0], a)
         # Prefer the body on the arm's side of the cup (the top tips away from the arm).
-        away = ab.horizontal(cup.pos - ab.ARM_BASE[side])
+        away = ab.horizontal(cup_pos - ab.ARM_BASE[side])
         for sign in ((1.0, -1.0) if float(side_dir @ away) >= 0 else (-1.0, 1.0)):
             d = sign * side_dir
             axis = np.cross([0.0, 0.0, 1.0], d)
@@ -137,7 +145,8 @@ def _pour_pose(ex, side, r0, mouth_local, cup, end, angle, transfer_up):
             # bottle through the cup.
             move = ab.move_to(pre_tcp + [0, 0, transfer_up], r) + ab.place(pre_tcp, r)
             tilt = ab.tilt_about_point(pre_tcp, r, mouth_local, pre_mouth, end, axis, angle, n=16)
-            chain = _seeded_line(ex, side, move + tilt)
+            chain = _seeded_line(ex, side, move + tilt) if seeded else (
+                move + tilt if ex.feasible(side, move + tilt) else None)
             if chain is not None:
                 return r, axis, pre_tcp, chain[:2], chain[2:], angle
     return None
@@ -154,6 +163,33 @@ def pour_water_single(ex: Expert) -> None:
 
 CUP_HOLD_LIFT_M = 0.08
 CUP_RECEIVE_Y_M = -0.06   # the cup is brought toward the middle, nearer the pouring arm
+# Further receiving positions (cup x, y) tried when the left arm cannot pour over the first.
+CUP_RECEIVE_XY = ((0.70, -0.06), (0.66, -0.05), (0.62, -0.04), (0.72, -0.03))
+
+
+def _receiving_position(ex: Expert, cup_start) -> np.ndarray:
+    """Where the right arm holds the cup out: the first of CUP_RECEIVE_XY (cup x, y) that the
+    right arm reaches on a straight line and over which the left arm can pour; else the first
+    the right arm reaches (the pour search then reports the failure)."""
+    view = ex.view()
+    p, r = view.tcp["right"]
+    cup = view.objects["cup"]
+    p_l, r_l = view.tcp["left"]
+    mouth_local = r_l.T @ (view.site("bottle", "mouth") - p_l)
+    rim_dz = view.site("cup", "rim")[2] - cup.pos[2]
+    reachable = []
+    for x, y in [(cup_start[0], max(cup_start[1], CUP_RECEIVE_Y_M))] + list(CUP_RECEIVE_XY):
+        target = p + np.array([x - cup.pos[0], y - cup.pos[1], 0.0])
+        if not ex.feasible("right", ab.move_to(target, r, linear=True)):
+            continue
+        reachable.append(target)
+        cup_pos = np.array([x, y, cup.pos[2]])
+        end = np.array([x, y, cup.pos[2] + rim_dz + MOUTH_ABOVE_RIM_M])
+        if _pour_search(ex, "left", r_l, mouth_local, cup_pos, end, seeded=False) is not None:
+            return target
+    if not reachable:
+        raise StepFailed("move cup to receiving position (ik)", "no reachable receiving position")
+    return reachable[0]
 
 
 def pour_water_dual(ex: Expert) -> None:
@@ -166,7 +202,7 @@ def pour_water_dual(ex: Expert) -> None:
     _pick_upright(ex, "right", "cup", grasp_height=0.05, lift_m=CUP_HOLD_LIFT_M)
     view = ex.view()
     p, r = view.tcp["right"]
-    target = p + np.array([0.0, max(0.0, CUP_RECEIVE_Y_M - cup_start[1]), 0.0])
+    target = _receiving_position(ex, cup_start)
     ex.run_step(Step("move cup to receiving position", {"right": ab.move_to(target, r, linear=True)},
                      sg.All((sg.Lifted("cup", 0.04, "right"), sg.Upright("cup", 10.0))), speed=0.6))
     held = (sg.Lifted("cup", 0.035, "right"), sg.Upright("cup", 25.0))
