@@ -504,9 +504,10 @@ BASKET_LIFT_M = 0.11
 BASKET_LIFT_CHECK_M = 0.06    # the task needs 0.05 at the basket's base; the load tilts it a little
 
 
-def _pick_box(ex: Expert, side: str, obj: str) -> None:
-    """Side grasp of an upright box across one pair of its faces (approach along a face
-    normal, the one nearest the direction from the arm), then lift."""
+def _box_grasp(ex: Expert, side: str, obj: str):
+    """(point, rotation) of a reachable side grasp of an upright box across one pair of its
+    faces (approach along a face normal, nearest the direction from the arm) that can also
+    lift it; StepFailed if none."""
     view = ex.view()
     state = view.objects[obj]
     point = state.pos + np.array([0, 0, BOX_GRASP_HEIGHT_M])
@@ -524,9 +525,14 @@ def _pick_box(ex: Expert, side: str, obj: str) -> None:
         return ab.approach(side, obj, point, rotation) + ab.lift(point, rotation, BOX_LIFT_M, finger=ab.OPEN)
 
     try:
-        rotation = ex.choose(side, candidates, build)
+        return point, ex.choose(side, candidates, build)
     except StepFailed as exc:
         raise StepFailed(f"grasp {obj} (ik)", str(exc)) from None
+
+
+def _pick_box(ex: Expert, side: str, obj: str) -> None:
+    """Side grasp of an upright box (:func:`_box_grasp`), then lift."""
+    point, rotation = _box_grasp(ex, side, obj)
     ex.run_step(Step(f"approach {obj}", {side: ab.approach(side, obj, point, rotation)}))
     ex.run_step(Step(f"grasp {obj}", {side: ab.grasp(point, rotation)}, sg.Grasped(obj, side), settle_s=0.3))
     ex.run_step(Step(f"lift {obj}", {side: ab.lift(point, rotation, BOX_LIFT_M)},
