@@ -255,14 +255,39 @@ def _milk_box() -> ObjectModel:
     )
 
 
+BASKET_BAR_HALF = (0.015, 0.015)  # carry bar cross-section half-extents (y, z)
+BASKET_BAR_Y_M = -0.035          # bar axis off the middle, toward the basket's -y side
+BASKET_BAR_ABOVE_RIM_M = 0.025   # bar centre above the rim
+
+
 def _basket() -> ObjectModel:
+    """Open box with a carry bar along its long axis (x), on two posts on the short walls,
+    as carry baskets have.
+
+    The 6 mm walls alone give a Piper finger pair too little to hold: the servo presses with
+    1000 N/m times half the opening it is kept from closing (3 N on a wall), and a basket held
+    at one side pivots about the grip and swings its load out (a 40 mm block handle on one
+    rim still tilted it 14 deg with the milk box inside). The bar is 30 mm square (15 N of grip; a lower one lets the basket tilt in the pads)
+    and runs 3.5 cm off the middle toward -y, near the centre of mass of the basket and an item
+    standing in the wider +y part, so one arm (from -y) lifts the basket nearly level by it,
+    with the gripper clear of the item (site ``handle`` at the bar's middle). It stays inside
+    the basket's outline, the footprint ``tasks.KIND_FOOTPRINT`` gives.
+    """
     inner_x, inner_y, height, wall = 0.22, 0.16, 0.08, 0.006
+    rgba = (0.6, 0.42, 0.22, 1.0)
+    hy, hz = BASKET_BAR_HALF
+    bar_z = height + BASKET_BAR_ABOVE_RIM_M
+    post_h = (bar_z - hz - height) / 2 + 0.002     # rim to bar, overlapping both a little
+    bar = Part("box", (inner_x / 2 + wall, hy, hz), (0.0, BASKET_BAR_Y_M, bar_z), rgba=rgba)
+    posts = tuple(Part("box", (wall / 2, hy, post_h),
+                       (sign * (inner_x / 2 + wall / 2), BASKET_BAR_Y_M, height + post_h - 0.002), rgba=rgba)
+                  for sign in (1, -1))
     return ObjectModel(
         "basket",
-        _open_box(inner_x, inner_y, height, wall, (0.6, 0.42, 0.22, 1.0)),
+        _open_box(inner_x, inner_y, height, wall, rgba) + (bar,) + posts,
         mass=0.3,
         height=height,
-        sites={"rim": (0.0, 0.0, height)},
+        sites={"rim": (0.0, 0.0, height), "handle": (0.0, BASKET_BAR_Y_M, bar_z)},
         container=Container("box", floor_z=wall, rim_z=height, half_extents=(inner_x / 2, inner_y / 2)),
     )
 

@@ -36,6 +36,9 @@ class KeyPose:
     # Continue the previous key pose's segment without stopping (a curved path such as a tilt
     # about the bottle mouth is a chain of blended key poses); otherwise the arm stops here.
     blend: bool = False
+    # For a joint-space move: IK starts from this joint configuration (joints 1-6) instead of
+    # the current one, e.g. one traced back from where a following straight line must end.
+    seed: Optional[np.ndarray] = None
 
 
 @dataclass

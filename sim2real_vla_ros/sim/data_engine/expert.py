@@ -26,6 +26,7 @@ from sim2real_vla_ros.sim.data_engine.trajectory import JointPath, plan
 CONTROL_HZ = 100.0
 LINEAR_STEP_M = 0.01
 LINEAR_STEP_RAD = 0.06
+GLOBAL_IK_SEEDS = 10
 
 
 class StepFailed(RuntimeError):
@@ -103,9 +104,13 @@ class Expert:
                     r = _slerp(r_prev, pose.rotation, s)
                 else:
                     p, r = pose.position, pose.rotation
-                res = ik.solve(p, r, q, pos_tol=2e-4, rot_tol=0.004)
+                start = q if pose.linear or pose.seed is None else np.asarray(pose.seed, dtype=float)
+                res = ik.solve(p, r, start, pos_tol=2e-4, rot_tol=0.004)
                 if not res.ok:
                     res = self._restart(ik, p, r, q)
+                if not res.ok and not pose.linear:
+                    # A joint-space move may go to another configuration: search globally.
+                    res = self._global(ik, p, r, q)
                 if not res.ok:
                     raise StepFailed("ik", f"{side} TCP {np.round(p, 3).tolist()} unreachable "
                                            f"(error {res.position_error:.3f} m, {res.orientation_error:.2f} rad)")
@@ -127,6 +132,37 @@ class Expert:
             if res.ok and (best is None or np.linalg.norm(res.q - q[:6]) < np.linalg.norm(best.q - q[:6])):
                 best = res
         return best if best is not None else ik.solve(p, r, q)
+
+    def _global(self, ik: ArmIK, p, r, q, tries: int = GLOBAL_IK_SEEDS):
+        """IK from seeds spread over the joint box (deterministic), the solution nearest ``q``;
+        joint 6 also tried half a turn round (a flipped gripper grips the same)."""
+        rng = np.random.default_rng(1)
+        best = None
+        seeds = [np.concatenate([q[:5], [q[5] + d]]) for d in (math.pi, -math.pi)]
+        seeds += [rng.uniform(ik.lower, ik.upper) for _ in range(tries)]
+        for seed in seeds:
+            res = ik.solve(p, r, np.clip(seed, ik.lower, ik.upper), iterations=300)
+            if res.ok and (best is None or np.linalg.norm(res.q - q[:6]) < np.linalg.norm(best.q - q[:6])):
+                best = res
+                if np.linalg.norm(res.q - q[:6]) < 1.0:
+                    break
+        return best if best is not None else ik.solve(p, r, q)
+
+    def seed_back(self, side: str, poses: Sequence[ab.KeyPose]):
+        """A configuration for ``poses[0]`` from which the straight lines through the rest of
+        ``poses`` are reachable, found by solving the last pose globally and tracing the
+        chain backwards; None if none."""
+        ik = self.ik[side]
+        end = poses[-1]
+        res = self._global(ik, end.position, end.rotation, self.q(side))
+        if not res.ok:
+            return None
+        back = [ab.KeyPose(k.position, k.rotation, k.finger, linear=True, blend=True) for k in reversed(poses[:-1])]
+        try:
+            seg = self.solve_path(side, np.concatenate([res.q, [end.finger]]), back)
+        except StepFailed:
+            return None
+        return seg[-1][-1][:6]
 
     def feasible(self, side: str, poses: Sequence[ab.KeyPose], q_start=None) -> bool:
         try:
