@@ -12,26 +12,17 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import math
 import multiprocessing as mp
 import os
 import platform
 import sys
 import time
 
+from sim2real_vla_ros.core.task.evaluation import wilson_interval
+
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "expert.json")
 
 _SIMS = {}
-
-
-def wilson(successes: int, n: int, z: float = 1.96):
-    if n == 0:
-        return (0.0, 0.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4))
 
 
 def run_episode(args):
@@ -75,7 +66,7 @@ def main(argv=None) -> int:
         failures = collections.Counter(r["failed_subgoal"] or "final check" for r in mine if not r["success"])
         summary[name] = {
             "successes": wins, "episodes": len(mine), "rate": round(wins / max(1, len(mine)), 4),
-            "wilson95": wilson(wins, len(mine)),
+            "wilson95": wilson_interval(wins, len(mine)),
             "mean_control_steps": round(sum(r["control_steps"] for r in mine) / max(1, len(mine)), 1),
             "mean_sim_time_s": round(sum(r["sim_time_s"] for r in mine) / max(1, len(mine)), 2),
             "failures_by_subgoal": dict(failures),
