@@ -61,7 +61,7 @@ from sim2real_vla_ros.nodes.task_messages import plan_state_from_msg
 from sim2real_vla_ros.nodes.actor import PARAMETERS as ACTOR_PARAMETERS
 from sim2real_vla_ros.nodes.common import Param
 from sim2real_vla_ros.nodes.lifecycle import LIFECYCLE_AUTOSTART, ManagedNode
-from sim2real_vla_ros.nodes.node_support import BackgroundWorker, FaultLog, LevelTracker, load_node_bundle
+from sim2real_vla_ros.nodes.node_support import FaultLog, LevelTracker, load_node_bundle
 
 # The actor's parameters that concern the model and its inputs (same names, same checks).
 PARAMETERS = (
@@ -103,7 +103,6 @@ class ActorInferenceNode(ManagedNode):
         self._newer_image = threading.Condition()
         self._stop = threading.Event()
         self.context.on_shutdown(self._stop.set)
-        self._worker: Optional[BackgroundWorker] = None
         self.bundle = self.pipeline = self.inputs = None
         self.requests = 0
         self.chunks_published = 0
@@ -145,23 +144,15 @@ class ActorInferenceNode(ManagedNode):
     def activate(self) -> None:
         with self._request_lock:
             self._request = None  # a request received while inactive is not answered
-        self._worker = BackgroundWorker(
-            f"{self.get_name()}_inference", self._run_inference,
-            lambda exc: self.faults.fault("inference_callback_error", f"{type(exc).__name__}: {exc}"))
-
-    def deactivate(self) -> None:
-        self._stop_worker()
+        self.start_worker("inference", self._run_inference, "inference_callback_error")
 
     def release(self) -> None:
-        self._stop_worker()
         self.bundle = self.pipeline = self.inputs = None
 
-    def _stop_worker(self) -> None:
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            with self._newer_image:
-                self._newer_image.notify_all()
-            worker.stop()
+    def stop_worker(self) -> None:
+        with self._newer_image:
+            self._newer_image.notify_all()  # an inference waiting for a newer image gives up now
+        super().stop_worker()
 
     def _create_interfaces(self) -> None:
         guard = self.faults.guard
@@ -182,8 +173,7 @@ class ActorInferenceNode(ManagedNode):
 
     def destroy_node(self) -> None:
         self._stop.set()
-        self._stop_worker()
-        super().destroy_node()
+        super().destroy_node()  # stops the worker
 
     # ------------------------------------------------------------------ inputs
     def _on_image(self, name: str, msg: Image) -> None:
@@ -233,9 +223,7 @@ class ActorInferenceNode(ManagedNode):
             self._request = ChunkRequest(common.stamp_to_seconds(msg.stamp), target_index, request_id,
                                          common.now_seconds(self))
         self.requests += 1
-        worker = self._worker
-        if self.is_active and worker is not None:
-            worker.wake()
+        self.wake_worker()
 
     # ------------------------------------------------------------------ inference (worker thread)
     def _run_inference(self) -> None:

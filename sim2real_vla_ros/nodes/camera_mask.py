@@ -28,7 +28,6 @@ from __future__ import annotations
 import sys
 import threading
 
-from typing import Optional
 
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import Image
@@ -41,7 +40,7 @@ from sim2real_vla_ros.core.vocabulary import CAMERAS
 from sim2real_vla_ros.nodes import common
 from sim2real_vla_ros.nodes.common import Param
 from sim2real_vla_ros.nodes.lifecycle import LIFECYCLE_AUTOSTART, ManagedNode
-from sim2real_vla_ros.nodes.node_support import (BUNDLE_PARAMETERS, DIAGNOSTICS_RATE, BackgroundWorker, FaultLog,
+from sim2real_vla_ros.nodes.node_support import (BUNDLE_PARAMETERS, DIAGNOSTICS_RATE, FaultLog,
                                                  LevelTracker, load_node_bundle)
 
 PARAMETERS = (
@@ -76,7 +75,6 @@ class CameraMaskNode(ManagedNode):
         self._lock = threading.Lock()  # pairer and rate meters: touched by image and inference threads
         self._sets_published = 0
         self._levels = LevelTracker()
-        self._inference_worker: Optional[BackgroundWorker] = None
         self.bundle = self.masker = None
         self.start_lifecycle(values["lifecycle_autostart"], values["diagnostics_rate_hz"], self.faults)
 
@@ -105,25 +103,10 @@ class CameraMaskNode(ManagedNode):
         # Image callbacks only convert and store (fast); the model runs in its own thread
         # (BackgroundWorker) so a slow inference never delays frame intake, and frames that
         # arrive meanwhile simply replace older ones in the pairer.
-        self._inference_worker = BackgroundWorker(
-            f"{self.get_name()}_inference", self._process_newest_set,
-            lambda exc: self.faults.fault("inference_callback_error", f"{type(exc).__name__}: {exc}"))
-
-    def deactivate(self) -> None:
-        self._stop_inference()
+        self.start_worker("inference", self._process_newest_set, "inference_callback_error")
 
     def release(self) -> None:
-        self._stop_inference()
         self.bundle = self.masker = None
-
-    def _stop_inference(self) -> None:
-        worker, self._inference_worker = self._inference_worker, None
-        if worker is not None:
-            worker.stop()
-
-    def destroy_node(self) -> None:
-        self._stop_inference()
-        super().destroy_node()
 
     def _check_bundle_cameras(self) -> None:
         cameras = self.bundle.manifest.cameras
@@ -143,9 +126,8 @@ class CameraMaskNode(ManagedNode):
         with self._lock:
             self.rates[camera].add(stamp_s)
             kept = self.pairer.add(camera, stamp_s, (msg.header, rgb))
-        worker = self._inference_worker
-        if kept and self.is_active and worker is not None:
-            worker.wake()
+        if kept:
+            self.wake_worker()
 
     # ------------------------------------------------------------------ inference
     def _process_newest_set(self) -> None:

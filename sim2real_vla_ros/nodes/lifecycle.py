@@ -35,7 +35,7 @@ created are recorded and destroyed at cleanup (:meth:`ManagedNode._release_confi
 from __future__ import annotations
 
 from collections import Counter
-from typing import Dict
+from typing import Callable, Dict, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -43,6 +43,7 @@ from rclpy.lifecycle.publisher import LifecyclePublisher
 
 from sim2real_vla_ros.core import vocabulary as vocab
 from sim2real_vla_ros.nodes import common
+from sim2real_vla_ros.nodes.node_support import BackgroundWorker
 
 LIFECYCLE_AUTOSTART = common.Param(
     "lifecycle_autostart", True,
@@ -60,10 +61,14 @@ class ManagedNode(LifecycleNode):
     """A lifecycle node whose subclasses fill in four hooks.
 
     ``configure()`` (may raise: the transition then fails and the node stays unconfigured),
-    ``activate()``, ``deactivate()`` and ``release()`` (drop the models and worker threads; the
-    subscriptions, publishers, timers, services and clients configure created are destroyed
-    here). A subclass calls :meth:`start_lifecycle` at the end of its ``__init__``, once its
-    parameters are declared and its fault log exists.
+    ``activate()``, ``deactivate()`` and ``release()`` (drop the models; the subscriptions,
+    publishers, timers, services and clients configure created are destroyed here). A subclass
+    calls :meth:`start_lifecycle` at the end of its ``__init__``, once its parameters are
+    declared and its fault log exists.
+
+    The thread a node's model runs in while it is active is the base's: ``activate()`` calls
+    :meth:`start_worker`, callbacks call :meth:`wake_worker` (a no-op unless active), and the
+    worker is stopped at deactivate, cleanup, shutdown, on error and when the node is destroyed.
     """
 
     def __init__(self, node_name: str, **kwargs) -> None:
@@ -74,6 +79,8 @@ class ManagedNode(LifecycleNode):
         self._configured_entities: Dict[str, list] = {}
         self._configure_exception: Exception | None = None
         self.diagnostics_pub = None
+        self.worker: Optional[BackgroundWorker] = None
+        self._faults = None
 
     # ------------------------------------------------------------------ hooks
     def configure(self) -> None:
@@ -102,6 +109,7 @@ class ManagedNode(LifecycleNode):
             the file, a ``ValueError`` naming the parameter), which ``common.run_node`` prints as
             one ``[FATAL]`` line before exiting 1, as without a lifecycle.
         """
+        self._faults = faults
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, vocab.DIAGNOSTICS, common.COMMAND_QOS)
         self.create_timer(1.0 / diagnostics_rate_hz, faults.guard(self._diagnostics_tick, "diagnostics_error"))
         if not autostart:
@@ -111,6 +119,27 @@ class ManagedNode(LifecycleNode):
             raise self._configure_exception or ConfigureError(self.last_error or "configure failed")
         if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
             raise ConfigureError(self.last_error or "activate failed")
+
+    # ------------------------------------------------------------------ the model's thread
+    def start_worker(self, role: str, work: Callable[[], None], fault_reason: str) -> None:
+        """Start the thread ``work`` runs in whenever :meth:`wake_worker` is called (from
+        ``activate()``); an exception in it is counted under ``fault_reason``."""
+        self.worker = BackgroundWorker(f"{self.get_name()}_{role}", work,
+                                       lambda exc: self._faults.fault(fault_reason, f"{type(exc).__name__}: {exc}"))
+
+    def wake_worker(self) -> None:
+        worker = self.worker
+        if self.is_active and worker is not None:
+            worker.wake()
+
+    def stop_worker(self) -> None:
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            worker.stop()
+
+    def destroy_node(self) -> None:
+        self.stop_worker()
+        super().destroy_node()
 
     @property
     def is_active(self) -> bool:
@@ -162,6 +191,7 @@ class ManagedNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.lifecycle_state = INACTIVE
+        self.stop_worker()
         self.deactivate()
         self.transitions["deactivated"] += 1
         self.get_logger().info(f"{self.get_name()} inactive: nothing published")
@@ -176,6 +206,7 @@ class ManagedNode(LifecycleNode):
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         if self.lifecycle_state == ACTIVE:
             self.lifecycle_state = INACTIVE
+            self.stop_worker()
             self.deactivate()
         if self.lifecycle_state == INACTIVE:
             self._safe_release()
@@ -194,6 +225,7 @@ class ManagedNode(LifecycleNode):
 
     # ------------------------------------------------------------------ internals
     def _safe_release(self) -> None:
+        self.stop_worker()
         try:
             self.release()
         finally:

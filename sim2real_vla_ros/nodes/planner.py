@@ -85,7 +85,7 @@ from sim2real_vla_ros.nodes.task_action import ExecuteTaskServer
 from sim2real_vla_ros.nodes.task_messages import plan_state_to_msg, validator_event_from_msg
 from sim2real_vla_ros.nodes.common import Param
 from sim2real_vla_ros.nodes.lifecycle import LIFECYCLE_AUTOSTART, ManagedNode
-from sim2real_vla_ros.nodes.node_support import (BUNDLE_PARAMETERS, DIAGNOSTICS_RATE, BackgroundWorker, FaultLog,
+from sim2real_vla_ros.nodes.node_support import (BUNDLE_PARAMETERS, DIAGNOSTICS_RATE, FaultLog,
                                                  LevelTracker, load_node_bundle)
 from sim2real_vla_ros.core.vocabulary import ARMS
 
@@ -148,7 +148,6 @@ class PlannerNode(ManagedNode):
         self._autostart_pending = self.autostart
         self._tick_rate = RateMeter(window_s=max(5.0, 5.0 / self.rate_hz))
         self._ticks = 0
-        self._tick_worker: Optional[BackgroundWorker] = None
         self._execute_task = None
         self.bundle = self.model = self.core = self.chain = None
         common.on_set_parameters(self, PARAMETERS, self._apply_parameters)
@@ -177,34 +176,18 @@ class PlannerNode(ManagedNode):
     def activate(self) -> None:
         # The planning tick (the model) runs in its own thread, woken by the timer: services,
         # validator events and the e-stop stay responsive while it computes, and two ticks
-        # never overlap.
-        self._tick_worker = BackgroundWorker(
-            f"{self.get_name()}_tick", self._on_tick,
-            lambda exc: self.faults.fault("tick_error", f"{type(exc).__name__}: {exc}"))
+        # never overlap. Deactivation stops it (the base's), and with it the heartbeat (its
+        # timer returns unless active): the actors hold within planner_timeout_s.
+        self.start_worker("tick", self._on_tick, "tick_error")
         with self._lock:
             self.core.forget_published()  # what was given while inactive was dropped: publish it now
             self._publish_state_locked(common.now_seconds(self))
 
-    def deactivate(self) -> None:
-        # No heartbeat from here on: the actors hold within planner_timeout_s.
-        self._stop_ticking()
-
     def release(self) -> None:
-        self._stop_ticking()
         if self._execute_task is not None:
             self._execute_task.destroy()
             self._execute_task = None
         self.bundle = self.model = self.core = self.chain = None
-
-    def _stop_ticking(self) -> None:
-        worker, self._tick_worker = self._tick_worker, None
-        if worker is not None:
-            worker.stop()
-
-    def _wake_tick(self) -> None:
-        worker = self._tick_worker
-        if self.is_active and worker is not None:
-            worker.wake()
 
     # ------------------------------------------------------------------ set-up
     def _declare_parameters(self) -> dict:
@@ -234,7 +217,6 @@ class PlannerNode(ManagedNode):
                              f"K = {shape[1]} previous affordances (prev_affordance {list(shape)})")
 
     def destroy_node(self) -> None:
-        self._stop_ticking()
         if self._execute_task is not None:
             self._execute_task.destroy()
         super().destroy_node()
@@ -267,7 +249,7 @@ class PlannerNode(ManagedNode):
         self.create_service(Trigger, vocab.STOP_SERVICE, self._handle_stop)
         self.create_service(SetBool, vocab.SET_ESTOP_SERVICE, self._handle_set_estop)
         self._execute_task = ExecuteTaskServer(self, self._start, self._stop_task, self._chain_state, self.rate_hz)
-        self.create_timer(1.0 / self.rate_hz, self._wake_tick)
+        self.create_timer(1.0 / self.rate_hz, self.wake_worker)
         # On the executor, not in the tick thread: it says the process and its executor are alive;
         # a slow model run does not stop it (the actors' affordance age covers a stuck model).
         self.create_timer(1.0 / HEARTBEAT_RATE_HZ, guard(self._publish_heartbeat, "heartbeat_error"))

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import sys
 
-from typing import Optional
 
 from sensor_msgs.msg import Image, JointState
 from sim2real_vla_interfaces.msg import PlanState, TaskState, ValidatorEvent
@@ -47,7 +46,7 @@ from sim2real_vla_ros.nodes import common
 from sim2real_vla_ros.nodes.common import Param
 from sim2real_vla_ros.nodes.lifecycle import LIFECYCLE_AUTOSTART, ManagedNode
 from sim2real_vla_ros.nodes.task_messages import plan_state_from_msg, task_state_to_msg, validator_event_to_msg
-from sim2real_vla_ros.nodes.node_support import (BUNDLE_PARAMETERS, DIAGNOSTICS_RATE, BackgroundWorker, FaultLog,
+from sim2real_vla_ros.nodes.node_support import (BUNDLE_PARAMETERS, DIAGNOSTICS_RATE, FaultLog,
                                                  LevelTracker, load_node_bundle)
 
 TOP_CAMERA = "cam_high"
@@ -99,7 +98,6 @@ class ValidatorNode(ManagedNode):
 
     def __init__(self) -> None:
         super().__init__("validator")
-        self._decision_worker: Optional[BackgroundWorker] = None
         self.bundle = self.model = self.core = self.gate = None
         self._values = self._declare_parameters()
         self.faults = FaultLog(self)
@@ -121,10 +119,6 @@ class ValidatorNode(ManagedNode):
         self.scripted = parse_scripted_probability(values["scripted_probabilities"])
         self.diagnostics_rate_hz = values["diagnostics_rate_hz"]
         return values
-
-    def destroy_node(self) -> None:
-        self._stop_deciding()
-        super().destroy_node()
 
     # ------------------------------------------------------------------ lifecycle
     def configure(self) -> None:
@@ -149,28 +143,13 @@ class ValidatorNode(ManagedNode):
     def activate(self) -> None:
         # The decision (the model) runs in its own thread, woken by the timer: input callbacks
         # keep storing the newest messages while it computes, and decisions never overlap.
-        self._decision_worker = BackgroundWorker(
-            f"{self.get_name()}_decision", self._on_tick,
-            lambda exc: self.faults.fault("tick_error", f"{type(exc).__name__}: {exc}"))
-
-    def deactivate(self) -> None:
-        # The core keeps the plan and the gate's step: a re-activation continues the step (its
-        # dwell and timeout count the time it has been current, inactive time included).
-        self._stop_deciding()
+        # Deactivation stops only that thread (the base's): the core keeps the plan and the
+        # gate's step, so a re-activation continues the step (its dwell and timeout count the
+        # time it has been current, inactive time included).
+        self.start_worker("decision", self._on_tick, "tick_error")
 
     def release(self) -> None:
-        self._stop_deciding()
         self.bundle = self.model = self.core = self.gate = None
-
-    def _stop_deciding(self) -> None:
-        worker, self._decision_worker = self._decision_worker, None
-        if worker is not None:
-            worker.stop()
-
-    def _wake_decision(self) -> None:
-        worker = self._decision_worker
-        if self.is_active and worker is not None:
-            worker.wake()
 
     def _create_interfaces(self) -> None:
         guard = self.faults.guard
@@ -184,7 +163,7 @@ class ValidatorNode(ManagedNode):
                                  common.LATCHED_QOS)
         self.event_pub = self.create_lifecycle_publisher(ValidatorEvent, vocab.VALIDATOR_EVENT, common.COMMAND_QOS)
         self.state_pub = self.create_lifecycle_publisher(TaskState, vocab.TASK_STATE, common.LATCHED_QOS)
-        self.create_timer(1.0 / self.rate_hz, self._wake_decision)
+        self.create_timer(1.0 / self.rate_hz, self.wake_worker)
 
     # ------------------------------------------------------------------ inputs
     def _on_image(self, camera: str, msg: Image) -> None:
