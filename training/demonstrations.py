@@ -77,6 +77,7 @@ class _Recorder:
         self.frames: Dict[str, list] = {key: [] for key in self.keys()}
         self.frame_controls: List[int] = []        # control-step index of each kept frame
         self.log: list = []                         # the expert's (action, motion steps) per step
+        self._step_started = 0                      # control-step index where the current step began
 
     @staticmethod
     def keys() -> List[str]:
@@ -88,7 +89,9 @@ class _Recorder:
         sim = self.scene.sim
         index = len(self.commands)
         step = len(expert.log) - 1
-        started = self.step_of_control.index(step) if step in self.step_of_control else index
+        if not self.step_of_control or self.step_of_control[-1] != step:
+            self._step_started = index  # steps only advance: the first control step of this one
+        started = self._step_started
         motion_steps = expert.log[step][1] if step >= 0 else 0
         self.commands.append(np.stack([sim.arm_command(side)[0] for side in ARMS]))
         self.step_of_control.append(step)
