@@ -200,7 +200,9 @@ class Recorder:
         self._sequence: Dict[str, int] = {}
         self._closed = False
         self.overlay = OverlayVideo(folder, overlay_fps)
-        self.latest_wrist: Dict[str, np.ndarray] = {}  # arm -> newest raw wrist frame (overlay panel)
+        # arm -> (serialized message, type) of the newest raw wrist frame: decoded only when an
+        # overlay frame uses it (5 Hz), not at each camera frame.
+        self.latest_wrist: Dict[str, tuple] = {}
         self.extract_errors: Dict[str, int] = {}
         self._subscriptions = []
         for plan in plans:
@@ -378,11 +380,8 @@ class Recorder:
 
     def _wrist_image(self, plan: TopicPlan, data: bytes, msg_type, recv: float) -> None:
         """The newest raw frame of a wrist camera, for the overlay video's panel (not stored)."""
-        from sim2real_vla_ros.nodes.common import image_to_numpy
-
-        rgb = image_to_numpy(self._deserialize(data, msg_type), "rgb8")
         with self.lock:
-            self.latest_wrist[plan.arm] = rgb
+            self.latest_wrist[plan.arm] = (bytes(data), msg_type)
 
     def _overlay(self, plan: TopicPlan, data: bytes, msg_type, recv: float) -> None:
         """The planner's overlay, composed with both wrist views and the validator's probabilities."""
@@ -391,9 +390,10 @@ class Recorder:
 
         rgb = image_to_numpy(self._deserialize(data, msg_type), "rgb8")
         with self.lock:
-            wrists = dict(self.latest_wrist)
+            latest = dict(self.latest_wrist)
             state = self.data.task_states[-1][1] if self.data.task_states else {}
             plan_state = self.data.plan_states[-1][1] if self.data.plan_states else {}
+        wrists = {arm: image_to_numpy(self._deserialize(data, kind), "rgb8") for arm, (data, kind) in latest.items()}
         probabilities = {arm: (entry or {}).get("prob") for arm, entry in (state.get("arms") or {}).items()}
         caption = f"t {recv:.1f} s  phase {plan_state.get('phase', '?')}  affordance #{plan_state.get('index', '?')}"
         frame = compose_panel(rgb, wrists, probabilities, caption)
