@@ -200,10 +200,20 @@ def chromium_binary() -> Optional[str]:
     return None
 
 
-def video_plays_in_chromium(video: str, scratch_folder: str, timeout_s: float = 60.0) -> str:
-    """Whether headless Chromium decodes ``video``: 'loaded WxH duration' or 'error <code> <message>'."""
+def _run_headless(path: str, options: Sequence[str], timeout_s: float):
+    """Headless Chromium on the local file ``path`` with ``options`` (completed process, text)."""
     import subprocess
 
+    binary = chromium_binary()
+    if binary is None:
+        raise FileNotFoundError("chromium is not installed")
+    return subprocess.run([binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+                           *options, "file://" + os.path.abspath(path)], capture_output=True, text=True,
+                          timeout=timeout_s)
+
+
+def video_plays_in_chromium(video: str, scratch_folder: str, timeout_s: float = 60.0) -> str:
+    """Whether headless Chromium decodes ``video``: 'loaded WxH' or 'error <code> <message>'."""
     page = os.path.join(scratch_folder, "video_check.html")
     with open(page, "w", encoding="utf-8") as stream:
         stream.write(f"""<!DOCTYPE html><html><body><video id="v" src="file://{os.path.abspath(video)}" muted></video>
@@ -212,12 +222,7 @@ const v = document.getElementById('v'), out = document.getElementById('out');
 v.addEventListener('loadeddata', () => {{ out.textContent = 'loaded ' + v.videoWidth + 'x' + v.videoHeight; }});
 v.addEventListener('error', () => {{ out.textContent = 'error ' + v.error.code + ' ' + v.error.message; }});
 </script></body></html>""")
-    binary = chromium_binary()
-    if binary is None:
-        raise FileNotFoundError("chromium is not installed")
-    dom = subprocess.run([binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
-                          "--virtual-time-budget=5000", "--dump-dom", "file://" + os.path.abspath(page)],
-                         capture_output=True, text=True, timeout=timeout_s).stdout
+    dom = _run_headless(page, ["--virtual-time-budget=5000", "--dump-dom"], timeout_s).stdout
     start = dom.find('<div id="out">')
     return dom[start + len('<div id="out">'):dom.find("</div>", start)] if start >= 0 else "no result"
 
@@ -225,19 +230,11 @@ v.addEventListener('error', () => {{ out.textContent = 'error ' + v.error.code +
 def check_in_chromium(page: str, screenshot: str, timeout_s: float = 60.0) -> Dict[str, object]:
     """Load ``page`` in headless Chromium: its console errors and failed loads, the DOM's SVG
     and video elements, and how much of a screenshot is not blank (a page a person can read)."""
-    import subprocess
-
     import cv2
 
-    binary = chromium_binary()
-    if binary is None:
-        raise FileNotFoundError("chromium is not installed")
-    url = "file://" + os.path.abspath(page)
-    common = [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
-              "--enable-logging=stderr", "--v=0", "--window-size=1280,2400"]
-    dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=timeout_s)
-    shot = subprocess.run([*common, f"--screenshot={os.path.abspath(screenshot)}", url], capture_output=True,
-                          text=True, timeout=timeout_s)
+    logged = ["--enable-logging=stderr", "--v=0", "--window-size=1280,2400"]
+    dom = _run_headless(page, [*logged, "--dump-dom"], timeout_s)
+    shot = _run_headless(page, [*logged, f"--screenshot={os.path.abspath(screenshot)}"], timeout_s)
     log = dom.stderr + shot.stderr
     errors = [line for line in log.splitlines()
               if "CONSOLE" in line and ("Error" in line or "error" in line) or "ERR_FILE_NOT_FOUND" in line
